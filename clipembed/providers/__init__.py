@@ -1,0 +1,1 @@
+"""Embedding providers behind one protocol (:mod:`clipembed.providers.base`)."""

