@@ -49,6 +49,8 @@ class Settings(BaseSettings):
         extra="ignore",
         populate_by_name=True,
         frozen=True,
+        # `EMBEDDING_DIMENSIONS=` (as in .env.example) means unset, not "invalid integer".
+        env_ignore_empty=True,
     )
 
     # --- embedding -------------------------------------------------------------------------

@@ -60,3 +60,27 @@ def test_invalid_configuration_is_one_clear_line(monkeypatch, env, fragment):
     message = str(info.value)
     assert fragment in message
     assert "\n" not in message
+
+
+def test_env_example_is_a_valid_env_file(tmp_path, monkeypatch):
+    from tests.conftest import ROOT
+
+    text = (ROOT / ".env.example").read_text()
+    (tmp_path / ".env").write_text(text.replace("OPENAI_API_KEY=\n", "OPENAI_API_KEY=sk-from-env-file\n"))
+    cfg = settings.load()
+    assert cfg.openai_api_key is not None
+    assert cfg.openai_api_key.get_secret_value() == "sk-from-env-file"
+    assert cfg.dimensions == 768
+    assert cfg.redis_url is None
+
+
+def test_env_example_documents_every_setting():
+    from tests.conftest import ROOT
+
+    text = (ROOT / ".env.example").read_text()
+    for name, field in settings.Settings.model_fields.items():
+        alias = field.validation_alias
+        names = {name.upper()}
+        if alias is not None:
+            names |= {str(c).upper() for c in getattr(alias, "choices", [alias])}
+        assert any(f"{n}=" in text for n in names), f"{name} is not in .env.example"
