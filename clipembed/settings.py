@@ -58,7 +58,8 @@ class Settings(BaseSettings):
     embedding_provider: Literal["openai", "local"] = "openai"
     openai_api_key: SecretStr | None = None
     embedding_model: str | None = Field(
-        default=None, description="Default: text-embedding-3-small (openai), all-MiniLM-L6-v2 (local)."
+        default=None,
+        description="Default: text-embedding-3-small (openai), all-MiniLM-L6-v2 (local).",
     )
     embedding_dimensions: int | None = Field(default=None, ge=1, le=16_000)
     embedding_api_base_url: str | None = Field(

@@ -66,7 +66,9 @@ def run(main: Callable[[], Awaitable[T]], *, debug: bool = False) -> T:
     except errors.ClipembedError as exc:
         fail(exc, EXIT_FAILED, debug=debug)
     except Exception as exc:  # a bug: still one line, with the traceback on --debug
-        fail(exc if debug else RuntimeError(f"{type(exc).__name__}: {exc}"), EXIT_FAILED, debug=debug)
+        fail(
+            exc if debug else RuntimeError(f"{type(exc).__name__}: {exc}"), EXIT_FAILED, debug=debug
+        )
     raise AssertionError("unreachable")
 
 

@@ -10,7 +10,9 @@ from clipembed.db import connection, migrations
 
 
 def register(app: typer.Typer) -> None:
-    migrate = typer.Typer(help="Create, roll back or inspect the database schema.", no_args_is_help=True)
+    migrate = typer.Typer(
+        help="Create, roll back or inspect the database schema.", no_args_is_help=True
+    )
     app.add_typer(migrate, name="migrate")
 
     @migrate.command("up")
@@ -33,7 +35,9 @@ def register(app: typer.Typer) -> None:
 
     @migrate.command("down")
     def down(
-        to: int | None = typer.Option(None, "--to", help="Roll back to this version (0: everything)."),
+        to: int | None = typer.Option(
+            None, "--to", help="Roll back to this version (0: everything)."
+        ),
         debug: bool = common.DebugOption,
     ) -> None:
         """Roll back the newest migration, or every migration after --to."""

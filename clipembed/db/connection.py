@@ -66,9 +66,7 @@ def start_embedded(home: Path) -> str:
                     f"could not start the embedded PostgreSQL in {pgdata}: {exc}"
                 ) from exc
             _embedded_servers[pgdata] = server
-        exists = server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';"
-        )
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
         if "(1 row)" not in exists:
             server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
         return str(server.get_uri(EMBEDDED_DATABASE))
@@ -84,9 +82,7 @@ def database_url(settings: Settings) -> str:
 async def connect(url: str, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
     """One connection, with connection errors turned into a one-line ConfigurationError."""
     try:
-        return await psycopg.AsyncConnection.connect(
-            url, connect_timeout=CONNECT_TIMEOUT, **kwargs
-        )
+        return await psycopg.AsyncConnection.connect(url, connect_timeout=CONNECT_TIMEOUT, **kwargs)
     except psycopg.OperationalError as exc:
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         reason = reason or type(exc).__name__

@@ -79,9 +79,7 @@ async def _lock(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 async def _applied(conn: psycopg.AsyncConnection[Any]) -> dict[int, tuple[Any, dict[str, Any]]]:
-    cur = await conn.execute(
-        "SELECT to_regclass('clipembed_migrations') IS NOT NULL"
-    )
+    cur = await conn.execute("SELECT to_regclass('clipembed_migrations') IS NOT NULL")
     row = await cur.fetchone()
     if not row or not row[0]:
         return {}
@@ -171,7 +169,9 @@ async def check_current(conn: psycopg.AsyncConnection[Any], *, dimensions: int) 
     pending = [s for s in await status(conn) if not s.applied]
     if pending:
         names = ", ".join(f"{s.version:04d}_{s.name}" for s in pending)
-        raise errors.SchemaError(f"the database needs migrating ({names}): run `clipembed migrate up`")
+        raise errors.SchemaError(
+            f"the database needs migrating ({names}): run `clipembed migrate up`"
+        )
     column = await embedding_dimensions(conn)
     if column != dimensions:
         raise errors.SchemaError(

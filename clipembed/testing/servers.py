@@ -61,12 +61,18 @@ class RedisProcess:
         self.process = subprocess.Popen(
             [
                 redis_server_binary(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.directory),
-                "--logfile", str(self.directory / "redis.log"),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / "redis.log"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -118,5 +124,7 @@ def embedded_redis_url(home: Path) -> str:
                 return f"redis://127.0.0.1:{port}/0"
     proc = RedisProcess(directory).start()
     port_file.write_text(str(proc.port))
-    os.environ.setdefault("CLIPEMBED_EMBEDDED_REDIS_PID", str(proc.process.pid if proc.process else ""))
+    os.environ.setdefault(
+        "CLIPEMBED_EMBEDDED_REDIS_PID", str(proc.process.pid if proc.process else "")
+    )
     return proc.url
