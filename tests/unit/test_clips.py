@@ -27,8 +27,10 @@ def test_spec_example_exactly():
         (ClipText("t", "b", "c", None), "Title: t. Broadcaster: b. Clipped by: c"),
         # creator equal to broadcaster after sanitising counts as equal
         (ClipText("t", "b", " b\u200b", None), "Title: t. Broadcaster: b"),
-        (ClipText("日本語のタイトル 🎉", "配信者", "작성자", None),
-         "Title: 日本語のタイトル 🎉. Broadcaster: 配信者. Clipped by: 작성자"),
+        (
+            ClipText("日本語のタイトル 🎉", "配信者", "작성자", None),
+            "Title: 日本語のタイトル 🎉. Broadcaster: 配信者. Clipped by: 작성자",
+        ),
     ],
 )
 def test_text_table(clip, expected):

@@ -8,8 +8,14 @@ from clipembed import errors, settings
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     for name in [
-        "OPENAI_API_KEY", "EMBEDDING_PROVIDER", "EMBEDDING_MODEL", "EMBEDDING_DIMENSIONS",
-        "EMBEDDING_BATCH_SIZE", "EMBEDDING_API_BASE_URL", "OPENAI_BASE_URL", "DATABASE_URL",
+        "OPENAI_API_KEY",
+        "EMBEDDING_PROVIDER",
+        "EMBEDDING_MODEL",
+        "EMBEDDING_DIMENSIONS",
+        "EMBEDDING_BATCH_SIZE",
+        "EMBEDDING_API_BASE_URL",
+        "OPENAI_BASE_URL",
+        "DATABASE_URL",
     ]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)  # no stray .env
@@ -45,7 +51,10 @@ def test_openai_base_url_alias(monkeypatch):
     ("env", "fragment"),
     [
         ({}, "OPENAI_API_KEY is required"),
-        ({"OPENAI_API_KEY": "k", "EMBEDDING_DIMENSIONS": "2000"}, "more than text-embedding-3-small"),
+        (
+            {"OPENAI_API_KEY": "k", "EMBEDDING_DIMENSIONS": "2000"},
+            "more than text-embedding-3-small",
+        ),
         ({"OPENAI_API_KEY": "k", "EMBEDDING_MODEL": "text-embedding-ada-002"}, "impossible"),
         ({"OPENAI_API_KEY": "k", "EMBEDDING_BATCH_SIZE": "0"}, "EMBEDDING_BATCH_SIZE"),
         ({"OPENAI_API_KEY": "k", "EMBEDDING_BATCH_SIZE": "2049"}, "EMBEDDING_BATCH_SIZE"),
@@ -66,7 +75,9 @@ def test_env_example_is_a_valid_env_file(tmp_path, monkeypatch):
     from tests.conftest import ROOT
 
     text = (ROOT / ".env.example").read_text()
-    (tmp_path / ".env").write_text(text.replace("OPENAI_API_KEY=\n", "OPENAI_API_KEY=sk-from-env-file\n"))
+    (tmp_path / ".env").write_text(
+        text.replace("OPENAI_API_KEY=\n", "OPENAI_API_KEY=sk-from-env-file\n")
+    )
     cfg = settings.load()
     assert cfg.openai_api_key is not None
     assert cfg.openai_api_key.get_secret_value() == "sk-from-env-file"

@@ -1,0 +1,28 @@
+"""Prometheus metrics of the embedding pipeline (served at ``GET /metrics`` by ``clipembed serve``).
+
+Defined once per process on the default registry; every service instance updates the same
+series, labelled by provider and model, so many services (as in the tests) never re-register.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+TEXTS = Counter(
+    "clipembed_texts_total", "Texts embedded, by where the vector came from.", ["model", "source"]
+)
+REQUESTS = Counter(
+    "clipembed_provider_requests_total", "Provider requests, by outcome.", ["model", "outcome"]
+)
+TOKENS = Counter("clipembed_provider_tokens_total", "Input tokens sent to the provider.", ["model"])
+RETRIES = Counter("clipembed_provider_retries_total", "Provider requests retried.", ["model"])
+LATENCY = Histogram(
+    "clipembed_provider_request_seconds",
+    "Provider request latency.",
+    ["model"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+QUEUE_DEPTH = Gauge("clipembed_queue_pending", "Clips waiting in the embedding queue.")
+QUEUE_OLDEST = Gauge("clipembed_queue_oldest_seconds", "Age of the oldest pending queue item.")
+DEAD_LETTERS = Gauge("clipembed_queue_dead_letters", "Items that exhausted their attempts.")
+COVERAGE = Gauge("clipembed_coverage_ratio", "Fraction of live clips with a current embedding.")

@@ -1,0 +1,155 @@
+"""Requests- and tokens-per-minute limiting, shared by every process through Redis.
+
+The algorithm is GCRA (the "virtual scheduling" form of a leaky bucket) on two budgets at once:
+each budget keeps a *theoretical arrival time*; a request may go when both are in the past, and
+then pushes them forward by ``1 / rpm`` and ``tokens / tpm`` minutes. Requests are therefore
+spread evenly instead of bursting at the start of each minute, which is what a provider that
+smooths its limits within the minute wants, and no sliding minute ever holds more than the
+limit plus one request (so the effective limits are set a hair under the configured ones).
+
+The state lives in one Redis hash updated by a Lua script that uses Redis's own clock, so any
+number of processes on any number of machines share one limit. Without Redis (or while it is
+down) each process limits itself with the same algorithm in memory.
+
+The provider corrects us: a 429's ``retry-after`` blocks every process sharing the limit for
+that long, and ``x-ratelimit-remaining-* == 0`` holds requests until the matching reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+
+from clipembed.cache import RedisLink
+from clipembed.providers.base import RateLimitInfo
+
+logger = logging.getLogger(__name__)
+
+MAX_SLEEP = 5.0  # seconds: re-check at least this often (another process may block or free us)
+KEY_TTL_MS = 10 * 60 * 1000  # state expires once idle for ten minutes
+REQUEST_MARGIN = 1  # requests below the configured rpm (GCRA can add one per minute)
+TOKEN_SAFETY = 0.98  # fraction of the configured tpm actually used
+
+_SCRIPT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local key = KEYS[1]
+local op = ARGV[1]
+if op == 'block' then
+  local until_ms = now + tonumber(ARGV[2])
+  local blocked = tonumber(redis.call('HGET', key, 'blocked') or '0')
+  if until_ms > blocked then redis.call('HSET', key, 'blocked', until_ms) end
+  redis.call('PEXPIRE', key, tonumber(ARGV[3]))
+  return 0
+end
+local req_interval = tonumber(ARGV[2])
+local tok_interval = tonumber(ARGV[3])
+local cost = tonumber(ARGV[4])
+local st = redis.call('HMGET', key, 'req', 'tok', 'blocked')
+local req = tonumber(st[1] or '0') or 0
+local tok = tonumber(st[2] or '0') or 0
+local blocked = tonumber(st[3] or '0') or 0
+local wait = math.max(blocked - now, req - now, tok - now, 0)
+if wait > 0 then return math.ceil(wait) end
+redis.call('HSET', key, 'req', math.max(req, now) + req_interval, 'tok', math.max(tok, now) + cost * tok_interval)
+redis.call('PEXPIRE', key, tonumber(ARGV[5]))
+return 0
+"""
+
+
+@dataclasses.dataclass
+class GcraState:
+    """The in-memory twin of the Redis hash (times in milliseconds of a monotonic clock)."""
+
+    req: float = 0.0
+    tok: float = 0.0
+    blocked: float = 0.0
+
+    def try_acquire(self, now: float, req_interval: float, tok_interval: float, cost: int) -> float:
+        """0 and reserve if allowed now; otherwise the milliseconds to wait (reserving nothing)."""
+        wait = max(self.blocked - now, self.req - now, self.tok - now, 0.0)
+        if wait > 0:
+            return wait
+        self.req = max(self.req, now) + req_interval
+        self.tok = max(self.tok, now) + cost * tok_interval
+        return 0.0
+
+    def block(self, now: float, ms: float) -> None:
+        self.blocked = max(self.blocked, now + ms)
+
+
+class RateLimiter:
+    """``await acquire(tokens)`` before each request; ``observe(info)`` after each answer."""
+
+    def __init__(
+        self,
+        *,
+        requests_per_minute: int,
+        tokens_per_minute: int,
+        link: RedisLink | None = None,
+        key: str = "clipembed:ratelimit",
+    ) -> None:
+        rpm = (
+            max(1, requests_per_minute - REQUEST_MARGIN)
+            if requests_per_minute > 2
+            else requests_per_minute
+        )
+        self.req_interval = 60_000.0 / rpm  # ms per request
+        self.tok_interval = 60_000.0 / max(1.0, tokens_per_minute * TOKEN_SAFETY)  # ms per token
+        self.link = link
+        self.key = key
+        self._local = GcraState()
+        self._script = link.client.register_script(_SCRIPT) if link is not None else None
+        self.waited_seconds = 0.0
+
+    def _now_ms(self) -> float:
+        return time.monotonic() * 1000
+
+    async def _try(self, cost: int) -> float:
+        if self.link is not None and self._script is not None:
+            script = self._script
+            args = ["acquire", self.req_interval, self.tok_interval, cost, KEY_TTL_MS]
+
+            async def run(_: object) -> float:
+                return float(await script(keys=[self.key], args=args))
+
+            result = await self.link.call(run, -1.0)
+            if result >= 0:
+                return result
+        return self._local.try_acquire(self._now_ms(), self.req_interval, self.tok_interval, cost)
+
+    async def acquire(self, tokens: int) -> None:
+        """Wait until one request carrying ``tokens`` tokens may be sent, and reserve it."""
+        while True:
+            wait_ms = await self._try(tokens)
+            if wait_ms <= 0:
+                return
+            sleep = min(wait_ms / 1000, MAX_SLEEP)
+            self.waited_seconds += sleep
+            await asyncio.sleep(sleep)
+
+    async def block(self, seconds: float) -> None:
+        """Hold every process sharing this limit for ``seconds`` (a 429's retry-after)."""
+        ms = max(0.0, seconds) * 1000
+        self._local.block(self._now_ms(), ms)
+        if self.link is not None and self._script is not None:
+            script = self._script
+
+            async def run(_: object) -> None:
+                await script(keys=[self.key], args=["block", ms, KEY_TTL_MS])
+
+            await self.link.call(run, None)
+
+    async def observe(self, info: RateLimitInfo | None) -> None:
+        """Respect what the provider said: an exhausted budget waits for its reset."""
+        if info is None:
+            return
+        holds = []
+        if info.remaining_requests == 0 and info.reset_requests:
+            holds.append(info.reset_requests)
+        if info.remaining_tokens == 0 and info.reset_tokens:
+            holds.append(info.reset_tokens)
+        if holds:
+            await self.block(max(holds))

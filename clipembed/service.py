@@ -1,0 +1,349 @@
+"""The embedding service: cache -> dedupe -> truncate -> batch -> limit -> retry -> provider -> validate.
+
+``embed(texts)`` returns vectors in input order; ``embed_detailed(texts)`` never raises for
+provider failures and gives each text its vector or its error, so a job stores what succeeded
+and reports (and later retries) what did not. A batch that fails permanently is split in halves
+until the poison text is alone, so one bad input never sinks its neighbours.
+
+The retry policy is a table (:func:`should_retry`, :func:`backoff`): 429, 5xx, timeouts,
+connection errors and invalid answers are retried up to ``EMBEDDING_MAX_ATTEMPTS`` with
+exponential backoff and full jitter, never sooner than the provider's ``retry-after``;
+400/401/403/404 fail at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import time
+from collections.abc import Sequence
+
+import numpy as np
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from clipembed import batching, clips, errors, metrics, providers
+from clipembed.cache import EmbeddingCache, RedisLink
+from clipembed.providers import base
+from clipembed.ratelimit import RateLimiter
+from clipembed.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_BASE = 0.5  # seconds before the first retry (before jitter)
+BACKOFF_MAX = 20.0  # seconds: the longest wait between two attempts
+
+
+def should_retry(exc: BaseException) -> bool:
+    """The retry table: retryable provider errors yes, everything else no."""
+    return isinstance(exc, errors.RetryableProviderError)
+
+
+def backoff(attempt: int, retry_after: float | None = None, *, rand: float | None = None) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based).
+
+    Full jitter over an exponential ceiling (AWS's recommendation), but never less than the
+    provider's retry-after.
+    """
+    ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1))
+    r = random.random() if rand is None else rand
+    wait = ceiling / 2 + r * ceiling / 2
+    return max(wait, retry_after or 0.0)
+
+
+@dataclasses.dataclass
+class EmbedStats:
+    """Counters for one call (and, summed, for the service's lifetime)."""
+
+    texts: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    deduplicated: int = 0
+    requests: int = 0
+    tokens: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    failures: int = 0
+
+    def add(self, other: EmbedStats) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    @property
+    def cache_hit_rate(self) -> float:
+        looked_up = self.cache_hits + self.cache_misses
+        return self.cache_hits / looked_up if looked_up else 0.0
+
+
+@dataclasses.dataclass
+class EmbedOutcome:
+    """Per text: its vector or its error (exactly one is set), and whether it came from the cache."""
+
+    vectors: list[np.ndarray | None]
+    errors: list[BaseException | None]
+    from_cache: list[bool]
+    stats: EmbedStats
+
+    @property
+    def ok(self) -> bool:
+        return all(e is None for e in self.errors)
+
+
+@dataclasses.dataclass
+class EmbedResult:
+    vectors: base.Vectors  # (n, dimensions), input order
+    from_cache: list[bool]
+    stats: EmbedStats
+
+
+class EmbeddingService:
+    """Embeds texts through one provider with cache, shared limits, retries and bounded concurrency."""
+
+    def __init__(
+        self,
+        provider: base.EmbeddingProvider,
+        *,
+        settings: Settings,
+        limiter: RateLimiter,
+        cache: EmbeddingCache | None = None,
+        link: RedisLink | None = None,
+    ) -> None:
+        self.provider = provider
+        self.model = provider.model
+        self.dimensions = provider.dimensions
+        self.settings = settings
+        self.cache = cache
+        self.link = link
+        self.limiter = limiter
+        self.stats = EmbedStats()
+        self._semaphore = asyncio.Semaphore(settings.embedding_max_concurrency)
+        self._max_attempts = settings.embedding_max_attempts
+
+    def __repr__(self) -> str:
+        return f"EmbeddingService({self.provider!r}, cache={self.cache is not None})"
+
+    # --- public -------------------------------------------------------------------------------
+    def prepare(self, text: str) -> str:
+        """The text as it is cached and hashed: sanitised (truncation happens only on send)."""
+        return clips.sanitize(text)
+
+    def count_tokens(self, text: str) -> int:
+        return self.provider.count_tokens(self.provider.truncate(self.prepare(text)))
+
+    async def embed(self, texts: Sequence[str]) -> EmbedResult:
+        """Vectors in input order; raises the first error if any text failed."""
+        outcome = await self.embed_detailed(texts)
+        for err in outcome.errors:
+            if err is not None:
+                raise err
+        if not texts:
+            return EmbedResult(np.zeros((0, self.dimensions), np.float32), [], outcome.stats)
+        vectors = np.stack([v for v in outcome.vectors if v is not None])
+        return EmbedResult(vectors, outcome.from_cache, outcome.stats)
+
+    async def embed_detailed(self, texts: Sequence[str]) -> EmbedOutcome:
+        stats = EmbedStats(texts=len(texts))
+        n = len(texts)
+        vectors: list[np.ndarray | None] = [None] * n
+        errs: list[BaseException | None] = [None] * n
+        cached = [False] * n
+
+        positions: dict[str, list[int]] = {}
+        for i, raw in enumerate(texts):
+            text = self.prepare(raw)
+            if not text:
+                errs[i] = errors.PermanentProviderError("empty text: nothing to embed")
+                continue
+            positions.setdefault(text, []).append(i)
+        unique = list(positions)
+        stats.deduplicated = sum(len(p) - 1 for p in positions.values())
+
+        found: list[np.ndarray | None] = [None] * len(unique)
+        if self.cache is not None and unique:
+            found = await self.cache.get_many(unique)
+        misses = [t for t, v in zip(unique, found, strict=True) if v is None]
+        stats.cache_hits = len(unique) - len(misses)
+        stats.cache_misses = len(misses) if self.cache is not None else 0
+        results: dict[str, np.ndarray | BaseException] = {
+            t: v for t, v in zip(unique, found, strict=True) if v is not None
+        }
+        hits = set(results)
+        if misses:
+            results.update(await self._embed_misses(misses, stats))
+            if self.cache is not None:
+                stored = [(t, v) for t in misses if isinstance(v := results[t], np.ndarray)]
+                await self.cache.set_many(stored)
+
+        for text, idxs in positions.items():
+            value = results[text]
+            for i in idxs:
+                if isinstance(value, BaseException):
+                    errs[i] = value
+                else:
+                    vectors[i] = value
+                    cached[i] = text in hits
+        stats.failures = sum(1 for e in errs if e is not None)
+        metrics.TEXTS.labels(self.model, "cache").inc(sum(cached))
+        metrics.TEXTS.labels(self.model, "provider").inc(
+            sum(1 for i in range(n) if vectors[i] is not None and not cached[i])
+        )
+        self.stats.add(stats)
+        return EmbedOutcome(vectors, errs, cached, stats)
+
+    async def aclose(self) -> None:
+        await self.provider.aclose()
+        if self.link is not None:
+            await self.link.aclose()
+
+    # --- internals ----------------------------------------------------------------------------
+    async def _embed_misses(
+        self, texts: list[str], stats: EmbedStats
+    ) -> dict[str, np.ndarray | BaseException]:
+        sent = await asyncio.to_thread(lambda: [self.provider.truncate(t) for t in texts])
+        counts = await asyncio.to_thread(lambda: [self.provider.count_tokens(t) for t in sent])
+        plan = batching.plan_batches(
+            counts,
+            max_inputs=self.provider.max_inputs_per_request,
+            max_tokens=self.provider.max_tokens_per_request,
+        )
+        out: dict[str, np.ndarray | BaseException] = {}
+
+        async def run(batch: list[int]) -> None:
+            got = await self._embed_isolating(
+                [sent[i] for i in batch], [counts[i] for i in batch], stats
+            )
+            for i, value in zip(batch, got, strict=True):
+                out[texts[i]] = value
+
+        await asyncio.gather(*(run(b) for b in plan))
+        return out
+
+    async def _embed_isolating(
+        self, batch: list[str], counts: list[int], stats: EmbedStats
+    ) -> list[np.ndarray | BaseException]:
+        """One request; on a permanent error, split to find the poison text."""
+        try:
+            vectors = await self._request(batch, sum(counts), stats)
+            return list(vectors)
+        except errors.PermanentProviderError as exc:
+            if len(batch) == 1 or isinstance(exc, errors.RetryableProviderError):
+                return [exc] * len(batch)
+            if exc.status_code in (401, 403, 404):  # the key or model is wrong: no text is to blame
+                return [exc] * len(batch)
+            mid = len(batch) // 2
+            left, right = await asyncio.gather(
+                self._embed_isolating(batch[:mid], counts[:mid], stats),
+                self._embed_isolating(batch[mid:], counts[mid:], stats),
+            )
+            return left + right
+        except errors.ProviderError as exc:
+            return [exc] * len(batch)
+
+    async def _request(self, batch: list[str], tokens: int, stats: EmbedStats) -> base.Vectors:
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            retry_after = exc.retry_after if isinstance(exc, errors.RateLimitedError) else None
+            return backoff(state.attempt_number, retry_after)
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=wait,
+            retry=retry_if_exception(should_retry),
+            reraise=True,
+        )
+        async for attempt in retrying:
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    stats.retries += 1
+                    metrics.RETRIES.labels(self.model).inc()
+                async with self._semaphore:
+                    await self.limiter.acquire(tokens)
+                    started = time.perf_counter()
+                    stats.requests += 1
+                    try:
+                        response = await self.provider.embed(batch)
+                    except errors.RateLimitedError as exc:
+                        stats.rate_limited += 1
+                        metrics.REQUESTS.labels(self.model, "rate_limited").inc()
+                        await self.limiter.block(exc.retry_after or BACKOFF_BASE)
+                        self._log_failure(batch, tokens, attempt.retry_state.attempt_number, exc)
+                        raise
+                    except errors.ProviderError as exc:
+                        metrics.REQUESTS.labels(self.model, "error").inc()
+                        self._log_failure(batch, tokens, attempt.retry_state.attempt_number, exc)
+                        raise
+                elapsed = time.perf_counter() - started
+                await self.limiter.observe(response.ratelimit)
+                vectors = base.validate_vectors(
+                    response.vectors, count=len(batch), dimensions=self.dimensions
+                )
+                stats.tokens += response.tokens
+                metrics.REQUESTS.labels(self.model, "ok").inc()
+                metrics.TOKENS.labels(self.model).inc(response.tokens)
+                metrics.LATENCY.labels(self.model).observe(elapsed)
+                logger.debug(
+                    "batch embedded",
+                    extra={
+                        "inputs": len(batch),
+                        "tokens": response.tokens,
+                        "ms": round(elapsed * 1000, 1),
+                        "attempt": attempt.retry_state.attempt_number,
+                    },
+                )
+                return vectors
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _log_failure(
+        self, batch: list[str], tokens: int, attempt: int, exc: errors.ProviderError
+    ) -> None:
+        logger.warning(
+            "provider request failed",
+            extra={
+                "inputs": len(batch),
+                "tokens": tokens,
+                "attempt": attempt,
+                "of": self._max_attempts,
+                "error": str(exc),
+            },
+        )
+
+
+async def open_service(settings: Settings) -> EmbeddingService:
+    """Build the provider, the Redis link (if any), the cache and the shared limiter."""
+    provider = providers.create(settings)
+    link: RedisLink | None = None
+    url = settings.redis_url
+    if url and url.strip().lower() == "embedded":
+        from clipembed.testing import servers
+
+        try:
+            url = servers.embedded_redis_url(settings.clipembed_home)
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            logger.warning(
+                "could not start an embedded Redis: running uncached", extra={"reason": str(exc)}
+            )
+            url = None
+    if url:
+        link = RedisLink(url)
+        await link.ping()  # logs once if it is down; the link retries later by itself
+    else:
+        logger.info("no REDIS_URL: embeddings are not cached, the rate limit is per process")
+    cache = (
+        EmbeddingCache(
+            link,
+            prefix=settings.redis_key_prefix,
+            model=provider.model,
+            dimensions=provider.dimensions,
+            ttl_seconds=settings.cache_ttl_seconds,
+        )
+        if link is not None
+        else None
+    )
+    limiter = RateLimiter(
+        requests_per_minute=settings.embedding_requests_per_minute,
+        tokens_per_minute=settings.embedding_tokens_per_minute,
+        link=link,
+        key=f"{settings.redis_key_prefix}ratelimit:{provider.model}",
+    )
+    return EmbeddingService(provider, settings=settings, limiter=limiter, cache=cache, link=link)
