@@ -313,7 +313,7 @@ async def open_service(settings: Settings) -> EmbeddingService:
     """Build the provider, the Redis link (if any), the cache and the shared limiter."""
     provider = providers.create(settings)
     link: RedisLink | None = None
-    url = settings.redis_url
+    url = settings.redis_url if settings.redis_enabled else None
     if url and url.strip().lower() == "embedded":
         from clipembed.testing import servers
 
@@ -328,7 +328,7 @@ async def open_service(settings: Settings) -> EmbeddingService:
         link = RedisLink(url)
         await link.ping()  # logs once if it is down; the link retries later by itself
     else:
-        logger.info("no REDIS_URL: embeddings are not cached, the rate limit is per process")
+        logger.info("REDIS_URL=none: embeddings are not cached, the rate limit is per process")
     cache = (
         EmbeddingCache(
             link,

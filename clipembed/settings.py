@@ -86,8 +86,8 @@ class Settings(BaseSettings):
     # --- infrastructure --------------------------------------------------------------------
     database_url: str | None = None
     redis_url: str | None = Field(
-        default=None,
-        description="redis://... ; 'embedded' starts a private redis-server; unset: no cache.",
+        default="redis://127.0.0.1:6379/0",
+        description="redis://... ; 'embedded' starts a private redis-server; 'none' disables.",
     )
     redis_key_prefix: str = Field(
         default="clipembed:", validation_alias=AliasChoices("clipembed_redis_prefix")
@@ -132,6 +132,10 @@ class Settings(BaseSettings):
         if self.embedding_provider == "openai":
             return OPENAI_DEFAULT_DIMENSIONS
         return None
+
+    @property
+    def redis_enabled(self) -> bool:
+        return bool(self.redis_url) and self.redis_url.strip().lower() not in ("none", "off", "false")
 
     @property
     def cache_ttl_seconds(self) -> int:
