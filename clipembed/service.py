@@ -119,6 +119,7 @@ class EmbeddingService:
         self.stats = EmbedStats()
         self._semaphore = asyncio.Semaphore(settings.embedding_max_concurrency)
         self._max_attempts = settings.embedding_max_attempts
+        self._inflight: dict[str, asyncio.Future[np.ndarray | BaseException]] = {}
 
     def __repr__(self) -> str:
         return f"EmbeddingService({self.provider!r}, cache={self.cache is not None})"
@@ -198,6 +199,40 @@ class EmbeddingService:
 
     # --- internals ----------------------------------------------------------------------------
     async def _embed_misses(
+        self, texts: list[str], stats: EmbedStats
+    ) -> dict[str, np.ndarray | BaseException]:
+        """Embed cache misses; a text already being embedded by another call is awaited, not resent.
+
+        This "single flight" matters for concurrent batches of one backfill or several workers
+        in one process: identical clip texts in two batches cost one provider input.
+        """
+        out: dict[str, np.ndarray | BaseException] = {}
+        waiting = {t: self._inflight[t] for t in texts if t in self._inflight}
+        mine = [t for t in texts if t not in waiting]
+        loop = asyncio.get_running_loop()
+        futures = {t: loop.create_future() for t in mine}
+        self._inflight.update(futures)
+        try:
+            if mine:
+                out.update(await self._send(mine, stats))
+        except BaseException as exc:
+            for t in mine:
+                out.setdefault(
+                    t, exc if isinstance(exc, Exception) else errors.ProviderError("cancelled")
+                )
+            raise
+        finally:
+            for t, fut in futures.items():
+                if self._inflight.get(t) is fut:
+                    del self._inflight[t]
+                if not fut.done():
+                    fut.set_result(out.get(t, errors.ProviderError("embedding was cancelled")))
+        for t, fut in waiting.items():
+            out[t] = await asyncio.shield(fut)
+            stats.deduplicated += 1
+        return out
+
+    async def _send(
         self, texts: list[str], stats: EmbedStats
     ) -> dict[str, np.ndarray | BaseException]:
         sent = await asyncio.to_thread(lambda: [self.provider.truncate(t) for t in texts])

@@ -135,7 +135,11 @@ class Settings(BaseSettings):
 
     @property
     def redis_enabled(self) -> bool:
-        return bool(self.redis_url) and self.redis_url.strip().lower() not in ("none", "off", "false")
+        return bool(self.redis_url) and self.redis_url.strip().lower() not in (
+            "none",
+            "off",
+            "false",
+        )
 
     @property
     def cache_ttl_seconds(self) -> int:

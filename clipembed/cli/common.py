@@ -74,3 +74,20 @@ def run(main: Callable[[], Awaitable[T]], *, debug: bool = False) -> T:
 
 def is_terminal() -> bool:
     return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGINT/SIGTERM set ``stop`` (finish in-flight work); a second signal exits at once."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+
+    def handler(signame: str) -> None:
+        if stop.is_set():
+            stderr.print(f"{signame} again: exiting now")
+            os._exit(130)
+        stderr.print(f"{signame}: finishing the batches in flight (again to exit now)")
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handler, sig.name)

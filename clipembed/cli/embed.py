@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
     def embed(
         texts: list[str] = typer.Argument(None, help="Texts to embed."),
         as_json: bool = typer.Option(False, "--json", help="Print every vector as JSON."),
-        stdin: bool = typer.Option(False, "--stdin", help="Read texts from standard input, one per line."),
+        stdin: bool = typer.Option(
+            False, "--stdin", help="Read texts from standard input, one per line."
+        ),
         debug: bool = common.DebugOption,
     ) -> None:
         """Embed texts through the configured provider and cache, and print the vectors."""

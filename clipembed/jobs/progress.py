@@ -1,0 +1,83 @@
+"""Progress for long jobs: a rich bar with rate and ETA on a terminal, a log line otherwise."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgress
+
+logger = logging.getLogger(__name__)
+
+LOG_EVERY = 5.0  # seconds between progress lines when not on a terminal
+
+
+class Progress:
+    """``start(total)``, ``advance(n, **counts)``, ``stop()``; picks bar or log lines."""
+
+    def __init__(self, label: str, *, terminal: bool) -> None:
+        self.label = label
+        self.terminal = terminal
+        self._bar: RichProgress | None = None
+        self._task: int | None = None
+        self.done = 0
+        self.total = 0
+        self._started = 0.0
+        self._last_log = 0.0
+
+    def start(self, total: int) -> None:
+        self.total = total
+        self._started = self._last_log = time.monotonic()
+        if self.terminal:
+            self._bar = RichProgress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=max(total, 1), rate="")
+
+    def advance(self, n: int, **counts: int) -> None:
+        self.done += n
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        rate = self.done / elapsed
+        if self._bar is not None and self._task is not None:
+            if self.done > self.total:
+                self.total = self.done
+                self._bar.update(self._task, total=self.total)
+            self._bar.update(self._task, advance=n, rate=f"{rate:,.0f} clips/s")
+            return
+        now = time.monotonic()
+        if now - self._last_log >= LOG_EVERY:
+            self._last_log = now
+            remaining = max(self.total - self.done, 0)
+            eta = remaining / rate if rate > 0 else float("inf")
+            logger.info(
+                f"{self.label}: {self.done}/{self.total}",
+                extra={
+                    "rate_per_s": round(rate, 1),
+                    "eta_s": round(eta, 1) if eta != float("inf") else "?",
+                    **counts,
+                },
+            )
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

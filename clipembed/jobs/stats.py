@@ -1,0 +1,100 @@
+"""``clipembed stats``: the original's monitoring queries, plus staleness, models and the queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from clipembed import clips, metrics
+
+COVERAGE = """
+SELECT count(*) AS total_clips,
+       count(embedding) AS clips_with_embeddings,
+       count(*) FILTER (WHERE embedding_generated_at > now() - interval '24 hours') AS embedded_last_24h
+FROM clips WHERE NOT is_removed
+"""
+
+BY_MODEL = """
+SELECT coalesce(embedding_model, '(none)') AS model, count(*) AS clips
+FROM clips WHERE NOT is_removed AND embedding IS NOT NULL
+GROUP BY 1 ORDER BY 2 DESC
+"""
+
+EMBEDDED_PAGE = """
+SELECT id, title, broadcaster_name, creator_name, game_name, embedding_model, embedding_content_hash
+FROM clips WHERE NOT is_removed AND embedding IS NOT NULL AND id > %s ORDER BY id LIMIT 5000
+"""
+
+
+async def count_stale(pool: AsyncConnectionPool, *, model: str, dimensions: int) -> int:
+    """Embedded clips whose model or text/dimension hash no longer matches (keyset scan)."""
+    stale = 0
+    last: Any = "00000000-0000-0000-0000-000000000000"
+    while True:
+        async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(EMBEDDED_PAGE, (last,))
+            rows = await cur.fetchall()
+        if not rows:
+            return stale
+        for row in rows:
+            text = clips.embedding_text(clips.ClipText.from_row(row))
+            current = clips.content_hash(text, model, dimensions)
+            stored = row["embedding_content_hash"]
+            if row["embedding_model"] != model or stored is None or bytes(stored) != current:
+                stale += 1
+        last = rows[-1]["id"]
+
+
+async def collect(pool: AsyncConnectionPool, *, model: str, dimensions: int) -> dict[str, Any]:
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(COVERAGE)
+        row = await cur.fetchone() or {}
+        await cur.execute(BY_MODEL)
+        models = {r["model"]: r["clips"] for r in await cur.fetchall()}
+    total = int(row.get("total_clips", 0))
+    with_embeddings = int(row.get("clips_with_embeddings", 0))
+    stale = await count_stale(pool, model=model, dimensions=dimensions)
+    out: dict[str, Any] = {
+        "total_clips": total,
+        "clips_with_embeddings": with_embeddings,
+        "coverage_percentage": round(with_embeddings * 100.0 / total, 2) if total else 0.0,
+        "embedded_last_24h": int(row.get("embedded_last_24h", 0)),
+        "stale_embeddings": stale,
+        "current_embeddings": with_embeddings - stale,
+        "by_model": models,
+        "model": model,
+        "dimensions": dimensions,
+    }
+    try:
+        from clipembed.jobs import queue
+
+        async with pool.connection() as conn:
+            out["queue"] = await queue.queue_stats(conn)
+    except ImportError:  # pragma: no cover - the queue module ships with clipembed
+        pass
+    metrics.COVERAGE.set((with_embeddings - stale) / total if total else 1.0)
+    return out
+
+
+def lines(stats: dict[str, Any]) -> list[str]:
+    out = [
+        f"Total clips:            {stats['total_clips']}",
+        f"Clips with embeddings:  {stats['clips_with_embeddings']}",
+        f"Coverage:               {stats['coverage_percentage']:.2f}%",
+        f"Embedded in last 24h:   {stats['embedded_last_24h']}",
+        f"Stale embeddings:       {stats['stale_embeddings']}",
+        f"Model in use:           {stats['model']} ({stats['dimensions']} dims)",
+    ]
+    for model, count in stats["by_model"].items():
+        out.append(f"  {model}: {count}")
+    queue = stats.get("queue")
+    if queue:
+        out += [
+            f"Queue pending:          {queue['pending']}",
+            f"Queue leased:           {queue['leased']}",
+            f"Oldest pending:         {queue['oldest_pending_seconds']:.1f}s",
+            f"Dead letters:           {queue['dead_letters']}",
+        ]
+    return out
