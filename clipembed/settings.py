@@ -83,6 +83,14 @@ class Settings(BaseSettings):
     embedding_scheduler_window_days: float = Field(default=7, gt=0)
     embedding_scheduler_limit: int = Field(default=100, ge=1)
 
+    # --- real-time queue and workers -------------------------------------------------------
+    clipembed_queue_lease_seconds: float = Field(default=60, gt=0)
+    clipembed_queue_max_attempts: int = Field(default=5, ge=1)
+    clipembed_queue_poll_seconds: float = Field(default=2.0, gt=0)
+    clipembed_worker_batch_size: int = Field(default=100, ge=1, le=2048)
+    clipembed_worker_concurrency: int = Field(default=2, ge=1, le=64)
+    clipembed_serve_worker: bool = False
+
     # --- infrastructure --------------------------------------------------------------------
     database_url: str | None = None
     redis_url: str | None = Field(

@@ -1,9 +1,50 @@
-"""Placeholder: this command group is being built."""
+"""``clipembed worker``."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import json
+
 import typer
+
+from clipembed import runtime
+from clipembed.cli import common
+from clipembed.jobs import worker as worker_mod
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    @app.command("worker")
+    def worker(
+        batch: int | None = typer.Option(
+            None,
+            "--batch",
+            min=1,
+            max=2048,
+            help="Items per claim [env CLIPEMBED_WORKER_BATCH_SIZE].",
+        ),
+        concurrency: int | None = typer.Option(
+            None,
+            "--concurrency",
+            min=1,
+            max=64,
+            help="Claims in flight [env CLIPEMBED_WORKER_CONCURRENCY].",
+        ),
+        drain: bool = typer.Option(
+            False, "--drain", help="Exit when nothing is ready instead of waiting for more."
+        ),
+        debug: bool = common.DebugOption,
+    ) -> None:
+        """Embed queued clips as they are inserted and edited; run as many as the load needs."""
+        cfg = common.load_settings()
+
+        async def main() -> int:
+            stop = asyncio.Event()
+            common.stop_on_signals(stop)
+            async with runtime.open_runtime(cfg) as rt:
+                w = worker_mod.Worker(rt, batch_size=batch, concurrency=concurrency)
+                stats = await (w.drain() if drain else w.run(stop))
+            common.stdout.print(json.dumps(dataclasses.asdict(stats)))
+            return common.EXIT_OK
+
+        raise typer.Exit(common.run(main, debug=debug))

@@ -75,17 +75,24 @@ COPY_STAGE = (
 )
 
 APPLY_STAGE = """
-UPDATE clips c
-SET embedding = s.embedding,
-    embedding_content_hash = s.content_hash,
-    embedding_model = s.model,
-    embedding_generated_at = now()
-FROM backfill_stage s
-WHERE c.id = s.id
-  AND c.title = s.title
-  AND c.broadcaster_name = s.broadcaster_name
-  AND c.creator_name IS NOT DISTINCT FROM s.creator_name
-  AND c.game_name IS NOT DISTINCT FROM s.game_name
+WITH updated AS (
+    UPDATE clips c
+    SET embedding = s.embedding,
+        embedding_content_hash = s.content_hash,
+        embedding_model = s.model,
+        embedding_generated_at = now()
+    FROM backfill_stage s
+    WHERE c.id = s.id
+      AND c.title = s.title
+      AND c.broadcaster_name = s.broadcaster_name
+      AND c.creator_name IS NOT DISTINCT FROM s.creator_name
+      AND c.game_name IS NOT DISTINCT FROM s.game_name
+    RETURNING c.id
+), retired AS (
+    -- the real-time queue's item for this text is done too
+    DELETE FROM embedding_queue q USING updated u WHERE q.clip_id = u.id RETURNING 1
+)
+SELECT count(*) FROM updated
 """
 
 HNSW_INDEX = "idx_clips_embedding_hnsw"
@@ -267,7 +274,8 @@ async def write_batch(
                     )
                 )
         await cur.execute(APPLY_STAGE)
-        return cur.rowcount
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
 
 async def _index_exists(pool: AsyncConnectionPool) -> bool:

@@ -1,0 +1,268 @@
+"""The durable embedding queue: claim with a lease, complete atomically, back off, dead-letter.
+
+Rules that keep every clip embedded with its current text and none lost:
+
+- **Claim** in a short transaction (``FOR UPDATE SKIP LOCKED``): the items get a lease
+  (``leased_until``) and the worker's name, and the transaction commits at once. Nothing is
+  held open across the provider call, so a provider error or a dead worker never rolls back or
+  blocks anyone else; an expired lease makes the item claimable again.
+- **Complete** in one transaction: delete the queue row *only if it is still ours and of the same
+  generation* (an edit since the claim bumps the generation: our vector is stale and the next
+  claim re-embeds), and write the embedding for exactly the rows deleted.
+- **Fail**: per item; the lease is released, ``next_attempt_at`` moves back exponentially, and
+  after ``CLIPEMBED_QUEUE_MAX_ATTEMPTS`` the item moves to ``embedding_dead_letters`` with its
+  error, where ``clipembed failed retry`` can replay it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.rows import dict_row
+
+CHANNEL = "clipembed_queue"
+BACKOFF_BASE = 2.0  # seconds before the second attempt of an item
+BACKOFF_MAX = 600.0  # seconds: the longest an item waits between attempts
+
+CLAIM = """
+WITH picked AS (
+    SELECT clip_id FROM embedding_queue
+    WHERE next_attempt_at <= now() AND (leased_until IS NULL OR leased_until < now())
+    ORDER BY next_attempt_at, enqueued_at
+    FOR UPDATE SKIP LOCKED
+    LIMIT %(limit)s
+)
+UPDATE embedding_queue q
+SET leased_until = now() + make_interval(secs => %(lease)s),
+    leased_by = %(worker)s,
+    attempts = q.attempts + 1
+FROM picked
+WHERE q.clip_id = picked.clip_id
+RETURNING q.clip_id, q.generation, q.attempts, q.enqueued_at
+"""
+
+READ_CLIPS = """
+SELECT id, title, broadcaster_name, creator_name, game_name, is_removed,
+       embedding_model, embedding_content_hash, embedding IS NULL AS missing
+FROM clips WHERE id = ANY(%s)
+"""
+
+EXTEND = """
+UPDATE embedding_queue SET leased_until = now() + make_interval(secs => %(lease)s)
+WHERE clip_id = ANY(%(ids)s) AND leased_by = %(worker)s
+"""
+
+CREATE_STAGE = """
+CREATE TEMP TABLE queue_stage (
+    id uuid, generation bigint, embedding vector({dims}), content_hash bytea, model text
+) ON COMMIT DROP
+"""
+
+COPY_STAGE = "COPY queue_stage (id, generation, embedding, content_hash, model) FROM STDIN WITH (FORMAT BINARY)"
+
+COMPLETE = """
+WITH done AS (
+    DELETE FROM embedding_queue q
+    USING queue_stage s
+    WHERE q.clip_id = s.id AND q.generation = s.generation AND q.leased_by = %(worker)s
+    RETURNING q.clip_id
+)
+UPDATE clips c
+SET embedding = s.embedding,
+    embedding_content_hash = s.content_hash,
+    embedding_model = s.model,
+    embedding_generated_at = now()
+FROM queue_stage s, done
+WHERE c.id = s.id AND done.clip_id = s.id AND s.embedding IS NOT NULL
+RETURNING c.id
+"""
+
+RETIRE = """
+DELETE FROM embedding_queue
+WHERE clip_id = %(id)s AND generation = %(generation)s AND leased_by = %(worker)s
+"""
+
+RETRY_LATER = """
+UPDATE embedding_queue
+SET leased_until = NULL, leased_by = NULL, last_error = %(error)s,
+    next_attempt_at = now() + make_interval(secs => %(delay)s)
+WHERE clip_id = %(id)s AND generation = %(generation)s AND leased_by = %(worker)s
+"""
+
+DEAD_LETTER = """
+WITH gone AS (
+    DELETE FROM embedding_queue
+    WHERE clip_id = %(id)s AND generation = %(generation)s AND leased_by = %(worker)s
+    RETURNING clip_id, attempts, enqueued_at
+)
+INSERT INTO embedding_dead_letters (clip_id, attempts, last_error, enqueued_at)
+SELECT clip_id, attempts, %(error)s, enqueued_at FROM gone
+ON CONFLICT (clip_id) DO UPDATE
+    SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()
+"""
+
+ENQUEUE = """
+INSERT INTO embedding_queue AS q (clip_id)
+SELECT unnest(%s::uuid[])
+ON CONFLICT (clip_id) DO NOTHING
+"""
+
+STATS = """
+SELECT
+    count(*) FILTER (WHERE leased_until IS NULL OR leased_until < now()) AS pending,
+    count(*) FILTER (WHERE leased_until >= now()) AS leased,
+    coalesce(extract(epoch FROM now() - min(enqueued_at)
+        FILTER (WHERE leased_until IS NULL OR leased_until < now())), 0)::float AS oldest_pending_seconds,
+    (SELECT count(*) FROM embedding_dead_letters) AS dead_letters
+FROM embedding_queue
+"""
+
+LIST_DEAD = """
+SELECT d.clip_id, d.attempts, d.last_error, d.enqueued_at, d.failed_at, c.title
+FROM embedding_dead_letters d JOIN clips c ON c.id = d.clip_id
+ORDER BY d.failed_at DESC
+LIMIT %s
+"""
+
+REPLAY = """
+WITH moved AS (
+    DELETE FROM embedding_dead_letters
+    WHERE %(all)s OR clip_id = ANY(%(ids)s::uuid[])
+    RETURNING clip_id
+)
+INSERT INTO embedding_queue AS q (clip_id)
+SELECT clip_id FROM moved
+ON CONFLICT (clip_id) DO UPDATE SET attempts = 0, next_attempt_at = now(), last_error = NULL
+RETURNING q.clip_id
+"""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claimed:
+    clip_id: Any
+    generation: int
+    attempts: int
+
+
+def retry_delay(attempts: int, *, rand: float | None = None) -> float:
+    """Seconds before an item that failed its ``attempts``-th attempt is tried again (jittered)."""
+    ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+    r = random.random() if rand is None else rand
+    return ceiling * (0.5 + r / 2)
+
+
+async def claim(
+    conn: psycopg.AsyncConnection[Any], *, worker: str, limit: int, lease: float
+) -> list[Claimed]:
+    async with conn.transaction():
+        cur = await conn.execute(CLAIM, {"limit": limit, "lease": lease, "worker": worker})
+        rows = await cur.fetchall()
+    return [Claimed(r[0], int(r[1]), int(r[2])) for r in rows]
+
+
+async def read_clips(
+    conn: psycopg.AsyncConnection[Any], ids: Sequence[Any]
+) -> dict[Any, dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(READ_CLIPS, (list(ids),))
+        rows = await cur.fetchall()
+    await conn.commit()
+    return {r["id"]: r for r in rows}
+
+
+async def extend(
+    conn: psycopg.AsyncConnection[Any], ids: Sequence[Any], *, worker: str, lease: float
+) -> None:
+    async with conn.transaction():
+        await conn.execute(EXTEND, {"ids": list(ids), "lease": lease, "worker": worker})
+
+
+async def complete(
+    conn: psycopg.AsyncConnection[Any],
+    done: Sequence[tuple[Claimed, np.ndarray | None, bytes | None]],
+    *,
+    worker: str,
+    model: str,
+    dimensions: int,
+) -> set[Any]:
+    """Retire items and write their vectors (None: retire only) in one transaction.
+
+    Returns the ids whose embedding was written. Items whose lease or generation changed are
+    left alone (someone else, or a newer text, owns them now).
+    """
+    if not done:
+        return set()
+    async with conn.transaction(), conn.cursor() as cur:
+        await cur.execute(CREATE_STAGE.format(dims=int(dimensions)).encode())
+        async with cur.copy(COPY_STAGE) as copy:
+            copy.set_types(["uuid", "int8", "vector", "bytea", "text"])
+            for item, vec, digest in done:
+                await copy.write_row((item.clip_id, item.generation, vec, digest, model))
+        await cur.execute(COMPLETE, {"worker": worker})
+        written = {r[0] for r in await cur.fetchall()}
+    return written
+
+
+async def fail(
+    conn: psycopg.AsyncConnection[Any], item: Claimed, error: str, *, worker: str, max_attempts: int
+) -> bool:
+    """Record a failed attempt; returns True when the item moved to the dead letters."""
+    params = {
+        "id": item.clip_id,
+        "generation": item.generation,
+        "worker": worker,
+        "error": error[:2000],
+    }
+    async with conn.transaction():
+        if item.attempts >= max_attempts:
+            await conn.execute(DEAD_LETTER, params)
+            return True
+        await conn.execute(RETRY_LATER, params | {"delay": retry_delay(item.attempts)})
+    return False
+
+
+async def enqueue(conn: psycopg.AsyncConnection[Any], ids: Sequence[Any]) -> int:
+    if not ids:
+        return 0
+    async with conn.transaction():
+        cur = await conn.execute(ENQUEUE, (list(ids),))
+        count = cur.rowcount
+        await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+    return count
+
+
+async def queue_stats(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(STATS)
+        row = await cur.fetchone() or {}
+    await conn.commit()
+    return {
+        "pending": int(row.get("pending", 0)),
+        "leased": int(row.get("leased", 0)),
+        "oldest_pending_seconds": float(row.get("oldest_pending_seconds", 0.0)),
+        "dead_letters": int(row.get("dead_letters", 0)),
+    }
+
+
+async def dead_letters(
+    conn: psycopg.AsyncConnection[Any], *, limit: int = 100
+) -> list[dict[str, Any]]:
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(LIST_DEAD, (limit,))
+        rows = await cur.fetchall()
+    await conn.commit()
+    return rows
+
+
+async def replay(conn: psycopg.AsyncConnection[Any], ids: Sequence[Any] | None) -> int:
+    """Move dead letters (all when ``ids`` is None) back onto the queue."""
+    async with conn.transaction():
+        cur = await conn.execute(REPLAY, {"all": ids is None, "ids": list(ids or [])})
+        moved = len(await cur.fetchall())
+        await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+    return moved

@@ -1,0 +1,153 @@
+"""``clipembed scheduler``: the original's periodic job, made safe to run on many replicas.
+
+Once at start and then every ``EMBEDDING_SCHEDULER_INTERVAL_MINUTES``, it embeds live clips
+created in the last ``EMBEDDING_SCHEDULER_WINDOW_DAYS`` that have no embedding (at most
+``EMBEDDING_SCHEDULER_LIMIT`` per cycle, newest first), and then runs the reconciliation sweep
+that puts anything the real-time triggers missed (rows loaded with triggers disabled, a
+changed model or dimension) on the queue for the workers. With several replicas, a
+PostgreSQL advisory lock lets one run a cycle at a time; the others skip theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import time
+from typing import Any
+
+from psycopg.rows import dict_row
+
+from clipembed import clips
+from clipembed.jobs import backfill
+from clipembed.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+LOCK_KEY = 0x636C6970_73636864 & 0x7FFFFFFFFFFFFFFF  # "clipschd"
+
+RECENT_WITHOUT_EMBEDDING = """
+SELECT id, title, broadcaster_name, creator_name, game_name
+FROM clips
+WHERE is_removed = false
+  AND embedding IS NULL
+  AND created_at > now() - make_interval(secs => %s)
+ORDER BY created_at DESC
+LIMIT %s
+"""
+
+
+@dataclasses.dataclass
+class CycleResult:
+    ran: bool  # False when another replica held the lock
+    found: int = 0
+    embedded: int = 0
+    failed: int = 0
+    enqueued: int = 0  # by the reconciliation sweep
+    seconds: float = 0.0
+    last_error: str | None = None
+
+
+async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
+    """One cycle under the leader lock; returns what it did."""
+    cfg = runtime.settings
+    svc = runtime.require_service()
+    started = time.monotonic()
+    async with runtime.pool.connection() as lock_conn:
+        cur = await lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+        row = await cur.fetchone()
+        await lock_conn.commit()
+        if not row or not row[0]:
+            logger.info("scheduler cycle skipped: another replica is running one")
+            return CycleResult(ran=False)
+        try:
+            result = CycleResult(ran=True)
+            window = dt.timedelta(days=cfg.embedding_scheduler_window_days).total_seconds()
+            async with runtime.pool.connection() as conn, conn.cursor(row_factory=dict_row) as c:
+                await c.execute(RECENT_WITHOUT_EMBEDDING, (window, cfg.embedding_scheduler_limit))
+                rows = await c.fetchall()
+            result.found = len(rows)
+            items = []
+            for r in rows:
+                text = clips.embedding_text(clips.ClipText.from_row(r))
+                items.append(
+                    backfill.Pending(
+                        r["id"],
+                        text,
+                        clips.content_hash(text, svc.model, svc.dimensions),
+                        r["title"],
+                        r["broadcaster_name"],
+                        r["creator_name"],
+                        r["game_name"],
+                    )
+                )
+            if items:
+                outcome = await svc.embed_detailed([p.text for p in items])
+                good = [
+                    (p, v) for p, v in zip(items, outcome.vectors, strict=True) if v is not None
+                ]
+                for p, err in zip(items, outcome.errors, strict=True):
+                    if err is not None:
+                        result.failed += 1
+                        result.last_error = str(err)
+                        logger.warning("clip failed", extra={"clip": str(p.id), "reason": str(err)})
+                result.embedded = await backfill.write_batch(
+                    runtime.pool,
+                    [p for p, _ in good],
+                    [v for _, v in good],
+                    model=svc.model,
+                    dimensions=svc.dimensions,
+                )
+            if reconcile:
+                from clipembed.jobs import reconcile as reconcile_mod
+
+                result.enqueued = await reconcile_mod.sweep(runtime)
+            result.seconds = time.monotonic() - started
+            logger.info(
+                "scheduler cycle done",
+                extra={
+                    "found": result.found,
+                    "embedded": result.embedded,
+                    "failed": result.failed,
+                    "enqueued": result.enqueued,
+                    "seconds": round(result.seconds, 2),
+                },
+            )
+            return result
+        finally:
+            with contextlib.suppress(Exception):
+                await lock_conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+                await lock_conn.commit()
+
+
+async def run_scheduler(
+    runtime: Runtime, stop: asyncio.Event, *, once: bool = False
+) -> list[CycleResult]:
+    """Run a cycle now and then every interval until ``stop`` is set (the cycle in progress finishes)."""
+    interval = runtime.settings.embedding_scheduler_interval_minutes * 60
+    results: list[CycleResult] = []
+    while not stop.is_set():
+        try:
+            results.append(await run_cycle(runtime))
+        except (
+            Exception
+        ) as exc:  # one bad cycle (database restarting...) must not end the scheduler
+            logger.error("scheduler cycle failed", extra={"reason": f"{type(exc).__name__}: {exc}"})
+            if once:
+                raise
+        if once:
+            break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+    return results
+
+
+def describe(results: list[CycleResult]) -> dict[str, Any]:
+    return {
+        "cycles": len(results),
+        "embedded": sum(r.embedded for r in results),
+        "failed": sum(r.failed for r in results),
+        "enqueued": sum(r.enqueued for r in results),
+    }

@@ -1,0 +1,262 @@
+"""``clipembed worker``: keeps every clip's embedding current within seconds.
+
+Each worker LISTENs on ``clipembed_queue`` (the triggers NOTIFY on every insert and text edit)
+and also polls every ``CLIPEMBED_QUEUE_POLL_SECONDS``, so a missed notification (a reconnect,
+a notification sent while no worker listened) costs seconds, not the item. It claims batches
+with a lease, embeds them outside any transaction, and completes them atomically (see
+:mod:`clipembed.jobs.queue`). Any number of workers, on any number of machines, share the queue
+through PostgreSQL and one rate limit through Redis.
+
+A clip whose stored embedding already matches its current text (same content hash and model)
+is retired without a provider call — so an edit that is undone, or a row the backfill already
+embedded, costs nothing.
+
+Faults: a lost database connection is logged and retried (the pool replaces broken
+connections); Redis going away only makes the service uncached; a provider failure counts an
+attempt against the affected items only; SIGTERM stops claiming and finishes what is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import socket
+import uuid
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from clipembed import clips, metrics
+from clipembed.jobs import queue
+from clipembed.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+RECONNECT_DELAY = 1.0  # seconds between attempts to re-establish LISTEN
+ERROR_DELAY = 1.0  # seconds to pause after a database error in the claim loop
+
+
+@dataclasses.dataclass
+class WorkerStats:
+    claimed: int = 0
+    embedded: int = 0
+    unchanged: int = 0  # retired without a provider call
+    failed: int = 0
+    dead_lettered: int = 0
+    superseded: int = 0  # lease lost or text changed meanwhile: someone else finishes it
+    db_errors: int = 0
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        name: str | None = None,
+        batch_size: int | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        cfg = runtime.settings
+        self.runtime = runtime
+        self.service = runtime.require_service()
+        self.name = name or worker_name()
+        self.batch_size = batch_size or cfg.clipembed_worker_batch_size
+        self.concurrency = concurrency or cfg.clipembed_worker_concurrency
+        self.lease = cfg.clipembed_queue_lease_seconds
+        self.poll = cfg.clipembed_queue_poll_seconds
+        self.max_attempts = cfg.clipembed_queue_max_attempts
+        self.stats = WorkerStats()
+        self._wake = asyncio.Event()
+
+    # --- LISTEN -------------------------------------------------------------------------------
+    async def _listen(self, stop: asyncio.Event) -> None:
+        """Set the wake event on every notification; reconnect forever until stopped."""
+        while not stop.is_set():
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self.runtime.database_url, autocommit=True
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {queue.CHANNEL}")
+                    self._wake.set()  # catch up on anything enqueued while we were not listening
+                    gen = conn.notifies()
+                    async for _ in gen:
+                        self._wake.set()
+                        if stop.is_set():
+                            break
+            except (psycopg.Error, OSError) as exc:
+                logger.warning(
+                    "LISTEN connection lost; polling until it is back",
+                    extra={"reason": type(exc).__name__},
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), RECONNECT_DELAY)
+
+    # --- processing ---------------------------------------------------------------------------
+    async def _process(self, items: list[queue.Claimed]) -> None:
+        svc = self.service
+        pool = self.runtime.pool
+        async with pool.connection() as conn:
+            rows = await queue.read_clips(conn, [i.clip_id for i in items])
+        to_embed: list[tuple[queue.Claimed, str, bytes]] = []
+        retire: list[tuple[queue.Claimed, np.ndarray | None, bytes | None]] = []
+        for item in items:
+            row = rows.get(item.clip_id)
+            if row is None or row["is_removed"]:
+                retire.append((item, None, None))
+                continue
+            text = clips.embedding_text(clips.ClipText.from_row(row))
+            digest = clips.content_hash(text, svc.model, svc.dimensions)
+            stored = row["embedding_content_hash"]
+            if (
+                not row["missing"]
+                and row["embedding_model"] == svc.model
+                and stored is not None
+                and bytes(stored) == digest
+            ):
+                self.stats.unchanged += 1
+                retire.append((item, None, None))
+            else:
+                to_embed.append((item, text, digest))
+
+        failures: list[tuple[queue.Claimed, str]] = []
+        if to_embed:
+            heartbeat = asyncio.create_task(self._heartbeat([i.clip_id for i, _, _ in to_embed]))
+            try:
+                outcome = await svc.embed_detailed([t for _, t, _ in to_embed])
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
+            for (item, _, digest), vec, err in zip(
+                to_embed, outcome.vectors, outcome.errors, strict=True
+            ):
+                if vec is not None:
+                    retire.append((item, vec, digest))
+                else:
+                    failures.append((item, str(err)))
+
+        async with pool.connection() as conn:
+            written = await queue.complete(
+                conn, retire, worker=self.name, model=svc.model, dimensions=svc.dimensions
+            )
+            wanted = sum(1 for _, v, _ in retire if v is not None)
+            self.stats.embedded += len(written)
+            self.stats.superseded += wanted - len(written)
+            for item, error in failures:
+                self.stats.failed += 1
+                dead = await queue.fail(
+                    conn, item, error, worker=self.name, max_attempts=self.max_attempts
+                )
+                if dead:
+                    self.stats.dead_lettered += 1
+                    logger.error(
+                        "clip moved to dead letters",
+                        extra={
+                            "clip": str(item.clip_id),
+                            "attempts": item.attempts,
+                            "reason": error,
+                        },
+                    )
+                else:
+                    logger.warning(
+                        "clip failed; will retry",
+                        extra={
+                            "clip": str(item.clip_id),
+                            "attempt": item.attempts,
+                            "reason": error,
+                        },
+                    )
+
+    async def _heartbeat(self, ids: list[Any]) -> None:
+        """Extend our leases while a slow (rate-limited) batch is in flight."""
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            try:
+                async with self.runtime.pool.connection() as conn:
+                    await queue.extend(conn, ids, worker=self.name, lease=self.lease)
+            except (psycopg.Error, OSError):
+                pass  # the lease may lapse; completion then checks ownership
+
+    async def run_once(self) -> int:
+        """Claim and process one batch; returns how many items were claimed."""
+        async with self.runtime.pool.connection() as conn:
+            items = await queue.claim(
+                conn, worker=self.name, limit=self.batch_size, lease=self.lease
+            )
+        if items:
+            self.stats.claimed += len(items)
+            await self._process(items)
+        return len(items)
+
+    async def drain(self) -> WorkerStats:
+        """Process until the queue has nothing ready (tests and ``worker --drain``)."""
+        while await self.run_once():
+            pass
+        return self.stats
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                claimed = await self.run_once()
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                # includes psycopg_pool.PoolTimeout while PostgreSQL restarts
+                self.stats.db_errors += 1
+                logger.warning(
+                    "database unavailable; retrying",
+                    extra={"reason": f"{type(exc).__name__}: {exc}"[:300]},
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), ERROR_DELAY)
+                continue
+            if claimed:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wait_for_work(stop), self.poll)
+
+    async def _wait_for_work(self, stop: asyncio.Event) -> None:
+        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
+
+    async def run(self, stop: asyncio.Event) -> WorkerStats:
+        """Run until ``stop``; in-flight batches finish first."""
+        logger.info(
+            "worker started",
+            extra={"worker": self.name, "batch": self.batch_size, "concurrency": self.concurrency},
+        )
+        listener = asyncio.create_task(self._listen(stop))
+        reporter = asyncio.create_task(self._report(stop))
+        try:
+            await asyncio.gather(*(self._loop(stop) for _ in range(self.concurrency)))
+        finally:
+            for task in (listener, reporter):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        logger.info("worker stopped", extra={"worker": self.name, **dataclasses.asdict(self.stats)})
+        return self.stats
+
+    async def _report(self, stop: asyncio.Event) -> None:
+        """Keep the queue gauges current for /metrics."""
+        while not stop.is_set():
+            with contextlib.suppress(Exception):
+                async with self.runtime.pool.connection() as conn:
+                    s = await queue.queue_stats(conn)
+                metrics.QUEUE_DEPTH.set(s["pending"])
+                metrics.QUEUE_OLDEST.set(s["oldest_pending_seconds"])
+                metrics.DEAD_LETTERS.set(s["dead_letters"])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 15)
