@@ -90,7 +90,9 @@ class RateLimiter:
         tokens_per_minute: int,
         link: RedisLink | None = None,
         key: str = "clipembed:ratelimit",
+        enabled: bool = True,
     ) -> None:
+        self.enabled = enabled  # a local model has no provider limits to respect
         rpm = (
             max(1, requests_per_minute - REQUEST_MARGIN)
             if requests_per_minute > 2
@@ -122,6 +124,8 @@ class RateLimiter:
 
     async def acquire(self, tokens: int) -> None:
         """Wait until one request carrying ``tokens`` tokens may be sent, and reserve it."""
+        if not self.enabled:
+            return
         while True:
             wait_ms = await self._try(tokens)
             if wait_ms <= 0:

@@ -117,7 +117,9 @@ class EmbeddingService:
         self.link = link
         self.limiter = limiter
         self.stats = EmbedStats()
-        self._semaphore = asyncio.Semaphore(settings.embedding_max_concurrency)
+        # A local model already uses every core for one encode; two at once only contend.
+        parallel = getattr(provider, "parallel_requests", True)
+        self._semaphore = asyncio.Semaphore(settings.embedding_max_concurrency if parallel else 1)
         self._max_attempts = settings.embedding_max_attempts
         self._inflight: dict[str, asyncio.Future[np.ndarray | BaseException]] = {}
 
@@ -235,8 +237,7 @@ class EmbeddingService:
     async def _send(
         self, texts: list[str], stats: EmbedStats
     ) -> dict[str, np.ndarray | BaseException]:
-        sent = await asyncio.to_thread(lambda: [self.provider.truncate(t) for t in texts])
-        counts = await asyncio.to_thread(lambda: [self.provider.count_tokens(t) for t in sent])
+        sent, counts = await asyncio.to_thread(self.provider.prepare_batch, texts)
         plan = batching.plan_batches(
             counts,
             max_inputs=self.provider.max_inputs_per_request,
@@ -380,5 +381,6 @@ async def open_service(settings: Settings) -> EmbeddingService:
         tokens_per_minute=settings.embedding_tokens_per_minute,
         link=link,
         key=f"{settings.redis_key_prefix}ratelimit:{provider.model}",
+        enabled=provider.name != "local",
     )
     return EmbeddingService(provider, settings=settings, limiter=limiter, cache=cache, link=link)

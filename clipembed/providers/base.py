@@ -50,6 +50,7 @@ class EmbeddingProvider(Protocol):
     """One embedding backend. Implementations must be safe to call concurrently."""
 
     name: str  # "openai", "local", ...
+    parallel_requests: bool  # False for a local model: one encode at a time uses every core
     model: str
     dimensions: int
     max_input_tokens: int  # longer inputs are truncated before sending
@@ -62,6 +63,10 @@ class EmbeddingProvider(Protocol):
 
     def truncate(self, text: str) -> str:
         """``text`` cut to at most ``max_input_tokens`` tokens (unchanged when it fits)."""
+        ...
+
+    def prepare_batch(self, texts: Sequence[str]) -> tuple[list[str], list[int]]:
+        """Truncate many texts and count their tokens in one pass (tokenizers batch well)."""
         ...
 
     async def embed(self, texts: Sequence[str]) -> EmbeddingResponse:

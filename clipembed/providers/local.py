@@ -62,6 +62,7 @@ class LocalProvider:
     """sentence-transformers, normalised float32 vectors, loaded once, encoded off the loop."""
 
     name = "local"
+    parallel_requests = False
     max_inputs_per_request: int
     max_tokens_per_request: int
 
@@ -144,6 +145,26 @@ class LocalProvider:
         end = offsets[-1][1] if offsets else 0
         return text[:end]
 
+    def prepare_batch(self, texts: Sequence[str]) -> tuple[list[str], list[int]]:
+        """One batched (Rust) tokenizer call for all texts; only over-long ones are re-cut."""
+        batch = list(texts)
+        if not batch:
+            return [], []
+        tok = self._tokenizer
+        limit = self._load().max_seq_length
+        enc = tok(batch, add_special_tokens=True, truncation=False, return_offsets_mapping=True)
+        out: list[str] = []
+        counts: list[int] = []
+        for text, ids, offsets in zip(batch, enc["input_ids"], enc["offset_mapping"], strict=True):
+            if len(ids) <= limit:
+                out.append(text)
+                counts.append(len(ids))
+                continue
+            kept = [o for o in offsets[: limit - 1] if o[1] > 0]
+            out.append(text[: kept[-1][1]] if kept else "")
+            counts.append(limit)
+        return out, counts
+
     def _encode(self, texts: list[str]) -> base.Vectors:
         model = self._load()
         vectors = model.encode(
@@ -167,7 +188,9 @@ class LocalProvider:
             raise errors.PermanentProviderError(
                 f"local model failed: {type(exc).__name__}: {exc}"
             ) from exc
-        tokens = await asyncio.to_thread(lambda: sum(self.count_tokens(t) for t in batch))
+        tokens = sum(
+            len(ids) for ids in self._tokenizer(batch, add_special_tokens=True)["input_ids"]
+        )
         return base.EmbeddingResponse(
             vectors=base.validate_vectors(vectors, count=len(batch), dimensions=self.dimensions),
             tokens=tokens,

@@ -86,6 +86,7 @@ class OpenAIProvider:
     """text-embedding-3-* (and any model behind an OpenAI-compatible endpoint)."""
 
     name = "openai"
+    parallel_requests = True
 
     def __init__(self, settings: Settings) -> None:
         if settings.openai_api_key is None:
@@ -124,6 +125,15 @@ class OpenAIProvider:
 
     def truncate(self, text: str) -> str:
         return self._tokenizer.truncate(text, self.max_input_tokens)
+
+    def prepare_batch(self, texts: Sequence[str]) -> tuple[list[str], list[int]]:
+        counts = self._tokenizer.count_many(list(texts))
+        out = list(texts)
+        for i, n in enumerate(counts):
+            if n > self.max_input_tokens:
+                out[i] = self.truncate(out[i])
+                counts[i] = self.count_tokens(out[i])
+        return out, counts
 
     async def embed(self, texts: Sequence[str]) -> base.EmbeddingResponse:
         if not texts:

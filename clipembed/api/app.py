@@ -1,0 +1,97 @@
+"""The HTTP app: search endpoints, health, metrics, and the background jobs' lifecycle.
+
+The lifespan opens one :class:`~clipembed.runtime.Runtime` (pool, embedding service) and puts it
+on ``app.state.runtime`` for the routes; when ``EMBEDDING_ENABLED=true`` it runs the scheduler,
+and with ``CLIPEMBED_SERVE_WORKER=true`` a queue worker, as background tasks. Shutdown sets
+their stop event and waits for the batch in flight before closing the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from clipembed import runtime as runtime_mod
+from clipembed.api import search_routes
+from clipembed.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime_mod.open_runtime(settings) as rt:
+            app.state.runtime = rt
+            stop = asyncio.Event()
+            tasks: list[asyncio.Task[Any]] = []
+            if settings.embedding_enabled:
+                from clipembed.jobs import scheduler
+
+                tasks.append(
+                    asyncio.create_task(scheduler.run_scheduler(rt, stop), name="scheduler")
+                )
+            if settings.clipembed_serve_worker:
+                from clipembed.jobs import worker
+
+                tasks.append(asyncio.create_task(worker.Worker(rt).run(stop), name="worker"))
+            try:
+                yield
+            finally:
+                stop.set()
+                for task in tasks:
+                    try:
+                        await task
+                    except Exception as exc:
+                        logger.error(
+                            "background task failed",
+                            extra={"task": task.get_name(), "reason": str(exc)},
+                        )
+
+    app = FastAPI(
+        title="clipembed",
+        summary="Hybrid keyword + semantic search over Twitch clips.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(search_routes.router)
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz(request: Request) -> JSONResponse:
+        """Database, Redis and provider configuration (never a secret)."""
+        rt: runtime_mod.Runtime = request.app.state.runtime
+        svc = rt.require_service()
+        report: dict[str, Any] = {}
+        try:
+            async with rt.pool.connection() as conn:
+                await conn.execute("SELECT 1")
+            report["database"] = {"ok": True}
+        except Exception as exc:
+            report["database"] = {"ok": False, "error": type(exc).__name__}
+        if svc.link is None:
+            report["redis"] = {"ok": None, "detail": "not configured: uncached"}
+        else:
+            report["redis"] = {"ok": await svc.link.ping()}
+        report["provider"] = {
+            "name": svc.provider.name,
+            "model": svc.model,
+            "dimensions": svc.dimensions,
+            "base_url": settings.embedding_api_base_url if svc.provider.name == "openai" else None,
+            "api_key_set": settings.openai_api_key is not None,
+        }
+        report["scheduler"] = {"enabled": settings.embedding_enabled}
+        ok = report["database"]["ok"] is True
+        return JSONResponse({"ok": ok, **report}, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
