@@ -192,6 +192,16 @@ def create_app(options: Options | None = None) -> Starlette:
     state = _State(options or Options())
 
     async def embeddings(request: Request) -> Response:
+        with state.lock:
+            state.requests += 1
+            state.request_times.append(time.time())
+        response = await handle(request)
+        if response.status_code in (400, 401):
+            with state.lock:
+                state.by_status[response.status_code] += 1
+        return response
+
+    async def handle(request: Request) -> Response:
         o = state.options
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer ") or not auth[7:].strip():
@@ -249,8 +259,6 @@ def create_app(options: Options | None = None) -> Starlette:
             )
 
         with state.lock:
-            state.requests += 1
-            state.request_times.append(time.time())
             state.dimensions_seen.add(dims)
             state.max_inputs = max(state.max_inputs, len(inputs))
             admitted, headers = state.admit(tokens, time.monotonic())

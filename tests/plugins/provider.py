@@ -1,3 +1,74 @@
-"""Fixtures for the provider area (owned by whoever builds it)."""
+"""Fixtures for providers: the fake OpenAI server (real HTTP) and the local model (loaded once)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from clipembed import settings
+from clipembed.testing.fakeopenai import FakeOpenAI
+
+TEST_KEY = "sk-test-0123456789abcdefSECRET"
+
+
+@pytest.fixture
+def fake_openai_factory() -> Iterator[Callable[..., FakeOpenAI]]:
+    started: list[FakeOpenAI] = []
+
+    def make(**options: Any) -> FakeOpenAI:
+        server = FakeOpenAI(**options).start()
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def fake_openai(fake_openai_factory) -> FakeOpenAI:
+    return fake_openai_factory()
+
+
+@pytest.fixture
+def openai_settings(
+    fake_openai, redis_base_url, redis_prefix, tmp_path
+) -> Callable[..., settings.Settings]:
+    """Settings for the openai provider pointed at the fake server, with this test's Redis prefix."""
+
+    def make(**overrides: Any) -> settings.Settings:
+        values: dict[str, Any] = {
+            "embedding_provider": "openai",
+            "openai_api_key": TEST_KEY,
+            "embedding_api_base_url": fake_openai.base_url,
+            "redis_url": redis_base_url,
+            "redis_key_prefix": redis_prefix,
+            "embedding_requests_per_minute": 100_000,
+            "embedding_tokens_per_minute": 100_000_000,
+            "embedding_timeout_seconds": 5,
+            "clipembed_home": tmp_path / "home",
+        }
+        values.update(overrides)
+        return settings.Settings(_env_file=None, **values)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def local_settings(tmp_path_factory) -> settings.Settings:
+    return settings.Settings(
+        _env_file=None,
+        embedding_provider="local",
+        redis_url="none",
+        clipembed_home=tmp_path_factory.mktemp("home"),
+    )
+
+
+@pytest.fixture(scope="session")
+def local_provider(local_settings):
+    """The bundled all-MiniLM-L6-v2, loaded once per test session."""
+    from clipembed import providers
+
+    return providers.create(local_settings)

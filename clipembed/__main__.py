@@ -1,0 +1,3 @@
+from clipembed.cli import main
+
+main()
