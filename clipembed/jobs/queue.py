@@ -82,6 +82,12 @@ WHERE c.id = s.id AND done.clip_id = s.id AND s.embedding IS NOT NULL
 RETURNING c.id
 """
 
+RELEASE_SUPERSEDED = """
+UPDATE embedding_queue q SET leased_until = NULL, leased_by = NULL
+FROM queue_stage s
+WHERE q.clip_id = s.id AND q.leased_by = %(worker)s
+"""
+
 RETIRE = """
 DELETE FROM embedding_queue
 WHERE clip_id = %(id)s AND generation = %(generation)s AND leased_by = %(worker)s
@@ -205,6 +211,8 @@ async def complete(
                 await copy.write_row((item.clip_id, item.generation, vec, digest, model))
         await cur.execute(COMPLETE, {"worker": worker})
         written = {r[0] for r in await cur.fetchall()}
+        # rows still here changed generation while we worked: release them for a new claim now
+        await cur.execute(RELEASE_SUPERSEDED, {"worker": worker})
     return written
 
 

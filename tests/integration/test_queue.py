@@ -1,0 +1,163 @@
+"""Change detection, the queue and the worker against real PostgreSQL, Redis and HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+from clipembed import clips
+from clipembed.jobs import queue, reconcile, worker
+from clipembed.testing.fakeopenai import expected_vector
+from tests.plugins.queue import insert_clips
+
+
+def queue_rows(url: str) -> dict:
+    with psycopg.connect(url) as conn:
+        return {r[0]: r[1] for r in conn.execute("SELECT clip_id, generation FROM embedding_queue")}
+
+
+def embedding_of(url: str, clip_id) -> tuple[np.ndarray | None, str]:
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        row = conn.execute(
+            "SELECT embedding, title, broadcaster_name, creator_name, game_name FROM clips WHERE id = %s",
+            (clip_id,),
+        ).fetchone()
+    text = clips.embedding_text(clips.ClipText(*row[1:]))
+    return (row[0].to_numpy() if row[0] is not None else None), text
+
+
+async def test_insert_and_text_edits_enqueue_counters_do_not(queue_runtime, database_url, fake_openai):
+    [cid] = insert_clips(database_url, 1)
+    assert queue_rows(database_url) == {cid: 1}
+    w = worker.Worker(queue_runtime, name="w1")
+    await w.drain()
+    assert queue_rows(database_url) == {}
+    vec, text = embedding_of(database_url, cid)
+    np.testing.assert_allclose(vec, expected_vector(text, 768), rtol=1e-6)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE clips SET view_count = view_count + 100, vote_score = 5 WHERE id = %s", (cid,))
+        conn.execute("UPDATE clips SET title = title WHERE id = %s", (cid,))  # same value: no change
+    assert queue_rows(database_url) == {}
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE clips SET title = 'a brand new title' WHERE id = %s", (cid,))
+        conn.execute("UPDATE clips SET game_name = 'Minecraft' WHERE id = %s", (cid,))
+    assert queue_rows(database_url) == {cid: 2}  # coalesced into one item, generation bumped
+    requests = fake_openai.stats()["requests"]
+    await w.drain()
+    vec, text = embedding_of(database_url, cid)
+    assert "a brand new title" in text and "Minecraft" in text
+    np.testing.assert_allclose(vec, expected_vector(text, 768), rtol=1e-6)
+    assert fake_openai.stats()["requests"] == requests + 1
+
+
+async def test_edit_reverted_before_the_worker_costs_no_provider_call(queue_runtime, database_url, fake_openai):
+    [cid] = insert_clips(database_url, 1)
+    w = worker.Worker(queue_runtime, name="w1")
+    await w.drain()
+    with psycopg.connect(database_url) as conn:
+        original = conn.execute("SELECT title FROM clips WHERE id = %s", (cid,)).fetchone()[0]
+        conn.execute("UPDATE clips SET title = 'oops' WHERE id = %s", (cid,))
+        conn.execute("UPDATE clips SET title = %s WHERE id = %s", (original, cid))
+    requests = fake_openai.stats()["requests"]
+    stats = await w.drain()
+    assert stats.unchanged == 1
+    assert fake_openai.stats()["requests"] == requests
+
+
+async def test_edit_during_embedding_is_not_overwritten_with_a_stale_vector(queue_runtime, database_url, fake_openai):
+    [cid] = insert_clips(database_url, 1)
+    fake_openai.control(latency_ms=500)
+    w = worker.Worker(queue_runtime, name="w1")
+    task = asyncio.create_task(w.run_once())
+    await asyncio.sleep(0.2)  # claimed, request in flight
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE clips SET title = 'edited while embedding' WHERE id = %s", (cid,))
+    await task
+    assert w.stats.superseded == 1
+    vec, _ = embedding_of(database_url, cid)
+    assert vec is None  # the stale vector was not written
+    fake_openai.control(latency_ms=0)
+    await w.drain()
+    vec, text = embedding_of(database_url, cid)
+    assert "edited while embedding" in text
+    np.testing.assert_allclose(vec, expected_vector(text, 768), rtol=1e-6)
+
+
+async def test_failures_back_off_then_dead_letter_then_replay(queue_runtime, database_url, fake_openai):
+    [cid] = insert_clips(database_url, 1)
+    fake_openai.control(api_key="sk-not-ours-000000000000")  # every request: 401
+    w = worker.Worker(queue_runtime, name="w1")
+    w.max_attempts = 3
+    async with queue_runtime.pool.connection() as conn:
+        for attempt in range(1, 4):
+            await conn.execute("UPDATE embedding_queue SET next_attempt_at = now()")
+            await conn.commit()
+            assert await w.run_once() == 1
+            s = await queue.queue_stats(conn)
+            if attempt < 3:
+                cur = await conn.execute("SELECT attempts, next_attempt_at > now(), last_error FROM embedding_queue")
+                attempts, later, error = await cur.fetchone()
+                await conn.commit()
+                assert attempts == attempt and later and "401" in error
+        assert s["dead_letters"] == 1 and s["pending"] == 0
+        dead = await queue.dead_letters(conn)
+        assert dead[0]["clip_id"] == cid and "401" in dead[0]["last_error"]
+        fake_openai.control(api_key=None)
+        assert await queue.replay(conn, [cid]) == 1
+    await w.drain()
+    vec, text = embedding_of(database_url, cid)
+    np.testing.assert_allclose(vec, expected_vector(text, 768), rtol=1e-6)
+
+
+async def test_two_workers_never_process_the_same_item(queue_runtime, database_url, fake_openai):
+    insert_clips(database_url, 120)
+    fake_openai.control(latency_ms=20)
+    workers = [worker.Worker(queue_runtime, name=f"w{i}", batch_size=10) for i in range(3)]
+    await asyncio.gather(*(w.drain() for w in workers))
+    assert sum(w.stats.claimed for w in workers) == 120
+    assert sum(w.stats.embedded for w in workers) == 120
+    assert fake_openai.stats()["embedded_more_than_once"] == 0
+
+
+async def test_notify_wakes_a_listening_worker_within_seconds(queue_runtime, database_url):
+    w = worker.Worker(queue_runtime, name="listener")
+    w.poll = 30  # only NOTIFY can wake it in time
+    stop = asyncio.Event()
+    task = asyncio.create_task(w.run(stop))
+    await asyncio.sleep(0.5)
+    t0 = time.monotonic()
+    [cid] = await asyncio.to_thread(insert_clips, database_url, 1)
+    while embedding_of(database_url, cid)[0] is None and time.monotonic() - t0 < 10:
+        await asyncio.sleep(0.05)
+    latency = time.monotonic() - t0
+    stop.set()
+    await task
+    assert latency < 5
+
+
+async def test_removed_clips_leave_the_queue(queue_runtime, database_url):
+    ids = insert_clips(database_url, 2)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE clips SET is_removed = true WHERE id = %s", (ids[0],))
+    assert set(queue_rows(database_url)) == {ids[1]}
+
+
+async def test_reconcile_finds_rows_loaded_without_triggers(queue_runtime, database_url):
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET session_replication_role = replica")  # triggers off, as bulk loaders do
+        conn.execute(
+            """INSERT INTO clips (twitch_clip_id, twitch_clip_url, embed_url, title, creator_name,
+               broadcaster_name, created_at) SELECT 'bulk-' || g, 'u', 'e', 'bulk ' || g, 'c', 'b', now()
+               FROM generate_series(1, 25) g"""
+        )
+    assert queue_rows(database_url) == {}
+    assert await reconcile.sweep(queue_runtime) == 25
+    assert await reconcile.sweep(queue_runtime) == 0  # already queued: not twice
+    stats = await worker.Worker(queue_runtime, name="w").drain()
+    assert stats.embedded == 25
+    assert await reconcile.sweep(queue_runtime) == 0
