@@ -31,7 +31,9 @@ def embedding_of(url: str, clip_id) -> tuple[np.ndarray | None, str]:
     return (row[0].to_numpy() if row[0] is not None else None), text
 
 
-async def test_insert_and_text_edits_enqueue_counters_do_not(queue_runtime, database_url, fake_openai):
+async def test_insert_and_text_edits_enqueue_counters_do_not(
+    queue_runtime, database_url, fake_openai
+):
     [cid] = insert_clips(database_url, 1)
     assert queue_rows(database_url) == {cid: 1}
     w = worker.Worker(queue_runtime, name="w1")
@@ -40,8 +42,12 @@ async def test_insert_and_text_edits_enqueue_counters_do_not(queue_runtime, data
     vec, text = embedding_of(database_url, cid)
     np.testing.assert_allclose(vec, expected_vector(text, 768), rtol=1e-6)
     with psycopg.connect(database_url) as conn:
-        conn.execute("UPDATE clips SET view_count = view_count + 100, vote_score = 5 WHERE id = %s", (cid,))
-        conn.execute("UPDATE clips SET title = title WHERE id = %s", (cid,))  # same value: no change
+        conn.execute(
+            "UPDATE clips SET view_count = view_count + 100, vote_score = 5 WHERE id = %s", (cid,)
+        )
+        conn.execute(
+            "UPDATE clips SET title = title WHERE id = %s", (cid,)
+        )  # same value: no change
     assert queue_rows(database_url) == {}
     with psycopg.connect(database_url) as conn:
         conn.execute("UPDATE clips SET title = 'a brand new title' WHERE id = %s", (cid,))
@@ -55,7 +61,9 @@ async def test_insert_and_text_edits_enqueue_counters_do_not(queue_runtime, data
     assert fake_openai.stats()["requests"] == requests + 1
 
 
-async def test_edit_reverted_before_the_worker_costs_no_provider_call(queue_runtime, database_url, fake_openai):
+async def test_edit_reverted_before_the_worker_costs_no_provider_call(
+    queue_runtime, database_url, fake_openai
+):
     [cid] = insert_clips(database_url, 1)
     w = worker.Worker(queue_runtime, name="w1")
     await w.drain()
@@ -69,7 +77,9 @@ async def test_edit_reverted_before_the_worker_costs_no_provider_call(queue_runt
     assert fake_openai.stats()["requests"] == requests
 
 
-async def test_edit_during_embedding_is_not_overwritten_with_a_stale_vector(queue_runtime, database_url, fake_openai):
+async def test_edit_during_embedding_is_not_overwritten_with_a_stale_vector(
+    queue_runtime, database_url, fake_openai
+):
     [cid] = insert_clips(database_url, 1)
     fake_openai.control(latency_ms=500)
     w = worker.Worker(queue_runtime, name="w1")
@@ -88,7 +98,9 @@ async def test_edit_during_embedding_is_not_overwritten_with_a_stale_vector(queu
     np.testing.assert_allclose(vec, expected_vector(text, 768), rtol=1e-6)
 
 
-async def test_failures_back_off_then_dead_letter_then_replay(queue_runtime, database_url, fake_openai):
+async def test_failures_back_off_then_dead_letter_then_replay(
+    queue_runtime, database_url, fake_openai
+):
     [cid] = insert_clips(database_url, 1)
     fake_openai.control(api_key="sk-not-ours-000000000000")  # every request: 401
     w = worker.Worker(queue_runtime, name="w1")
@@ -100,7 +112,9 @@ async def test_failures_back_off_then_dead_letter_then_replay(queue_runtime, dat
             assert await w.run_once() == 1
             s = await queue.queue_stats(conn)
             if attempt < 3:
-                cur = await conn.execute("SELECT attempts, next_attempt_at > now(), last_error FROM embedding_queue")
+                cur = await conn.execute(
+                    "SELECT attempts, next_attempt_at > now(), last_error FROM embedding_queue"
+                )
                 attempts, later, error = await cur.fetchone()
                 await conn.commit()
                 assert attempts == attempt and later and "401" in error

@@ -11,7 +11,9 @@ import pytest
 from clipembed import runtime
 
 
-def insert_clips(url: str, n: int, *, prefix: str = "clip", game: str | None = "Valorant", **extra: Any) -> list[Any]:
+def insert_clips(
+    url: str, n: int, *, prefix: str = "clip", game: str | None = "Valorant", **extra: Any
+) -> list[Any]:
     rows = []
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         for i in range(n):
@@ -28,7 +30,8 @@ def insert_clips(url: str, n: int, *, prefix: str = "clip", game: str | None = "
 
 @pytest.fixture
 async def queue_runtime(openai_settings, database_url):
-    cfg = openai_settings(database_url=database_url, clipembed_queue_lease_seconds=5,
-                          clipembed_queue_poll_seconds=0.2)
+    cfg = openai_settings(
+        database_url=database_url, clipembed_queue_lease_seconds=5, clipembed_queue_poll_seconds=0.2
+    )
     async with runtime.open_runtime(cfg) as rt:
         yield rt
