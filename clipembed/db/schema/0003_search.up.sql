@@ -1,0 +1,79 @@
+-- BM25 keyword search on plain PostgreSQL: a postings table kept by a trigger.
+-- PostgreSQL's english parser and stemmer produce the lexemes (search_vector); per lexeme and
+-- document we keep the term frequency in each weight class (A title, B creator/broadcaster,
+-- C game, D body), and per document its length in each class. Field weights, k1 and b are
+-- applied at query time, so they can be tuned without re-indexing; document frequencies are
+-- counted at query time from the (lexeme, doc_id) primary key, so the statistics are always
+-- current and no hot counter row serialises concurrent writers.
+
+-- One trigger function for any corpus: TG_ARGV[0] names the postings table, TG_ARGV[1] the
+-- document-length table; both have doc_id referencing the corpus table's id.
+CREATE OR REPLACE FUNCTION clipembed_postings_update() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE format('DELETE FROM %I WHERE doc_id = $1', TG_ARGV[0]) USING NEW.id;
+    EXECUTE format($q$
+        INSERT INTO %I (lexeme, doc_id, tf_a, tf_b, tf_c, tf_d)
+        SELECT u.lexeme, $1,
+               count(*) FILTER (WHERE w = 'A'), count(*) FILTER (WHERE w = 'B'),
+               count(*) FILTER (WHERE w = 'C'), count(*) FILTER (WHERE w = 'D')
+        FROM unnest($2) AS u, unnest(coalesce(u.weights, ARRAY['D']::text[])) AS w
+        GROUP BY u.lexeme
+    $q$, TG_ARGV[0]) USING NEW.id, NEW.search_vector;
+    EXECUTE format($q$
+        INSERT INTO %I (doc_id, len_a, len_b, len_c, len_d)
+        SELECT $1,
+               count(*) FILTER (WHERE w = 'A'), count(*) FILTER (WHERE w = 'B'),
+               count(*) FILTER (WHERE w = 'C'), count(*) FILTER (WHERE w = 'D')
+        FROM unnest($2) AS u, unnest(coalesce(u.weights, ARRAY['D']::text[])) AS w
+        ON CONFLICT (doc_id) DO UPDATE SET len_a = EXCLUDED.len_a, len_b = EXCLUDED.len_b,
+            len_c = EXCLUDED.len_c, len_d = EXCLUDED.len_d
+    $q$, TG_ARGV[1]) USING NEW.id, NEW.search_vector;
+    RETURN NULL;
+END
+$$;
+
+CREATE TABLE clip_postings (
+    lexeme text NOT NULL,
+    doc_id uuid NOT NULL REFERENCES clips (id) ON DELETE CASCADE,
+    tf_a   smallint NOT NULL,
+    tf_b   smallint NOT NULL,
+    tf_c   smallint NOT NULL,
+    tf_d   smallint NOT NULL,
+    PRIMARY KEY (lexeme, doc_id)
+);
+CREATE INDEX idx_clip_postings_doc ON clip_postings (doc_id);
+
+CREATE TABLE clip_doclen (
+    doc_id uuid PRIMARY KEY REFERENCES clips (id) ON DELETE CASCADE,
+    len_a  integer NOT NULL,
+    len_b  integer NOT NULL,
+    len_c  integer NOT NULL,
+    len_d  integer NOT NULL
+);
+
+CREATE TRIGGER clips_postings_insert
+    AFTER INSERT ON clips
+    FOR EACH ROW EXECUTE FUNCTION clipembed_postings_update('clip_postings', 'clip_doclen');
+CREATE TRIGGER clips_postings_update
+    AFTER UPDATE OF title, creator_name, broadcaster_name, game_name ON clips
+    FOR EACH ROW WHEN (OLD.search_vector IS DISTINCT FROM NEW.search_vector)
+    EXECUTE FUNCTION clipembed_postings_update('clip_postings', 'clip_doclen');
+
+-- Index the clips that exist already.
+INSERT INTO clip_postings (lexeme, doc_id, tf_a, tf_b, tf_c, tf_d)
+SELECT u.lexeme, c.id,
+       count(*) FILTER (WHERE w = 'A'), count(*) FILTER (WHERE w = 'B'),
+       count(*) FILTER (WHERE w = 'C'), count(*) FILTER (WHERE w = 'D')
+FROM clips c, unnest(c.search_vector) AS u, unnest(coalesce(u.weights, ARRAY['D']::text[])) AS w
+GROUP BY u.lexeme, c.id;
+INSERT INTO clip_doclen (doc_id, len_a, len_b, len_c, len_d)
+SELECT c.id,
+       count(*) FILTER (WHERE w = 'A'), count(*) FILTER (WHERE w = 'B'),
+       count(*) FILTER (WHERE w = 'C'), count(*) FILTER (WHERE w = 'D')
+FROM clips c, unnest(c.search_vector) AS u, unnest(coalesce(u.weights, ARRAY['D']::text[])) AS w
+GROUP BY c.id;
+
+-- Case-insensitive filters of the search API.
+CREATE INDEX idx_clips_lower_game ON clips (lower(game_name));
+CREATE INDEX idx_clips_lower_broadcaster ON clips (lower(broadcaster_name));

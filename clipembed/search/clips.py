@@ -1,0 +1,179 @@
+"""Search over the ``clips`` table: its corpus description, filters and result rows.
+
+Field weights follow the original's tsvector weights — title (A) above creator and
+broadcaster (B) above game (C) — applied BM25F-style at query time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import numpy as np
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from clipembed import clips as clips_mod
+from clipembed import errors
+from clipembed.search import core
+from clipembed.service import EmbeddingService
+
+CLIPS = core.Corpus(
+    table="clips",
+    postings="clip_postings",
+    doclen="clip_doclen",
+    field_weights=(2.0, 1.0, 0.5, 1.0),
+    base_filter="NOT d.is_removed",
+)
+
+MAX_QUERY_CHARS = 500
+MAX_LIMIT = 100
+MAX_WINDOW = 1000
+
+RESULT_COLUMNS = """
+id, twitch_clip_id, twitch_clip_url, embed_url, title, creator_name, broadcaster_name,
+game_name, language, thumbnail_url, duration, view_count, vote_score, created_at, is_nsfw
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Filters:
+    game: str | None = None
+    broadcaster: str | None = None
+    language: str | None = None
+    created_from: dt.datetime | None = None
+    created_to: dt.datetime | None = None
+    include_nsfw: bool = False
+
+    def where(self) -> core.Where:
+        parts: list[sql.Composable] = []
+        args: dict[str, Any] = {}
+        if self.game:
+            parts.append(sql.SQL("lower(d.game_name) = lower(%(f_game)s)"))
+            args["f_game"] = self.game
+        if self.broadcaster:
+            parts.append(sql.SQL("lower(d.broadcaster_name) = lower(%(f_broadcaster)s)"))
+            args["f_broadcaster"] = self.broadcaster
+        if self.language:
+            parts.append(sql.SQL("d.language = %(f_language)s"))
+            args["f_language"] = self.language
+        if self.created_from:
+            parts.append(sql.SQL("d.created_at >= %(f_from)s"))
+            args["f_from"] = self.created_from
+        if self.created_to:
+            parts.append(sql.SQL("d.created_at < %(f_to)s"))
+            args["f_to"] = self.created_to
+        if not self.include_nsfw:
+            parts.append(sql.SQL("NOT d.is_nsfw"))
+        if not parts:
+            return core.no_filters()
+        return sql.SQL(" AND ").join(parts), args
+
+
+class InvalidQuery(errors.ClipembedError, ValueError):
+    """A search request that cannot be answered as asked (the API answers 422)."""
+
+
+def clean_query(query: str | None, *, required: bool) -> str:
+    text = clips_mod.sanitize(query)
+    if required and not text:
+        raise InvalidQuery("the query is empty")
+    if len(text) > MAX_QUERY_CHARS:
+        raise InvalidQuery(f"the query is longer than {MAX_QUERY_CHARS} characters")
+    return text
+
+
+def check_params(params: core.Params) -> None:
+    if params.mode not in core.MODES:
+        raise InvalidQuery(f"unknown mode {params.mode!r}: use hybrid, keyword or semantic")
+    if not 1 <= params.limit <= MAX_LIMIT:
+        raise InvalidQuery(f"limit must be between 1 and {MAX_LIMIT}")
+    if params.offset < 0:
+        raise InvalidQuery("offset must not be negative")
+    if params.offset + params.limit > params.window:
+        raise InvalidQuery(f"offset + limit must be at most {params.window} (the ranking window)")
+
+
+async def _rows(pool: AsyncConnectionPool, ids: list[Any]) -> dict[Any, dict[str, Any]]:
+    if not ids:
+        return {}
+    async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT {RESULT_COLUMNS} FROM clips WHERE id = ANY(%s)", (ids,))
+        return {r["id"]: r for r in await cur.fetchall()}
+
+
+async def search(
+    pool: AsyncConnectionPool,
+    service: EmbeddingService | None,
+    query: str,
+    *,
+    params: core.Params,
+    filters: Filters,
+) -> list[dict[str, Any]]:
+    """Ranked clips for a text query: each clip's columns plus score, rank and branch detail."""
+    text = clean_query(query, required=True)
+    check_params(params)
+
+    async def embed() -> np.ndarray:
+        if service is None:
+            raise errors.ConfigurationError("semantic search needs an embedding service")
+        result = await service.embed([text])
+        return result.vectors[0]
+
+    async with pool.connection() as conn:
+        hits = await core.rank(
+            conn, CLIPS, query=text, embed_query=embed, where=filters.where(), params=params
+        )
+    return await _hydrate(pool, hits)
+
+
+async def similar(
+    pool: AsyncConnectionPool, clip_id: Any, *, params: core.Params, filters: Filters
+) -> list[dict[str, Any]] | None:
+    """Clips nearest to a clip's own vector; None when the clip does not exist or has none."""
+    check_params(dataclasses.replace(params, mode="semantic"))
+    async with pool.connection() as conn:
+        cur = await conn.execute(
+            "SELECT embedding FROM clips WHERE id = %s AND NOT is_removed", (clip_id,)
+        )
+        row = await cur.fetchone()
+        await conn.commit()
+        if row is None or row[0] is None:
+            return None
+        vector = row[0].to_numpy() if hasattr(row[0], "to_numpy") else np.asarray(row[0])
+        hits = await core.rank(
+            conn,
+            CLIPS,
+            query=None,
+            embed_query=None,
+            where=filters.where(),
+            params=dataclasses.replace(params, mode="semantic"),
+            exclude_id=clip_id,
+            vector=vector,
+        )
+    return await _hydrate(pool, hits)
+
+
+async def _hydrate(pool: AsyncConnectionPool, hits: list[core.Hit]) -> list[dict[str, Any]]:
+    rows = await _rows(pool, [h.id for h in hits])
+    out = []
+    for h in hits:
+        row = rows.get(h.id)
+        if row is None:  # deleted between ranking and reading
+            continue
+        out.append(
+            {
+                **row,
+                "score": h.score,
+                "rank": h.rank,
+                "keyword": None
+                if h.keyword_rank is None
+                else {"rank": h.keyword_rank, "score": h.keyword_score},
+                "semantic": None
+                if h.semantic_rank is None
+                else {"rank": h.semantic_rank, "score": h.semantic_score},
+            }
+        )
+    return out

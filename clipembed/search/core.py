@@ -1,0 +1,312 @@
+"""The ranking: BM25 keyword branch, HNSW vector branch, RRF hybrid — over any corpus table.
+
+Nothing here knows about clips. A :class:`Corpus` names a documents table (``id``,
+``search_vector``, an embedding column), its postings and document-length tables, the field
+weights of its tsvector classes, and how to turn filters into SQL. The same code ranks the
+``clips`` table and a BEIR benchmark loaded into tables of its own, so the quality measured on
+public data is the quality of the product.
+
+Correctness rules:
+- User text never reaches the tsquery parser: lexemes come from ``to_tsvector('english', q)``
+  (stemming, stop words), then OR semantics over the postings — quotes, ``&|!:*()``, SQL
+  fragments and emoji are just text.
+- Filters are applied inside each branch (the keyword branch ranks filtered documents; the
+  vector branch filters in the same ``WHERE`` with pgvector's iterative index scans, so a rare
+  filter value still fills the page), never after fusion.
+- Pagination is stable: each branch returns its top ``window`` (ties broken by id), the fusion
+  is deterministic, and a page is a slice of that fixed list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from clipembed.search import bm25, fusion
+
+Mode = Literal["hybrid", "keyword", "semantic"]
+MODES: tuple[str, ...] = ("hybrid", "keyword", "semantic")
+
+STATS_TTL = 60.0  # seconds: N and avgdl move slowly; recomputing them per query costs ~10 ms
+DEFAULT_WINDOW = 200  # candidates per branch; offset + limit must fit in it
+DEFAULT_EF_SEARCH = 100
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    """A searchable table. Identifiers are composed with psycopg.sql, never formatted."""
+
+    table: str
+    postings: str
+    doclen: str
+    embedding_column: str = "embedding"
+    #: weight of each tsvector class (A, B, C, D) in term frequency and document length
+    field_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    #: SQL always applied to documents (alias ``d``), e.g. ``NOT d.is_removed``
+    base_filter: str = "TRUE"
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    mode: Mode = "hybrid"
+    limit: int = 20
+    offset: int = 0
+    window: int = DEFAULT_WINDOW
+    k1: float = bm25.K1
+    b: float = bm25.B
+    ef_search: int = DEFAULT_EF_SEARCH
+    rrf_k: int = fusion.RRF_K
+    keyword_weight: float = 1.0
+    semantic_weight: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Hit:
+    id: Any
+    rank: int  # 1-based, across pages
+    score: float  # RRF score (hybrid), BM25 (keyword) or cosine similarity (semantic)
+    keyword_rank: int | None = None
+    keyword_score: float | None = None
+    semantic_rank: int | None = None
+    semantic_score: float | None = None  # cosine similarity, 1 - distance
+
+
+Where = tuple[sql.Composable, dict[str, Any]]
+
+_stats_cache: dict[tuple[str, tuple[float, ...]], tuple[float, float, float]] = {}
+_vector_version: dict[str, tuple[int, ...]] = {}
+
+
+def no_filters() -> Where:
+    return sql.SQL("TRUE"), {}
+
+
+async def corpus_stats(conn: psycopg.AsyncConnection[Any], corpus: Corpus) -> tuple[float, float]:
+    """(N, avgdl) for BM25, cached for STATS_TTL seconds per corpus and weights."""
+    key = (corpus.doclen, corpus.field_weights)
+    cached = _stats_cache.get(key)
+    now = time.monotonic()
+    if cached and now - cached[2] < STATS_TTL:
+        return cached[0], cached[1]
+    wa, wb, wc, wd = corpus.field_weights
+    query = sql.SQL(
+        "SELECT count(*), coalesce(avg({wa} * len_a + {wb} * len_b + {wc} * len_c + {wd} * len_d), 0) FROM {t}"
+    ).format(
+        wa=sql.Literal(wa),
+        wb=sql.Literal(wb),
+        wc=sql.Literal(wc),
+        wd=sql.Literal(wd),
+        t=sql.Identifier(corpus.doclen),
+    )
+    cur = await conn.execute(query)
+    n, avgdl = await cur.fetchone() or (0, 0)
+    _stats_cache[key] = (float(n), float(avgdl), now)
+    return float(n), float(avgdl)
+
+
+def clear_stats_cache() -> None:
+    _stats_cache.clear()
+
+
+KEYWORD = """
+WITH q AS (
+    SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %(q)s))
+), df AS (
+    SELECT p.lexeme, count(*)::float8 AS df
+    FROM {postings} p JOIN q USING (lexeme)
+    GROUP BY p.lexeme
+), scored AS (
+    SELECT p.doc_id,
+           sum(ln(1 + (%(n)s - df.df + 0.5) / (df.df + 0.5))
+               * (x.tf * (%(k1)s + 1)) / (x.tf + %(k1)s * (1 - %(b)s + %(b)s * x.dl / %(avgdl)s))) AS score
+    FROM df
+    JOIN {postings} p USING (lexeme)
+    JOIN {doclen} l ON l.doc_id = p.doc_id,
+    LATERAL (SELECT %(wa)s * p.tf_a + %(wb)s * p.tf_b + %(wc)s * p.tf_c + %(wd)s * p.tf_d AS tf,
+                    %(wa)s * l.len_a + %(wb)s * l.len_b + %(wc)s * l.len_c + %(wd)s * l.len_d AS dl) x
+    WHERE x.tf > 0
+    GROUP BY p.doc_id
+)
+SELECT d.id, s.score
+FROM scored s JOIN {table} d ON d.id = s.doc_id
+WHERE ({base}) AND ({where})
+ORDER BY s.score DESC, d.id
+LIMIT %(n_results)s
+"""
+
+SEMANTIC = """
+SELECT id, distance FROM (
+    SELECT d.id, d.{emb} <=> %(v)s AS distance
+    FROM {table} d
+    WHERE d.{emb} IS NOT NULL AND ({base}) AND ({where}) AND ({exclude})
+    ORDER BY d.{emb} <=> %(v)s
+    LIMIT %(n_results)s
+) t
+ORDER BY distance, id
+"""
+
+
+async def keyword_branch(
+    conn: psycopg.AsyncConnection[Any],
+    corpus: Corpus,
+    query: str,
+    where: Where,
+    params: Params,
+    n: int,
+) -> list[tuple[Any, float]]:
+    """Top ``n`` (id, BM25) for ``query`` among documents matching ``where``."""
+    n_docs, avgdl = await corpus_stats(conn, corpus)
+    if n_docs == 0:
+        return []
+    wa, wb, wc, wd = corpus.field_weights
+    stmt = sql.SQL(KEYWORD).format(
+        postings=sql.Identifier(corpus.postings),
+        doclen=sql.Identifier(corpus.doclen),
+        table=sql.Identifier(corpus.table),
+        base=sql.SQL(corpus.base_filter),
+        where=where[0],
+    )
+    args = {
+        "q": query,
+        "n": n_docs,
+        "avgdl": avgdl or 1.0,
+        "k1": params.k1,
+        "b": params.b,
+        "wa": wa,
+        "wb": wb,
+        "wc": wc,
+        "wd": wd,
+        "n_results": n,
+        **where[1],
+    }
+    cur = await conn.execute(stmt, args)
+    rows = await cur.fetchall()
+    await conn.commit()
+    return [(r[0], float(r[1])) for r in rows]
+
+
+async def _pgvector_version(conn: psycopg.AsyncConnection[Any]) -> tuple[int, ...]:
+    key = str(conn.info.dsn)
+    if key not in _vector_version:
+        cur = await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        row = await cur.fetchone()
+        parts = (row[0] if row else "0").split(".")
+        _vector_version[key] = tuple(int(p) for p in parts if p.isdigit())
+    return _vector_version[key]
+
+
+async def semantic_branch(
+    conn: psycopg.AsyncConnection[Any],
+    corpus: Corpus,
+    vector: np.ndarray,
+    where: Where,
+    params: Params,
+    n: int,
+    *,
+    exclude_id: Any = None,
+) -> list[tuple[Any, float]]:
+    """Top ``n`` (id, cosine similarity) by HNSW among documents matching ``where``."""
+    version = await _pgvector_version(conn)
+    exclude = sql.SQL("d.id <> %(exclude)s") if exclude_id is not None else sql.SQL("TRUE")
+    stmt = sql.SQL(SEMANTIC).format(
+        emb=sql.Identifier(corpus.embedding_column),
+        table=sql.Identifier(corpus.table),
+        base=sql.SQL(corpus.base_filter),
+        where=where[0],
+        exclude=exclude,
+    )
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT set_config('hnsw.ef_search', %s, true)", (str(max(params.ef_search, 1)),)
+        )
+        if version >= (0, 8):
+            # keep scanning the index until enough rows pass the filters (pgvector >= 0.8)
+            await conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+        cur = await conn.execute(
+            stmt,
+            {
+                "v": np.asarray(vector, dtype=np.float32),
+                "n_results": n,
+                "exclude": exclude_id,
+                **where[1],
+            },
+        )
+        rows = await cur.fetchall()
+    return [(r[0], 1.0 - float(r[1])) for r in rows]
+
+
+async def rank(
+    conn: psycopg.AsyncConnection[Any],
+    corpus: Corpus,
+    *,
+    query: str | None,
+    embed_query: Callable[[], Any] | None,
+    where: Where,
+    params: Params,
+    exclude_id: Any = None,
+    vector: np.ndarray | None = None,
+) -> list[Hit]:
+    """The page ``[offset, offset+limit)`` of the ranking in ``params.mode``.
+
+    ``embed_query`` is awaited only when the vector branch runs (keyword mode needs no
+    provider); ``vector`` may be given directly (similar clips).
+    """
+    window = params.window
+    keyword: list[tuple[Any, float]] = []
+    semantic: list[tuple[Any, float]] = []
+    if params.mode in ("keyword", "hybrid") and query:
+        keyword = await keyword_branch(conn, corpus, query, where, params, window)
+    if params.mode in ("semantic", "hybrid"):
+        if vector is None and embed_query is not None:
+            vector = await embed_query()
+        if vector is not None:
+            semantic = await semantic_branch(
+                conn, corpus, vector, where, params, window, exclude_id=exclude_id
+            )
+    return fuse(keyword, semantic, params)
+
+
+def fuse(
+    keyword: Sequence[tuple[Any, float]], semantic: Sequence[tuple[Any, float]], params: Params
+) -> list[Hit]:
+    """Combine branch results into hits and cut the page (pure)."""
+    kw = {doc: (i, s) for i, (doc, s) in enumerate(keyword, start=1)}
+    sem = {doc: (i, s) for i, (doc, s) in enumerate(semantic, start=1)}
+    if params.mode == "keyword":
+        ordered = [(doc, s) for doc, s in keyword]
+    elif params.mode == "semantic":
+        ordered = [(doc, s) for doc, s in semantic]
+    else:
+        fused = fusion.rrf(
+            {"keyword": [d for d, _ in keyword], "semantic": [d for d, _ in semantic]},
+            k=params.rrf_k,
+            weights={"keyword": params.keyword_weight, "semantic": params.semantic_weight},
+        )
+        ordered = [(f.id, f.score) for f in fused]
+    page = ordered[params.offset : params.offset + params.limit]
+    hits = []
+    for position, (doc, score) in enumerate(page, start=params.offset + 1):
+        k, s = kw.get(doc), sem.get(doc)
+        hits.append(
+            Hit(
+                doc,
+                position,
+                score,
+                keyword_rank=k[0] if k else None,
+                keyword_score=k[1] if k else None,
+                semantic_rank=s[0] if s else None,
+                semantic_score=s[1] if s else None,
+            )
+        )
+    return hits
+
+
+async def gather_ranked(tasks: Sequence[Any]) -> list[Any]:
+    return list(await asyncio.gather(*tasks))
