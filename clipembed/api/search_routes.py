@@ -1,7 +1,136 @@
-"""HTTP search endpoints (``GET /search``, ``GET /clips/{id}/similar``)."""
+"""HTTP search endpoints: ``GET /search`` and ``GET /clips/{id}/similar``.
+
+The app's lifespan puts a :class:`clipembed.runtime.Runtime` on ``request.app.state.runtime``
+(pool + embedding service). Every input is validated before any SQL runs: a bad query, limit,
+mode or date is a 422 with a readable message; nothing a user types can reach a query parser
+(see :mod:`clipembed.search.core`), so hostile input gets results or a 422, never a 500.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import datetime as dt
+import uuid
+from typing import Any, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel
+
+from clipembed import errors
+from clipembed.search import clips as clip_search
+from clipembed.search import core
+
+router = APIRouter(tags=["search"])
+
+
+class BranchDetail(BaseModel):
+    rank: int
+    score: float
+
+
+class ClipHit(BaseModel):
+    id: uuid.UUID
+    twitch_clip_id: str
+    twitch_clip_url: str
+    embed_url: str
+    title: str
+    creator_name: str
+    broadcaster_name: str
+    game_name: str | None
+    language: str | None
+    thumbnail_url: str | None
+    duration: float | None
+    view_count: int
+    vote_score: int
+    created_at: dt.datetime
+    is_nsfw: bool
+    score: float
+    rank: int
+    keyword: BranchDetail | None
+    semantic: BranchDetail | None
+
+
+class SearchResponse(BaseModel):
+    query: str | None
+    mode: str
+    limit: int
+    offset: int
+    results: list[ClipHit]
+
+
+def _params(mode: str, limit: int, offset: int) -> core.Params:
+    return core.Params(mode=mode, limit=limit, offset=offset)  # type: ignore[arg-type]
+
+
+def _unprocessable(message: str) -> HTTPException:
+    return HTTPException(status_code=422, detail=message)
+
+
+@router.get("/search", response_model=SearchResponse)
+async def search(
+    request: Request,
+    q: str = Query(..., description="What to look for (1-500 characters).", max_length=10_000),
+    mode: Literal["hybrid", "keyword", "semantic"] = "hybrid",
+    game: str | None = Query(None, max_length=100),
+    broadcaster: str | None = Query(None, max_length=100),
+    language: str | None = Query(None, max_length=10),
+    from_: dt.datetime | None = Query(
+        None, alias="from", description="Created at or after (ISO 8601)."
+    ),
+    to: dt.datetime | None = Query(None, description="Created before (ISO 8601)."),
+    include_nsfw: bool = False,
+    limit: int = Query(20, ge=1, le=clip_search.MAX_LIMIT),
+    offset: int = Query(0, ge=0, le=core.DEFAULT_WINDOW),
+) -> dict[str, Any]:
+    """Hybrid (default), keyword (BM25) or semantic (vector) search with filters in both branches."""
+    rt = request.app.state.runtime
+    if from_ and to and from_ >= to:
+        raise _unprocessable("'from' must be before 'to'")
+    filters = clip_search.Filters(
+        game=game,
+        broadcaster=broadcaster,
+        language=language,
+        created_from=_aware(from_),
+        created_to=_aware(to),
+        include_nsfw=include_nsfw,
+    )
+    try:
+        results = await clip_search.search(
+            rt.pool, rt.service, q, params=_params(mode, limit, offset), filters=filters
+        )
+    except clip_search.InvalidQuery as exc:
+        raise _unprocessable(str(exc)) from None
+    except errors.ProviderError as exc:
+        raise HTTPException(
+            status_code=503, detail=f"the embedding provider is unavailable: {exc}"
+        ) from None
+    return {"query": q, "mode": mode, "limit": limit, "offset": offset, "results": results}
+
+
+@router.get("/clips/{clip_id}/similar", response_model=SearchResponse)
+async def similar(
+    request: Request,
+    clip_id: uuid.UUID,
+    game: str | None = Query(None, max_length=100),
+    language: str | None = Query(None, max_length=10),
+    include_nsfw: bool = False,
+    limit: int = Query(10, ge=1, le=clip_search.MAX_LIMIT),
+    offset: int = Query(0, ge=0, le=core.DEFAULT_WINDOW),
+) -> dict[str, Any]:
+    """Clips whose embeddings are nearest to this clip's."""
+    rt = request.app.state.runtime
+    filters = clip_search.Filters(game=game, language=language, include_nsfw=include_nsfw)
+    try:
+        results = await clip_search.similar(
+            rt.pool, clip_id, params=_params("semantic", limit, offset), filters=filters
+        )
+    except clip_search.InvalidQuery as exc:
+        raise _unprocessable(str(exc)) from None
+    if results is None:
+        raise HTTPException(status_code=404, detail="no such clip, or it has no embedding yet")
+    return {"query": None, "mode": "semantic", "limit": limit, "offset": offset, "results": results}
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value

@@ -1,0 +1,215 @@
+"""Search modes, filters, pagination and similar clips on real PostgreSQL + pgvector."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from clipembed import runtime, settings
+from clipembed.search import bm25, core
+from clipembed.search import clips as clip_search
+
+pytestmark = pytest.mark.local_model
+
+
+@pytest.fixture
+async def rt(search_db, tmp_path):
+    url, _ = search_db
+    cfg = settings.Settings(
+        _env_file=None,
+        embedding_provider="local",
+        redis_url="none",
+        database_url=url,
+        clipembed_home=tmp_path,
+    )
+    core.clear_stats_cache()
+    async with runtime.open_runtime(cfg) as r:
+        yield r
+
+
+async def run(rt, q, **kw):
+    filters = clip_search.Filters(
+        **{
+            k: kw.pop(k)
+            for k in list(kw)
+            if k in {f.name for f in dataclasses.fields(clip_search.Filters)}
+        }
+    )
+    return await clip_search.search(
+        rt.pool, rt.service, q, params=core.Params(**kw), filters=filters
+    )
+
+
+async def test_each_mode_finds_the_obvious_clip(rt):
+    for mode in ("keyword", "semantic", "hybrid"):
+        results = await run(rt, "AWP headshot clutch", mode=mode, limit=3)
+        assert results[0]["title"] == "Insane AWP headshot clutch", mode
+    hybrid = await run(rt, "AWP headshot clutch", mode="hybrid", limit=3)
+    assert hybrid[0]["keyword"]["rank"] == 1 and hybrid[0]["semantic"]["rank"] >= 1
+    semantic_only = await run(
+        rt, "an explosion destroys a building in a block game", mode="semantic", limit=2
+    )
+    assert "Creeper blows up the whole house" in [r["title"] for r in semantic_only]
+
+
+async def test_keyword_is_bm25_with_or_semantics_and_field_weights(rt):
+    results = await run(rt, "clutch deagle zebra", mode="keyword", limit=10)
+    titles = [r["title"] for r in results]
+    assert titles[0] == "Clutch 1v4 with the deagle"  # matches two query terms
+    assert "Insane AWP headshot clutch" in titles  # OR: one term is enough
+    # a title match outranks a broadcaster-only match (A above B)
+    results = await run(rt, "xqc chase", mode="keyword", limit=5)
+    assert results[0]["title"] == "Police chase goes wrong"
+
+
+async def test_keyword_scores_equal_the_reference_formula(rt, search_db):
+    url, _ = search_db
+    results = await run(rt, "clutch headshot", mode="keyword", limit=10)
+    wa, wb, wc, wd = clip_search.CLIPS.field_weights
+    with psycopg.connect(url) as conn:
+        terms = [
+            r[0]
+            for r in conn.execute(
+                "SELECT lexeme FROM unnest(to_tsvector('english', 'clutch headshot'))"
+            )
+        ]
+        postings = conn.execute(
+            "SELECT lexeme, doc_id, tf_a, tf_b, tf_c, tf_d FROM clip_postings"
+        ).fetchall()
+        lengths = {
+            r[0]: wa * r[1] + wb * r[2] + wc * r[3] + wd * r[4]
+            for r in conn.execute("SELECT * FROM clip_doclen")
+        }
+    df = {t: sum(1 for p in postings if p[0] == t) for t in terms}
+    avgdl = sum(lengths.values()) / len(lengths)
+    for r in results:
+        doc = {
+            p[0]: wa * p[2] + wb * p[3] + wc * p[4] + wd * p[5] for p in postings if p[1] == r["id"]
+        }
+        expected = bm25.score(
+            terms, doc, dl=lengths[r["id"]], avgdl=avgdl, n_docs=len(lengths), df=df
+        )
+        assert r["keyword"]["score"] == pytest.approx(expected, rel=1e-6)
+
+
+async def test_filters_apply_inside_both_branches(rt):
+    for mode in ("keyword", "semantic", "hybrid"):
+        res = await run(rt, "clutch", mode=mode, game="counter-strike", limit=10)
+        assert res and all(r["game_name"] == "Counter-Strike" for r in res)
+        res = await run(rt, "funny", mode=mode, broadcaster="XQC", limit=10)
+        assert res and all(r["broadcaster_name"] == "xqc" for r in res)
+        res = await run(rt, "pentakill clutch", mode=mode, language="ko", limit=10)
+        assert res and all(r["language"] == "ko" for r in res)
+    now = dt.datetime.now(dt.UTC)
+    recent = await run(
+        rt, "clutch", mode="semantic", created_from=now - dt.timedelta(days=2), limit=20
+    )
+    assert recent and all(r["created_at"] >= now - dt.timedelta(days=2) for r in recent)
+    older = await run(
+        rt, "clutch", mode="semantic", created_to=now - dt.timedelta(days=10), limit=20
+    )
+    assert older and all(r["created_at"] < now - dt.timedelta(days=10) for r in older)
+
+
+async def test_removed_never_and_nsfw_only_when_asked(rt):
+    for mode in ("keyword", "semantic", "hybrid"):
+        titles = [r["title"] for r in await run(rt, "removed clip clutch", mode=mode, limit=50)]
+        assert "Removed clip about a clutch" not in titles
+        titles = [r["title"] for r in await run(rt, "late night stream", mode=mode, limit=50)]
+        assert "Uncensored late night stream" not in titles
+        titles = [
+            r["title"]
+            for r in await run(rt, "late night stream", mode=mode, limit=50, include_nsfw=True)
+        ]
+        assert "Uncensored late night stream" in titles
+
+
+async def test_pagination_has_no_duplicates_or_gaps(rt):
+    full = await run(rt, "clutch game stream", mode="hybrid", limit=13)
+    pages = [
+        await run(rt, "clutch game stream", mode="hybrid", limit=4, offset=o) for o in (0, 4, 8, 12)
+    ]
+    flat = [r["id"] for p in pages for r in p]
+    assert flat == [r["id"] for r in full][: len(flat)]
+    assert len(set(flat)) == len(flat) == len(full)
+    with pytest.raises(clip_search.InvalidQuery, match="offset"):
+        await run(rt, "x", limit=100, offset=150)
+
+
+async def test_similar_clips(rt, search_db):
+    _, ids = search_db
+    res = await clip_search.similar(
+        rt.pool,
+        ids["Creeper blows up the whole house"],
+        params=core.Params(limit=3),
+        filters=clip_search.Filters(),
+    )
+    titles = [r["title"] for r in res]
+    assert "Creeper blows up the whole house" not in titles
+    assert titles[0] == "Built a giant castle in survival"
+    assert (
+        await clip_search.similar(
+            rt.pool,
+            ids["Removed clip about a clutch"],
+            params=core.Params(),
+            filters=clip_search.Filters(),
+        )
+        is None
+    )
+
+
+async def test_rare_filter_value_is_filled_by_iterative_scans(database_factory, tmp_path):
+    """3 clips of a rare game among 3,000: a plain HNSW scan with a small ef_search finds few of
+    them after filtering; iterative scans keep going until the page is full."""
+    url = database_factory.new(dimensions=384)
+    rng = np.random.default_rng(1)
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        with conn.cursor().copy(
+            "COPY clips (twitch_clip_id, twitch_clip_url, embed_url, title, creator_name, broadcaster_name, "
+            "game_name, created_at, embedding) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(
+                [
+                    "varchar",
+                    "text",
+                    "text",
+                    "varchar",
+                    "varchar",
+                    "varchar",
+                    "varchar",
+                    "timestamptz",
+                    "vector",
+                ]
+            )
+            for i in range(3000):
+                vec = rng.standard_normal(384).astype(np.float32)
+                game = "Rare Game" if i % 1000 == 7 else "Common Game"
+                copy.write_row(
+                    (f"r{i}", "u", "e", f"clip {i}", "c", "b", game, dt.datetime.now(dt.UTC), vec)
+                )
+    cfg = settings.Settings(
+        _env_file=None,
+        embedding_provider="local",
+        redis_url="none",
+        database_url=url,
+        clipembed_home=tmp_path,
+    )
+    async with runtime.open_runtime(cfg, with_service=False) as r:
+        async with r.pool.connection() as conn:
+            query = rng.standard_normal(384).astype(np.float32)
+            hits = await core.rank(
+                conn,
+                clip_search.CLIPS,
+                query=None,
+                embed_query=None,
+                where=clip_search.Filters(game="Rare Game").where(),
+                params=core.Params(mode="semantic", limit=3, ef_search=10),
+                vector=query,
+            )
+    assert len(hits) == 3
