@@ -12,6 +12,7 @@ Redis: the machine's server at 127.0.0.1:6379 when one answers, else a private r
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import uuid
 from collections.abc import Iterator
@@ -92,7 +93,9 @@ class DatabaseFactory:
                 async with conn:
                     await migrations.up(conn, dimensions=dimensions)
 
-            asyncio.run(migrate())
+            # in a thread of its own: the caller may be an async test with a running loop
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(asyncio.run, migrate()).result()
             self.templates[dimensions] = name
         return self.templates[dimensions]
 
