@@ -1,0 +1,87 @@
+"""Shared helpers for benchmarks: a private PostgreSQL, the fake provider as a process, machine facts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    mem = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as fh:
+        mem = int(fh.readline().split()[1]) // 1024
+    cpu = platform.processor()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_mib": mem, "python": platform.python_version(),
+            "load_average_at_start": [round(x, 2) for x in load], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def save(name: str, result: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    result = {"benchmark": name, "machine": machine(), **result}
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print(json.dumps(result, indent=2, default=str))
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    import pgserver
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        try:
+            server.psql("ALTER SYSTEM SET maintenance_work_mem = '1GB'; ALTER SYSTEM SET max_wal_size = '4GB';")
+            server.psql("SELECT pg_reload_conf();")
+            yield str(server.get_uri("postgres"))
+        finally:
+            server.cleanup()
+
+
+@contextlib.contextmanager
+def fake_provider(*args: str) -> Iterator[str]:
+    """The fake OpenAI server in its own process (so it runs on the other core)."""
+    proc = subprocess.Popen([sys.executable, "-m", "clipembed.testing.fakeopenai", *args],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def env(**values: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("EMBEDDING_", "OPENAI_", "CLIPEMBED_"))}
+    base.update(values)
+    return base
+
+
+def clipembed(*args: str, env_vars: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float, int]:
+    """Run the real command; returns (result, seconds, peak RSS of the child in MiB)."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "clipembed", *args], env=env_vars, capture_output=True, text=True)
+    seconds = time.monotonic() - t
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if out.returncode not in (0, 1):
+        raise RuntimeError(f"clipembed {' '.join(args)} failed: {out.stderr[-2000:]}")
+    return out, seconds, max(peak, before) // 1024

@@ -1,0 +1,141 @@
+"""Search latency and vector recall at scale: 100,000 clips with random unit vectors (768 dims).
+
+p50/p95 latency per mode with a warm query-embedding cache (the fake provider behind a Redis
+cache: every query embedded once before timing), and the vector branch's recall@10 against
+exact search across ef_search values. Targets: hybrid p95 <= 50 ms, recall@10 >= 0.95.
+
+    python -m bench.search_speed [--clips 100000] [--queries 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import statistics
+import time
+
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector
+
+from bench import common
+from clipembed import demo_data, runtime, settings
+from clipembed.db import migrations
+from clipembed.search import clips as clip_search
+from clipembed.search import core
+
+DIMS = 768
+QUERIES = ["insane clutch", "funny bug", "world record speedrun", "boss fight first try", "chat goes wild",
+           "best play of the tournament", "rage quit", "神プレイ", "레전드 클러치", "final circle", "ace with pistol",
+           "donation reaction", "stream sniper", "bugged wall run", "no way he survived"]
+
+
+def load(url: str, clips: int) -> float:
+    rng = np.random.default_rng(7)
+    t = time.monotonic()
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        conn.execute("DROP INDEX IF EXISTS idx_clips_embedding_hnsw")
+        with conn.cursor().copy(
+            "COPY clips (twitch_clip_id, twitch_clip_url, embed_url, title, creator_name, broadcaster_name, "
+            "game_name, language, created_at, embedding, embedding_model) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["varchar", "text", "text", "varchar", "varchar", "varchar", "varchar", "varchar",
+                            "timestamptz", "vector", "varchar"])
+            for c in demo_data.generate(clips, seed=11):
+                vec = rng.standard_normal(DIMS).astype(np.float32)
+                vec /= np.linalg.norm(vec)
+                copy.write_row((c["twitch_clip_id"], c["twitch_clip_url"], c["embed_url"], c["title"],
+                                c["creator_name"], c["broadcaster_name"], c["game_name"], c["language"],
+                                dt.datetime.fromisoformat(c["created_at"].replace("Z", "+00:00")), vec, "bench"))
+        conn.execute("TRUNCATE embedding_queue")
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("SET maintenance_work_mem = '1GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 1")
+        conn.execute("CREATE INDEX idx_clips_embedding_hnsw ON clips USING hnsw (embedding vector_cosine_ops) "
+                     "WITH (m = 16, ef_construction = 64)")
+        conn.execute("VACUUM ANALYZE clips")
+        conn.execute("VACUUM ANALYZE clip_postings")
+        conn.execute("VACUUM ANALYZE clip_doclen")
+    return time.monotonic() - t
+
+
+async def measure(url: str, base_url: str, n_queries: int) -> dict:
+    cfg = settings.Settings(_env_file=None, embedding_provider="openai", openai_api_key="sk-bench-0000000000",
+                            embedding_api_base_url=base_url, database_url=url, redis_url="redis://127.0.0.1:6379/0",
+                            redis_key_prefix="clipembed-bench:", embedding_requests_per_minute=100000)
+    out: dict = {}
+    async with runtime.open_runtime(cfg) as rt:
+        svc = rt.require_service()
+        await svc.embed(QUERIES)  # warm the query-embedding cache
+        for mode in ("keyword", "semantic", "hybrid"):
+            params = core.Params(mode=mode, limit=20)  # type: ignore[arg-type]
+            times = []
+            for i in range(n_queries):
+                q = QUERIES[i % len(QUERIES)]
+                t = time.perf_counter()
+                await clip_search.search(rt.pool, svc, q, params=params, filters=clip_search.Filters())
+                times.append((time.perf_counter() - t) * 1000)
+            times.sort()
+            out[mode] = {"p50_ms": round(statistics.median(times), 2),
+                         "p95_ms": round(times[int(0.95 * len(times)) - 1], 2), "queries": len(times)}
+        # filtered hybrid (a game filter inside both branches)
+        params = core.Params(mode="hybrid", limit=20)
+        times = []
+        for i in range(n_queries // 2):
+            t = time.perf_counter()
+            await clip_search.search(rt.pool, svc, QUERIES[i % len(QUERIES)], params=params,
+                                     filters=clip_search.Filters(game="Minecraft"))
+            times.append((time.perf_counter() - t) * 1000)
+        times.sort()
+        out["hybrid_filtered_game"] = {"p50_ms": round(statistics.median(times), 2),
+                                       "p95_ms": round(times[int(0.95 * len(times)) - 1], 2)}
+        # recall@10 of the HNSW branch against exact search
+        rng = np.random.default_rng(3)
+        probes = [v / np.linalg.norm(v) for v in rng.standard_normal((50, DIMS)).astype(np.float32)]
+        exact = []
+        async with rt.pool.connection() as conn:
+            async with conn.transaction():
+                await conn.execute("SET LOCAL enable_indexscan = off")
+                for v in probes:
+                    cur = await conn.execute("SELECT id FROM clips ORDER BY embedding <=> %s LIMIT 10", (v,))
+                    exact.append({r[0] for r in await cur.fetchall()})
+            recall = {}
+            for ef in (40, 64, 100, 200):
+                got = []
+                for v, truth in zip(probes, exact, strict=True):
+                    hits = await core.semantic_branch(conn, clip_search.CLIPS, v, core.no_filters(),
+                                                      core.Params(ef_search=ef), 10)
+                    got.append(len(truth & {h[0] for h in hits}) / 10)
+                recall[f"ef_search={ef}"] = round(sum(got) / len(got), 4)
+        out["vector_recall@10"] = recall
+        # clean our cache keys
+        if svc.link is not None:
+            keys = [k async for k in svc.link.client.scan_iter(match="clipembed-bench:*")]
+            if keys:
+                await svc.link.client.delete(*keys)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clips", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=200)
+    args = parser.parse_args()
+    with common.postgres() as url, common.fake_provider() as base:
+        async def migrate() -> None:
+            conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+            async with conn:
+                await migrations.up(conn, dimensions=DIMS)
+
+        asyncio.run(migrate())
+        load_seconds = load(url, args.clips)
+        result = asyncio.run(measure(url, base, args.queries))
+    common.save("search_speed", {"clips": args.clips, "dimensions": DIMS, "load_and_index_seconds": round(load_seconds, 1),
+                                 "default_ef_search": core.DEFAULT_EF_SEARCH, **result})
+
+
+if __name__ == "__main__":
+    main()
