@@ -36,20 +36,34 @@ def run(clips: int, limited_clips: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         data = make_file(Path(tmp), clips, seed=1)
         with common.postgres() as url, common.fake_provider("--latency-ms", "50") as base:
-            e = common.env(DATABASE_URL=url, EMBEDDING_PROVIDER="openai", OPENAI_API_KEY=KEY,
-                           EMBEDDING_API_BASE_URL=base, REDIS_URL="none",
-                           EMBEDDING_REQUESTS_PER_MINUTE="1000000", EMBEDDING_TOKENS_PER_MINUTE="1000000000",
-                           EMBEDDING_MAX_CONCURRENCY="8", CLIPEMBED_HOME=tmp, CLIPEMBED_LOG_LEVEL="WARNING")
+            e = common.env(
+                DATABASE_URL=url,
+                EMBEDDING_PROVIDER="openai",
+                OPENAI_API_KEY=KEY,
+                EMBEDDING_API_BASE_URL=base,
+                REDIS_URL="none",
+                EMBEDDING_REQUESTS_PER_MINUTE="1000000",
+                EMBEDDING_TOKENS_PER_MINUTE="1000000000",
+                EMBEDDING_MAX_CONCURRENCY="8",
+                CLIPEMBED_HOME=tmp,
+                CLIPEMBED_LOG_LEVEL="WARNING",
+            )
             common.clipembed("migrate", "up", env_vars=e)
             _, import_seconds, _ = common.clipembed("import", str(data), env_vars=e)
-            out, seconds, rss = common.clipembed("backfill", "--batch", "100", "--concurrency", "8", "--json", env_vars=e)
+            out, seconds, rss = common.clipembed(
+                "backfill", "--batch", "100", "--concurrency", "8", "--json", env_vars=e
+            )
             summary = json.loads(out.stdout.strip().splitlines()[-1])
             result["unlimited"] = {
-                "clips": clips, "provider_latency_ms": 50, "import_seconds": round(import_seconds, 1),
+                "clips": clips,
+                "provider_latency_ms": 50,
+                "import_seconds": round(import_seconds, 1),
                 "backfill_seconds_end_to_end": round(seconds, 1),
                 "clips_per_second": round(summary["processed"] / seconds, 1),
-                "processed": summary["processed"], "failed": summary["failed"],
-                "index_rebuilt": summary["index_rebuilt"], "requests": summary["requests"],
+                "processed": summary["processed"],
+                "failed": summary["failed"],
+                "index_rebuilt": summary["index_rebuilt"],
+                "requests": summary["requests"],
                 "peak_rss_mib": rss,
             }
         rpm, batch = 300, 100
@@ -57,24 +71,43 @@ def run(clips: int, limited_clips: int) -> dict:
         with common.postgres() as url:
             # tokens per request ~ batch * average tokens per clip text; set tpm so both limits bind alike
             tpm = 1_400_000
-            with common.fake_provider("--latency-ms", "50", "--rpm", str(rpm), "--tpm", str(tpm)) as base:
-                e = common.env(DATABASE_URL=url, EMBEDDING_PROVIDER="openai", OPENAI_API_KEY=KEY,
-                               EMBEDDING_API_BASE_URL=base, REDIS_URL="none",
-                               EMBEDDING_REQUESTS_PER_MINUTE=str(rpm), EMBEDDING_TOKENS_PER_MINUTE=str(tpm),
-                               EMBEDDING_MAX_CONCURRENCY="8", CLIPEMBED_HOME=tmp, CLIPEMBED_LOG_LEVEL="WARNING")
+            with common.fake_provider(
+                "--latency-ms", "50", "--rpm", str(rpm), "--tpm", str(tpm)
+            ) as base:
+                e = common.env(
+                    DATABASE_URL=url,
+                    EMBEDDING_PROVIDER="openai",
+                    OPENAI_API_KEY=KEY,
+                    EMBEDDING_API_BASE_URL=base,
+                    REDIS_URL="none",
+                    EMBEDDING_REQUESTS_PER_MINUTE=str(rpm),
+                    EMBEDDING_TOKENS_PER_MINUTE=str(tpm),
+                    EMBEDDING_MAX_CONCURRENCY="8",
+                    CLIPEMBED_HOME=tmp,
+                    CLIPEMBED_LOG_LEVEL="WARNING",
+                )
                 common.clipembed("migrate", "up", env_vars=e)
                 common.clipembed("import", str(limited), env_vars=e)
                 t = time.monotonic()
-                out, seconds, _ = common.clipembed("backfill", "--batch", str(batch), "--concurrency", "8", "--json", env_vars=e)
+                out, seconds, _ = common.clipembed(
+                    "backfill", "--batch", str(batch), "--concurrency", "8", "--json", env_vars=e
+                )
                 summary = json.loads(out.stdout.strip().splitlines()[-1])
                 minutes = seconds / 60
                 ceiling_requests = rpm * minutes
                 ceiling_tokens = tpm * minutes
-                fraction = max(summary["requests"] / ceiling_requests, summary["tokens"] / ceiling_tokens)
+                fraction = max(
+                    summary["requests"] / ceiling_requests, summary["tokens"] / ceiling_tokens
+                )
                 result["limited"] = {
-                    "clips": limited_clips, "rpm": rpm, "tpm": tpm, "seconds": round(seconds, 1),
-                    "requests": summary["requests"], "tokens": summary["tokens"],
-                    "rate_limited_429s": summary["rate_limited"], "failed": summary["failed"],
+                    "clips": limited_clips,
+                    "rpm": rpm,
+                    "tpm": tpm,
+                    "seconds": round(seconds, 1),
+                    "requests": summary["requests"],
+                    "tokens": summary["tokens"],
+                    "rate_limited_429s": summary["rate_limited"],
+                    "failed": summary["failed"],
                     "fraction_of_ceiling": round(fraction, 3),
                     "note": "fraction = max(requests/(rpm*minutes), tokens/(tpm*minutes)) over the whole command",
                 }

@@ -28,8 +28,14 @@ def machine() -> dict[str, Any]:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_mib": mem, "python": platform.python_version(),
-            "load_average_at_start": [round(x, 2) for x in load], "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "memory_mib": mem,
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in load],
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
 def save(name: str, result: dict[str, Any]) -> None:
@@ -46,7 +52,9 @@ def postgres() -> Iterator[str]:
     with tempfile.TemporaryDirectory() as tmp:
         server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="delete")
         try:
-            server.psql("ALTER SYSTEM SET maintenance_work_mem = '1GB'; ALTER SYSTEM SET max_wal_size = '4GB';")
+            server.psql(
+                "ALTER SYSTEM SET maintenance_work_mem = '1GB'; ALTER SYSTEM SET max_wal_size = '4GB';"
+            )
             server.psql("SELECT pg_reload_conf();")
             yield str(server.get_uri("postgres"))
         finally:
@@ -56,8 +64,11 @@ def postgres() -> Iterator[str]:
 @contextlib.contextmanager
 def fake_provider(*args: str) -> Iterator[str]:
     """The fake OpenAI server in its own process (so it runs on the other core)."""
-    proc = subprocess.Popen([sys.executable, "-m", "clipembed.testing.fakeopenai", *args],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipembed.testing.fakeopenai", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         url = proc.stdout.readline().strip()
@@ -68,18 +79,26 @@ def fake_provider(*args: str) -> Iterator[str]:
 
 
 def env(**values: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("EMBEDDING_", "OPENAI_", "CLIPEMBED_"))}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("EMBEDDING_", "OPENAI_", "CLIPEMBED_"))
+    }
     base.update(values)
     return base
 
 
-def clipembed(*args: str, env_vars: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float, int]:
+def clipembed(
+    *args: str, env_vars: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], float, int]:
     """Run the real command; returns (result, seconds, peak RSS of the child in MiB)."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "clipembed", *args], env=env_vars, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "clipembed", *args], env=env_vars, capture_output=True, text=True
+    )
     seconds = time.monotonic() - t
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if out.returncode not in (0, 1):

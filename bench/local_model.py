@@ -37,12 +37,17 @@ async def run(url: str, count: int, tmp: Path) -> dict:
     conn = await psycopg.AsyncConnection.connect(url)
     async with conn:
         await importer.import_file(conn, path)
-    cfg = settings.Settings(_env_file=None, embedding_provider="local", redis_url="none", database_url=url,
-                            clipembed_home=tmp)
+    cfg = settings.Settings(
+        _env_file=None,
+        embedding_provider="local",
+        redis_url="none",
+        database_url=url,
+        clipembed_home=tmp,
+    )
     texts = [clips.embedding_text(clips.ClipText.from_row(c)) for c in generated]
     async with runtime.open_runtime(cfg) as rt:
         svc = rt.require_service()
-        model = svc.provider._load()  # noqa: SLF001 - load once, outside both timings
+        model = svc.provider._load()
         model.encode(texts[:128], batch_size=64)  # warm up
         t = time.perf_counter()
         summary = await backfill.run(rt, batch_size=100, concurrency=2)
@@ -51,9 +56,13 @@ async def run(url: str, count: int, tmp: Path) -> dict:
         model.encode(texts, batch_size=64, normalize_embeddings=True)
         plain = time.perf_counter() - t
     return {
-        "clips": count, "backfill_seconds": round(ours, 2), "backfill_clips_per_second": round(summary.processed / ours, 1),
-        "plain_encode_seconds": round(plain, 2), "plain_encode_texts_per_second": round(count / plain, 1),
-        "fraction_of_plain_encode": round(plain / ours, 3), "processed": summary.processed,
+        "clips": count,
+        "backfill_seconds": round(ours, 2),
+        "backfill_clips_per_second": round(summary.processed / ours, 1),
+        "plain_encode_seconds": round(plain, 2),
+        "plain_encode_texts_per_second": round(count / plain, 1),
+        "fraction_of_plain_encode": round(plain / ours, 3),
+        "processed": summary.processed,
     }
 
 

@@ -26,9 +26,23 @@ from clipembed.search import clips as clip_search
 from clipembed.search import core
 
 DIMS = 768
-QUERIES = ["insane clutch", "funny bug", "world record speedrun", "boss fight first try", "chat goes wild",
-           "best play of the tournament", "rage quit", "神プレイ", "레전드 클러치", "final circle", "ace with pistol",
-           "donation reaction", "stream sniper", "bugged wall run", "no way he survived"]
+QUERIES = [
+    "insane clutch",
+    "funny bug",
+    "world record speedrun",
+    "boss fight first try",
+    "chat goes wild",
+    "best play of the tournament",
+    "rage quit",
+    "神プレイ",
+    "레전드 클러치",
+    "final circle",
+    "ace with pistol",
+    "donation reaction",
+    "stream sniper",
+    "bugged wall run",
+    "no way he survived",
+]
 
 
 def load(url: str, clips: int) -> float:
@@ -41,21 +55,48 @@ def load(url: str, clips: int) -> float:
             "COPY clips (twitch_clip_id, twitch_clip_url, embed_url, title, creator_name, broadcaster_name, "
             "game_name, language, created_at, embedding, embedding_model) FROM STDIN WITH (FORMAT BINARY)"
         ) as copy:
-            copy.set_types(["varchar", "text", "text", "varchar", "varchar", "varchar", "varchar", "varchar",
-                            "timestamptz", "vector", "varchar"])
+            copy.set_types(
+                [
+                    "varchar",
+                    "text",
+                    "text",
+                    "varchar",
+                    "varchar",
+                    "varchar",
+                    "varchar",
+                    "varchar",
+                    "timestamptz",
+                    "vector",
+                    "varchar",
+                ]
+            )
             for c in demo_data.generate(clips, seed=11):
                 vec = rng.standard_normal(DIMS).astype(np.float32)
                 vec /= np.linalg.norm(vec)
-                copy.write_row((c["twitch_clip_id"], c["twitch_clip_url"], c["embed_url"], c["title"],
-                                c["creator_name"], c["broadcaster_name"], c["game_name"], c["language"],
-                                dt.datetime.fromisoformat(c["created_at"].replace("Z", "+00:00")), vec, "bench"))
+                copy.write_row(
+                    (
+                        c["twitch_clip_id"],
+                        c["twitch_clip_url"],
+                        c["embed_url"],
+                        c["title"],
+                        c["creator_name"],
+                        c["broadcaster_name"],
+                        c["game_name"],
+                        c["language"],
+                        dt.datetime.fromisoformat(c["created_at"].replace("Z", "+00:00")),
+                        vec,
+                        "bench",
+                    )
+                )
         conn.execute("TRUNCATE embedding_queue")
         conn.commit()
         conn.autocommit = True
         conn.execute("SET maintenance_work_mem = '1GB'")
         conn.execute("SET max_parallel_maintenance_workers = 1")
-        conn.execute("CREATE INDEX idx_clips_embedding_hnsw ON clips USING hnsw (embedding vector_cosine_ops) "
-                     "WITH (m = 16, ef_construction = 64)")
+        conn.execute(
+            "CREATE INDEX idx_clips_embedding_hnsw ON clips USING hnsw (embedding vector_cosine_ops) "
+            "WITH (m = 16, ef_construction = 64)"
+        )
         conn.execute("VACUUM ANALYZE clips")
         conn.execute("VACUUM ANALYZE clip_postings")
         conn.execute("VACUUM ANALYZE clip_doclen")
@@ -63,9 +104,16 @@ def load(url: str, clips: int) -> float:
 
 
 async def measure(url: str, base_url: str, n_queries: int) -> dict:
-    cfg = settings.Settings(_env_file=None, embedding_provider="openai", openai_api_key="sk-bench-0000000000",
-                            embedding_api_base_url=base_url, database_url=url, redis_url="redis://127.0.0.1:6379/0",
-                            redis_key_prefix="clipembed-bench:", embedding_requests_per_minute=100000)
+    cfg = settings.Settings(
+        _env_file=None,
+        embedding_provider="openai",
+        openai_api_key="sk-bench-0000000000",
+        embedding_api_base_url=base_url,
+        database_url=url,
+        redis_url="redis://127.0.0.1:6379/0",
+        redis_key_prefix="clipembed-bench:",
+        embedding_requests_per_minute=100000,
+    )
     out: dict = {}
     async with runtime.open_runtime(cfg) as rt:
         svc = rt.require_service()
@@ -76,22 +124,34 @@ async def measure(url: str, base_url: str, n_queries: int) -> dict:
             for i in range(n_queries):
                 q = QUERIES[i % len(QUERIES)]
                 t = time.perf_counter()
-                await clip_search.search(rt.pool, svc, q, params=params, filters=clip_search.Filters())
+                await clip_search.search(
+                    rt.pool, svc, q, params=params, filters=clip_search.Filters()
+                )
                 times.append((time.perf_counter() - t) * 1000)
             times.sort()
-            out[mode] = {"p50_ms": round(statistics.median(times), 2),
-                         "p95_ms": round(times[int(0.95 * len(times)) - 1], 2), "queries": len(times)}
+            out[mode] = {
+                "p50_ms": round(statistics.median(times), 2),
+                "p95_ms": round(times[int(0.95 * len(times)) - 1], 2),
+                "queries": len(times),
+            }
         # filtered hybrid (a game filter inside both branches)
         params = core.Params(mode="hybrid", limit=20)
         times = []
         for i in range(n_queries // 2):
             t = time.perf_counter()
-            await clip_search.search(rt.pool, svc, QUERIES[i % len(QUERIES)], params=params,
-                                     filters=clip_search.Filters(game="Minecraft"))
+            await clip_search.search(
+                rt.pool,
+                svc,
+                QUERIES[i % len(QUERIES)],
+                params=params,
+                filters=clip_search.Filters(game="Minecraft"),
+            )
             times.append((time.perf_counter() - t) * 1000)
         times.sort()
-        out["hybrid_filtered_game"] = {"p50_ms": round(statistics.median(times), 2),
-                                       "p95_ms": round(times[int(0.95 * len(times)) - 1], 2)}
+        out["hybrid_filtered_game"] = {
+            "p50_ms": round(statistics.median(times), 2),
+            "p95_ms": round(times[int(0.95 * len(times)) - 1], 2),
+        }
         # recall@10 of the HNSW branch against exact search
         rng = np.random.default_rng(3)
         probes = [v / np.linalg.norm(v) for v in rng.standard_normal((50, DIMS)).astype(np.float32)]
@@ -100,14 +160,17 @@ async def measure(url: str, base_url: str, n_queries: int) -> dict:
             async with conn.transaction():
                 await conn.execute("SET LOCAL enable_indexscan = off")
                 for v in probes:
-                    cur = await conn.execute("SELECT id FROM clips ORDER BY embedding <=> %s LIMIT 10", (v,))
+                    cur = await conn.execute(
+                        "SELECT id FROM clips ORDER BY embedding <=> %s LIMIT 10", (v,)
+                    )
                     exact.append({r[0] for r in await cur.fetchall()})
             recall = {}
             for ef in (40, 64, 100, 200):
                 got = []
                 for v, truth in zip(probes, exact, strict=True):
-                    hits = await core.semantic_branch(conn, clip_search.CLIPS, v, core.no_filters(),
-                                                      core.Params(ef_search=ef), 10)
+                    hits = await core.semantic_branch(
+                        conn, clip_search.CLIPS, v, core.no_filters(), core.Params(ef_search=ef), 10
+                    )
                     got.append(len(truth & {h[0] for h in hits}) / 10)
                 recall[f"ef_search={ef}"] = round(sum(got) / len(got), 4)
         out["vector_recall@10"] = recall
@@ -125,6 +188,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
     with common.postgres() as url, common.fake_provider() as base:
+
         async def migrate() -> None:
             conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
             async with conn:
@@ -133,8 +197,16 @@ def main() -> None:
         asyncio.run(migrate())
         load_seconds = load(url, args.clips)
         result = asyncio.run(measure(url, base, args.queries))
-    common.save("search_speed", {"clips": args.clips, "dimensions": DIMS, "load_and_index_seconds": round(load_seconds, 1),
-                                 "default_ef_search": core.DEFAULT_EF_SEARCH, **result})
+    common.save(
+        "search_speed",
+        {
+            "clips": args.clips,
+            "dimensions": DIMS,
+            "load_and_index_seconds": round(load_seconds, 1),
+            "default_ef_search": core.DEFAULT_EF_SEARCH,
+            **result,
+        },
+    )
 
 
 if __name__ == "__main__":

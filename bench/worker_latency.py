@@ -33,16 +33,27 @@ def main() -> None:
     import asyncio
 
     with common.postgres() as url, common.fake_provider("--latency-ms", "50") as base:
+
         async def migrate() -> None:
             conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
             async with conn:
                 await migrations.up(conn, dimensions=768)
 
         asyncio.run(migrate())
-        e = common.env(DATABASE_URL=url, EMBEDDING_PROVIDER="openai", OPENAI_API_KEY="sk-bench-00000000000",
-                       EMBEDDING_API_BASE_URL=base, REDIS_URL="none", EMBEDDING_REQUESTS_PER_MINUTE="100000",
-                       CLIPEMBED_LOG_LEVEL="WARNING", CLIPEMBED_HOME="/tmp")
-        workers = [subprocess.Popen([sys.executable, "-m", "clipembed", "worker"], env=e) for _ in range(args.workers)]
+        e = common.env(
+            DATABASE_URL=url,
+            EMBEDDING_PROVIDER="openai",
+            OPENAI_API_KEY="sk-bench-00000000000",
+            EMBEDDING_API_BASE_URL=base,
+            REDIS_URL="none",
+            EMBEDDING_REQUESTS_PER_MINUTE="100000",
+            CLIPEMBED_LOG_LEVEL="WARNING",
+            CLIPEMBED_HOME="/tmp",
+        )
+        workers = [
+            subprocess.Popen([sys.executable, "-m", "clipembed", "worker"], env=e)
+            for _ in range(args.workers)
+        ]
         time.sleep(3)
         committed: dict[str, float] = {}
         with psycopg.connect(url, autocommit=True) as conn:
@@ -61,23 +72,36 @@ def main() -> None:
                 committed[tid] = time.time()
             deadline = time.time() + 30
             while time.time() < deadline:
-                left = conn.execute("SELECT count(*) FROM clips WHERE embedding IS NULL").fetchone()[0]
+                left = conn.execute(
+                    "SELECT count(*) FROM clips WHERE embedding IS NULL"
+                ).fetchone()[0]
                 if left == 0:
                     break
                 time.sleep(0.2)
-            rows = conn.execute("SELECT twitch_clip_id, embedding_generated_at FROM clips").fetchall()
+            rows = conn.execute(
+                "SELECT twitch_clip_id, embedding_generated_at FROM clips"
+            ).fetchall()
         for w in workers:
             w.send_signal(signal.SIGTERM)
         for w in workers:
             w.wait(30)
     lat = sorted((at.timestamp() - committed[tid]) * 1000 for tid, at in rows if at is not None)
     missing = sum(1 for _, at in rows if at is None)
-    common.save("worker_latency", {
-        "inserts": len(committed), "rate_per_second": args.rate, "workers": args.workers, "provider_latency_ms": 50,
-        "embedded": len(lat), "not_embedded": missing,
-        "p50_ms": round(statistics.median(lat), 1), "p95_ms": round(lat[int(0.95 * len(lat)) - 1], 1),
-        "max_ms": round(lat[-1], 1), "measured_at": dt.datetime.now(dt.UTC).isoformat(),
-    })
+    common.save(
+        "worker_latency",
+        {
+            "inserts": len(committed),
+            "rate_per_second": args.rate,
+            "workers": args.workers,
+            "provider_latency_ms": 50,
+            "embedded": len(lat),
+            "not_embedded": missing,
+            "p50_ms": round(statistics.median(lat), 1),
+            "p95_ms": round(lat[int(0.95 * len(lat)) - 1], 1),
+            "max_ms": round(lat[-1], 1),
+            "measured_at": dt.datetime.now(dt.UTC).isoformat(),
+        },
+    )
 
 
 if __name__ == "__main__":

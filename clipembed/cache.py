@@ -12,6 +12,7 @@ the hot path) and then tries again, so the cache comes back by itself when Redis
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -92,10 +93,8 @@ class RedisLink:
         return await self.call(_ping, False)
 
     async def aclose(self) -> None:
-        try:
+        with contextlib.suppress(redis_errors.RedisError, OSError):
             await self.client.aclose()
-        except REDIS_ERRORS:
-            pass
 
 
 class EmbeddingCache:

@@ -9,7 +9,6 @@ finishes in seconds, without even loading the model.
 
 from __future__ import annotations
 
-import asyncio
 import gzip
 import json
 import os

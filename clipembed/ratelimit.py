@@ -112,7 +112,13 @@ class RateLimiter:
     async def _try(self, cost: int) -> float:
         if self.link is not None and self._script is not None:
             script = self._script
-            args = ["acquire", self.req_interval, self.tok_interval, cost, KEY_TTL_MS]
+            args: list[str | float | int] = [
+                "acquire",
+                self.req_interval,
+                self.tok_interval,
+                cost,
+                KEY_TTL_MS,
+            ]
 
             async def run(_: object) -> float:
                 return float(await script(keys=[self.key], args=args))

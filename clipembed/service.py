@@ -49,7 +49,7 @@ def backoff(attempt: int, retry_after: float | None = None, *, rand: float | Non
     ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1))
     r = random.random() if rand is None else rand
     wait = ceiling / 2 + r * ceiling / 2
-    return max(wait, retry_after or 0.0)
+    return float(max(wait, retry_after or 0.0))
 
 
 @dataclasses.dataclass

@@ -143,11 +143,8 @@ class Settings(BaseSettings):
 
     @property
     def redis_enabled(self) -> bool:
-        return bool(self.redis_url) and self.redis_url.strip().lower() not in (
-            "none",
-            "off",
-            "false",
-        )
+        url = (self.redis_url or "").strip().lower()
+        return bool(url) and url not in ("none", "off", "false")
 
     @property
     def cache_ttl_seconds(self) -> int:

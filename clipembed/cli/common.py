@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import typer
@@ -51,7 +51,7 @@ def fail(exc: BaseException, code: int, *, debug: bool) -> None:
     raise typer.Exit(code)
 
 
-def run(main: Callable[[], Awaitable[T]], *, debug: bool = False) -> T:
+def run(main: Callable[[], Coroutine[Any, Any, T]], *, debug: bool = False) -> T:
     """Run an async command body with logging set up and errors mapped to exit codes."""
     logs.setup()
     try:

@@ -9,7 +9,7 @@ import typer
 
 from clipembed import runtime
 from clipembed.cli import common
-from clipembed.search import beir, core
+from clipembed.search import beir, bm25, core
 
 
 def register(app: typer.Typer) -> None:
@@ -24,8 +24,8 @@ def register(app: typer.Typer) -> None:
         mode: list[str] = typer.Option(
             list(core.MODES), "--mode", help="Modes to evaluate (repeatable)."
         ),
-        k1: float = typer.Option(core.bm25.K1, "--k1"),
-        b: float = typer.Option(core.bm25.B, "--b"),
+        k1: float = typer.Option(bm25.K1, "--k1"),
+        b: float = typer.Option(bm25.B, "--b"),
         ef_search: int = typer.Option(core.DEFAULT_EF_SEARCH, "--ef-search"),
         as_json: bool = typer.Option(False, "--json"),
         debug: bool = common.DebugOption,

@@ -60,7 +60,7 @@ def start_embedded(home: Path) -> str:
                 with warnings.catch_warnings():
                     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
                     warnings.simplefilter("ignore")
-                    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+                    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # type: ignore[attr-defined]
             except Exception as exc:
                 raise errors.ConfigurationError(
                     f"could not start the embedded PostgreSQL in {pgdata}: {exc}"

@@ -87,7 +87,7 @@ class ImportReport:
 def _open(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+    return open(path, encoding="utf-8", errors="replace")
 
 
 def parse_lines(lines: Iterator[str]) -> Iterator[tuple[int, ClipRecord | str]]:
@@ -98,7 +98,7 @@ def parse_lines(lines: Iterator[str]) -> Iterator[tuple[int, ClipRecord | str]]:
         try:
             data = json.loads(line)
         except ValueError as exc:
-            yield number, f"not valid JSON ({exc.msg})"
+            yield number, f"not valid JSON ({getattr(exc, 'msg', exc)})"
             continue
         if not isinstance(data, dict):
             yield number, "not a JSON object"

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -28,7 +29,7 @@ class Progress:
         self.label = label
         self.terminal = terminal
         self._bar: RichProgress | None = None
-        self._task: int | None = None
+        self._task: TaskID | None = None
         self.done = 0
         self.total = 0
         self._started = 0.0

@@ -159,7 +159,7 @@ def retry_delay(attempts: int, *, rand: float | None = None) -> float:
     """Seconds before an item that failed its ``attempts``-th attempt is tried again (jittered)."""
     ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, attempts - 1))
     r = random.random() if rand is None else rand
-    return ceiling * (0.5 + r / 2)
+    return float(ceiling * (0.5 + r / 2))
 
 
 async def claim(

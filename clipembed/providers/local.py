@@ -75,9 +75,8 @@ class LocalProvider:
             self.model != LOCAL_DEFAULT_MODEL
             and "/" in self._location
             and not Path(self._location).exists()
-        ):
-            if self._location.startswith((".", "/", "~")):
-                raise errors.ConfigurationError(f"EMBEDDING_MODEL: no model at {self._location}")
+        ) and self._location.startswith((".", "/", "~")):
+            raise errors.ConfigurationError(f"EMBEDDING_MODEL: no model at {self._location}")
         self._lock = threading.Lock()
         self._model: Any = None
         self.max_inputs_per_request = settings.embedding_batch_size
@@ -110,8 +109,8 @@ class LocalProvider:
                 try:  # no progress bars or length warnings from the library on our stderr
                     import transformers
 
-                    transformers.utils.logging.set_verbosity_error()
-                    transformers.utils.logging.disable_progress_bar()
+                    transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+                    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
                 except Exception:  # pragma: no cover - cosmetic only
                     pass
                 try:

@@ -15,7 +15,6 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
 import numpy as np
 import openai
 
@@ -104,17 +103,11 @@ class OpenAIProvider:
         self._send_dimensions = self.model != "text-embedding-ada-002"
         self._secret = settings.openai_api_key.get_secret_value()
         self._tokenizer = tokens.TiktokenTokenizer()
-        limits = httpx.Limits(
-            max_connections=settings.embedding_max_concurrency * 2,
-            max_keepalive_connections=settings.embedding_max_concurrency * 2,
-        )
-        self._http = httpx.AsyncClient(limits=limits, timeout=settings.embedding_timeout_seconds)
         self._client = openai.AsyncOpenAI(
             api_key=self._secret,
             base_url=settings.embedding_api_base_url,
             max_retries=0,
             timeout=settings.embedding_timeout_seconds,
-            http_client=self._http,
         )
 
     def __repr__(self) -> str:
@@ -215,7 +208,6 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
-        await self._http.aclose()
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

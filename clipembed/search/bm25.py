@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-K1 = 1.2
-B = 0.75
+# Anserini's defaults (k1=0.9, b=0.4), robust across BEIR-style corpora; measured on SciFact in
+# docs/benchmarks.md. Both are query-time parameters (``--k1``, ``--b``).
+K1 = 0.9
+B = 0.4
 
 
 def idf(n_docs: int, df: int) -> float:

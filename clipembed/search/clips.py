@@ -142,7 +142,9 @@ async def similar(
         await conn.commit()
         if row is None or row[0] is None:
             return None
-        vector = row[0].to_numpy() if hasattr(row[0], "to_numpy") else np.asarray(row[0])
+        vector: np.ndarray = (
+            row[0].to_numpy() if hasattr(row[0], "to_numpy") else np.asarray(row[0])
+        )
         hits = await core.rank(
             conn,
             CLIPS,

@@ -63,7 +63,8 @@ class Params:
     b: float = bm25.B
     ef_search: int = DEFAULT_EF_SEARCH
     rrf_k: int = fusion.RRF_K
-    keyword_weight: float = 1.0
+    # BM25 is the stronger branch on entity-heavy short text; measured in docs/benchmarks.md
+    keyword_weight: float = 1.3
     semantic_weight: float = 1.0
 
 

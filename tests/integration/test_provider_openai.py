@@ -105,4 +105,4 @@ def test_ada_002_does_not_send_dimensions(openai_settings):
     p = providers.create(
         openai_settings(embedding_model="text-embedding-ada-002", embedding_dimensions=1536)
     )
-    assert p._send_dimensions is False  # noqa: SLF001 - the request shape is the point
+    assert p._send_dimensions is False

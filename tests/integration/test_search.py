@@ -200,16 +200,15 @@ async def test_rare_filter_value_is_filled_by_iterative_scans(database_factory, 
         database_url=url,
         clipembed_home=tmp_path,
     )
-    async with runtime.open_runtime(cfg, with_service=False) as r:
-        async with r.pool.connection() as conn:
-            query = rng.standard_normal(384).astype(np.float32)
-            hits = await core.rank(
-                conn,
-                clip_search.CLIPS,
-                query=None,
-                embed_query=None,
-                where=clip_search.Filters(game="Rare Game").where(),
-                params=core.Params(mode="semantic", limit=3, ef_search=10),
-                vector=query,
-            )
+    async with runtime.open_runtime(cfg, with_service=False) as r, r.pool.connection() as conn:
+        query = rng.standard_normal(384).astype(np.float32)
+        hits = await core.rank(
+            conn,
+            clip_search.CLIPS,
+            query=None,
+            embed_query=None,
+            where=clip_search.Filters(game="Rare Game").where(),
+            params=core.Params(mode="semantic", limit=3, ef_search=10),
+            vector=query,
+        )
     assert len(hits) == 3

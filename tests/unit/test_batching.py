@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -40,6 +42,6 @@ def test_properties(counts, max_inputs, max_tokens):
         assert 1 <= len(batch) <= max_inputs
         assert sum(counts[i] for i in batch) <= max_tokens
     # greedy packing: a batch is only closed when the next input would not fit
-    for current, following in zip(batches, batches[1:], strict=False):
+    for current, following in itertools.pairwise(batches):
         nxt = counts[following[0]]
         assert len(current) == max_inputs or sum(counts[i] for i in current) + nxt > max_tokens

@@ -31,7 +31,7 @@ def test_bm25_hand_computed():
     # N=3 documents, the term appears in 1: idf = ln(1 + (3 - 1 + 0.5)/(1 + 0.5)) = ln(8/3)
     assert bm25.idf(3, 1) == pytest.approx(math.log(8 / 3))
     # tf=2, dl=4, avgdl=4, k1=1.2, b=0.75: 2*2.2/(2+1.2) = 1.375
-    assert bm25.term_score(2, 4, 4) == pytest.approx(1.375)
+    assert bm25.term_score(2, 4, 4, k1=1.2, b=0.75) == pytest.approx(1.375)
     # longer than average documents score lower; saturation: tf 10 is not 5x tf 2
     assert bm25.term_score(2, 8, 4) < bm25.term_score(2, 4, 4)
     assert bm25.term_score(10, 4, 4) < 5 * bm25.term_score(2, 4, 4)
@@ -42,6 +42,8 @@ def test_bm25_hand_computed():
         avgdl=4,
         n_docs=3,
         df={"clutch": 1},
+        k1=1.2,
+        b=0.75,
     )
     assert s == pytest.approx(math.log(8 / 3) * 1.375)
 
