@@ -43,5 +43,13 @@ def setup(level: str | int | None = None) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     # Chatty libraries: their request logs could echo headers; keep them at WARNING.
-    for name in ("httpx", "httpcore", "openai", "urllib3", "sentence_transformers", "pgserver"):
+    for name in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "openai",
+        "urllib3",
+        "sentence_transformers",
+        "pgserver",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -87,6 +87,9 @@ WITH updated AS (
       AND c.broadcaster_name = s.broadcaster_name
       AND c.creator_name IS NOT DISTINCT FROM s.creator_name
       AND c.game_name IS NOT DISTINCT FROM s.game_name
+      -- unless forced, skip clips a worker brought up to date meanwhile (no double write)
+      AND (%(force)s OR c.embedding IS NULL OR c.embedding_model IS DISTINCT FROM s.model
+           OR c.embedding_content_hash IS DISTINCT FROM s.content_hash)
     RETURNING c.id
 ), retired AS (
     -- the real-time queue's item for this text is done too
@@ -252,6 +255,7 @@ async def write_batch(
     *,
     model: str,
     dimensions: int,
+    force: bool = False,
 ) -> int:
     """Store vectors in one transaction (binary COPY + UPDATE FROM); returns rows updated."""
     if not items:
@@ -273,7 +277,7 @@ async def write_batch(
                         item.game_name,
                     )
                 )
-        await cur.execute(APPLY_STAGE)
+        await cur.execute(APPLY_STAGE, {"force": force})
         row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -383,7 +387,12 @@ async def run(
                     logger.warning("clip failed", extra={"clip": str(p.id), "reason": str(err)})
             try:
                 written = await write_batch(
-                    pool, [p for p, _ in good], [v for _, v in good], model=model, dimensions=dims
+                    pool,
+                    [p for p, _ in good],
+                    [v for _, v in good],
+                    model=model,
+                    dimensions=dims,
+                    force=force,
                 )
             except Exception as exc:  # the database failed: these clips stay for the next run
                 summary.failed += len(good)

@@ -41,7 +41,12 @@ def describe(url: str) -> str:
     ]
     with psycopg.connect(url) as conn:
         for (table,) in conn.execute(TABLES).fetchall():
-            lines += [f"## {table}", "", "| column | type | not null | default |", "| --- | --- | --- | --- |"]
+            lines += [
+                f"## {table}",
+                "",
+                "| column | type | not null | default |",
+                "| --- | --- | --- | --- |",
+            ]
             for name, typ, notnull, default in conn.execute(COLUMNS, (table,)).fetchall():
                 escaped = default.replace("|", "\\|")
                 lines.append(f"| {name} | {typ} | {'yes' if notnull else ''} | {escaped} |")
@@ -59,4 +64,6 @@ def test_migrations_give_the_documented_schema(database_url):
     actual = describe(database_url)
     if os.environ.get("CLIPEMBED_WRITE_SCHEMA_DOC"):
         DOC.write_text(actual)
-    assert DOC.read_text() == actual, "schema differs from docs/schema.md (see this module's docstring)"
+    assert DOC.read_text() == actual, (
+        "schema differs from docs/schema.md (see this module's docstring)"
+    )
