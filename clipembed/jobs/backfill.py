@@ -37,14 +37,14 @@ from typing import Any
 import numpy as np
 from psycopg_pool import AsyncConnectionPool
 
-from clipembed import clips, errors
+from clipembed import clips
 from clipembed.jobs import progress as progress_mod
 from clipembed.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 PAGE = 2000  # rows per keyset page
-REBUILD_MIN_ROWS = 20_000  # below this, keeping the index is as fast and keeps search live
+REBUILD_MIN_ROWS = 1_000  # below this the index is cheap either way; keep it for live search
 REBUILD_FRACTION = 0.5  # rebuild when more than this fraction of live clips needs embedding
 
 SELECT_PAGE = """
@@ -469,27 +469,7 @@ async def _dry_run(
     return summary
 
 
-async def count_needing(runtime: Runtime) -> int:
-    """How many live clips need embedding now (used by tests and stats)."""
-    svc = runtime.require_service()
-    summary = Summary()
-    n = 0
-    async for _ in scan(
-        runtime.pool,
-        model=svc.model,
-        dimensions=svc.dimensions,
-        force=False,
-        summary=summary,
-        stop=asyncio.Event(),
-    ):
-        n += 1
-    return n
-
-
 def exit_code(summary: Summary) -> int:
     if summary.failed or summary.interrupted:
         return 1
     return 0
-
-
-__all__ = ["Summary", "errors", "exit_code", "run"]

@@ -88,11 +88,6 @@ FROM queue_stage s
 WHERE q.clip_id = s.id AND q.leased_by = %(worker)s
 """
 
-RETIRE = """
-DELETE FROM embedding_queue
-WHERE clip_id = %(id)s AND generation = %(generation)s AND leased_by = %(worker)s
-"""
-
 RETRY_LATER = """
 UPDATE embedding_queue
 SET leased_until = NULL, leased_by = NULL, last_error = %(error)s,

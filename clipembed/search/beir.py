@@ -12,8 +12,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gzip
-import hashlib
-import io
 import json
 import math
 import re
@@ -264,13 +262,3 @@ async def evaluate(
             "seconds": round(time.monotonic() - t, 2),
         }
     return report
-
-
-def fingerprint(data: Dataset) -> str:
-    h = hashlib.sha256()
-    for doc_id in sorted(data.corpus):
-        h.update(doc_id.encode())
-    return h.hexdigest()[:12]
-
-
-__all__ = ["Dataset", "evaluate", "io", "load", "ndcg_at", "prepare", "recall_at"]

@@ -120,7 +120,8 @@ async def search(
         if service is None:
             raise errors.ConfigurationError("semantic search needs an embedding service")
         result = await service.embed([text])
-        return result.vectors[0]
+        vector: np.ndarray = result.vectors[0]
+        return vector
 
     async with pool.connection() as conn:
         hits = await core.rank(

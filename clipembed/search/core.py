@@ -19,7 +19,6 @@ Correctness rules:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -307,7 +306,3 @@ def fuse(
             )
         )
     return hits
-
-
-async def gather_ranked(tasks: Sequence[Any]) -> list[Any]:
-    return list(await asyncio.gather(*tasks))

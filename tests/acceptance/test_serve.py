@@ -15,6 +15,18 @@ from tests.plugins.provider import TEST_KEY
 from tests.plugins.queue import insert_clips
 
 
+def all_embedded(url: str, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        with psycopg.connect(url) as conn:
+            if (
+                conn.execute("SELECT count(*) FROM clips WHERE embedding IS NULL").fetchone()[0]
+                == 0
+            ):
+                return True
+        time.sleep(0.2)
+    return False
+
+
 def test_serve_runs_scheduler_and_worker_and_stops_cleanly(cli_env):
     url = cli_env["DATABASE_URL"]
     insert_clips(url, 12)  # created now: inside the scheduler's window

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 import psycopg
@@ -160,7 +159,3 @@ def edit_some(url: str, n: int, tag: str) -> None:
             "UPDATE clips SET title = title || %s WHERE id IN (SELECT id FROM clips ORDER BY random() LIMIT %s)",
             (f" [{tag}]", n),
         )
-
-
-def dummy(*_: Any) -> None:
-    return None
