@@ -117,7 +117,8 @@ CREATE TABLE IF NOT EXISTS {docs} (
 CREATE TABLE IF NOT EXISTS {postings} (
     lexeme text NOT NULL, doc_id text NOT NULL REFERENCES {docs} (id) ON DELETE CASCADE,
     tf_a smallint NOT NULL, tf_b smallint NOT NULL, tf_c smallint NOT NULL, tf_d smallint NOT NULL,
-    PRIMARY KEY (lexeme, doc_id)
+    len_a integer NOT NULL, len_b integer NOT NULL, len_c integer NOT NULL, len_d integer NOT NULL,
+    PRIMARY KEY (lexeme, doc_id) INCLUDE (tf_a, tf_b, tf_c, tf_d, len_a, len_b, len_c, len_d)
 );
 CREATE TABLE IF NOT EXISTS {doclen} (
     doc_id text PRIMARY KEY REFERENCES {docs} (id) ON DELETE CASCADE,

@@ -115,29 +115,36 @@ def clear_stats_cache() -> None:
     _stats_cache.clear()
 
 
-KEYWORD = """
-WITH q AS (
-    SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %(q)s))
-), df AS (
-    SELECT p.lexeme, count(*)::float8 AS df
-    FROM {postings} p JOIN q USING (lexeme)
-    GROUP BY p.lexeme
-), scored AS (
-    SELECT p.doc_id,
-           sum(ln(1 + (%(n)s - df.df + 0.5) / (df.df + 0.5))
-               * (x.tf * (%(k1)s + 1)) / (x.tf + %(k1)s * (1 - %(b)s + %(b)s * x.dl / %(avgdl)s))) AS score
-    FROM df
-    JOIN {postings} p USING (lexeme)
-    JOIN {doclen} l ON l.doc_id = p.doc_id,
-    LATERAL (SELECT %(wa)s * p.tf_a + %(wb)s * p.tf_b + %(wc)s * p.tf_c + %(wd)s * p.tf_d AS tf,
-                    %(wa)s * l.len_a + %(wb)s * l.len_b + %(wc)s * l.len_c + %(wd)s * l.len_d AS dl) x
-    WHERE x.tf > 0
-    GROUP BY p.doc_id
+LEXEMES = (
+    "SELECT coalesce(array_agg(DISTINCT lexeme), '{}') FROM unnest(to_tsvector('english', %s))"
 )
-SELECT d.id, s.score
-FROM scored s JOIN {table} d ON d.id = s.doc_id
-WHERE ({base}) AND ({where})
-ORDER BY s.score DESC, d.id
+
+# One index-only range scan of the covering primary key per query term gives tf, the document's
+# lengths and (by a window count) the term's document frequency; scores are summed per document
+# and sorted, then documents are checked against the filters in score order by primary key until
+# enough pass (LIMIT stops the probing early; a rare filter just probes further).
+KEYWORD = """
+WITH p AS (
+    SELECT p.doc_id,
+           count(*) OVER (PARTITION BY p.lexeme) AS df,
+           %(wa)s * p.tf_a + %(wb)s * p.tf_b + %(wc)s * p.tf_c + %(wd)s * p.tf_d AS tf,
+           %(wa)s * p.len_a + %(wb)s * p.len_b + %(wc)s * p.len_c + %(wd)s * p.len_d AS dl
+    FROM {postings} p
+    WHERE p.lexeme = ANY(%(lexemes)s)
+), ranked AS MATERIALIZED (
+    SELECT doc_id,
+           sum(ln(1 + (%(n)s - df + 0.5) / (df + 0.5))
+               * (tf * (%(k1)s + 1)) / (tf + %(k1)s * (1 - %(b)s + %(b)s * dl / %(avgdl)s))) AS score
+    FROM p
+    WHERE tf > 0
+    GROUP BY doc_id
+    ORDER BY score DESC, doc_id
+)
+SELECT r.doc_id, r.score
+FROM ranked r
+JOIN LATERAL (
+    SELECT 1 FROM {table} d WHERE d.id = r.doc_id AND ({base}) AND ({where})
+) ok ON true
 LIMIT %(n_results)s
 """
 
@@ -165,16 +172,21 @@ async def keyword_branch(
     n_docs, avgdl = await corpus_stats(conn, corpus)
     if n_docs == 0:
         return []
+    cur = await conn.execute(LEXEMES, (query,))
+    row = await cur.fetchone()
+    lexemes = list(row[0]) if row and row[0] else []
+    if not lexemes:
+        await conn.commit()
+        return []
     wa, wb, wc, wd = corpus.field_weights
     stmt = sql.SQL(KEYWORD).format(
         postings=sql.Identifier(corpus.postings),
-        doclen=sql.Identifier(corpus.doclen),
         table=sql.Identifier(corpus.table),
         base=sql.SQL(corpus.base_filter),
         where=where[0],
     )
     args = {
-        "q": query,
+        "lexemes": lexemes,
         "n": n_docs,
         "avgdl": avgdl or 1.0,
         "k1": params.k1,
@@ -189,7 +201,9 @@ async def keyword_branch(
     cur = await conn.execute(stmt, args)
     rows = await cur.fetchall()
     await conn.commit()
-    return [(r[0], float(r[1])) for r in rows]
+    # the LIMIT took the first rows of a score-ordered scan; make the order explicit
+    ranked = sorted(((r[0], float(r[1])) for r in rows), key=lambda x: (-x[1], str(x[0])))
+    return ranked
 
 
 async def _pgvector_version(conn: psycopg.AsyncConnection[Any]) -> tuple[int, ...]:
