@@ -46,6 +46,7 @@ QUERIES = [
 
 
 CLUSTERS = 2000  # real embeddings are clustered (low intrinsic dimension); uniform noise is not
+NOISE = 1.0  # per-dimension noise around a centroid: same-cluster cosine ~0.5, like related texts
 
 
 def vectors(count: int, seed: int = 7) -> np.ndarray:
@@ -57,7 +58,7 @@ def vectors(count: int, seed: int = 7) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centroids = rng.standard_normal((CLUSTERS, DIMS)).astype(np.float32)
     picks = rng.integers(0, CLUSTERS, count)
-    out = centroids[picks] + 0.6 * rng.standard_normal((count, DIMS)).astype(np.float32)
+    out = centroids[picks] + NOISE * rng.standard_normal((count, DIMS)).astype(np.float32)
     out /= np.linalg.norm(out, axis=1, keepdims=True)
     return out
 
@@ -211,7 +212,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clips", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--noise", type=float, default=NOISE, help="0 = tight clusters; large = uniform")
     args = parser.parse_args()
+    globals()["NOISE"] = args.noise
     with common.postgres() as url, common.fake_provider() as base:
 
         async def migrate() -> None:
