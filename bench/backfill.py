@@ -33,88 +33,100 @@ def make_file(directory: Path, count: int, seed: int) -> Path:
 
 def run(clips: int, limited_clips: int) -> dict:
     result: dict = {}
+    previous = common.RESULTS / "backfill.json"
+    if clips == 0 and previous.exists():  # --clips 0: re-measure only the limited run
+        result["unlimited"] = json.loads(previous.read_text())["unlimited"]
     with tempfile.TemporaryDirectory() as tmp:
-        data = make_file(Path(tmp), clips, seed=1)
-        with common.postgres() as url, common.fake_provider("--latency-ms", "50") as base:
+        if clips:
+            result["unlimited"] = unlimited(Path(tmp), clips)
+        result["limited"] = limited(Path(tmp), limited_clips)
+    return result
+
+
+def unlimited(tmp: Path, clips: int) -> dict:
+    data = make_file(Path(tmp), clips, seed=1)
+    with common.postgres() as url, common.fake_provider("--latency-ms", "50") as base:
+        e = common.env(
+            DATABASE_URL=url,
+            EMBEDDING_PROVIDER="openai",
+            OPENAI_API_KEY=KEY,
+            EMBEDDING_API_BASE_URL=base,
+            REDIS_URL="none",
+            EMBEDDING_REQUESTS_PER_MINUTE="1000000",
+            EMBEDDING_TOKENS_PER_MINUTE="1000000000",
+            EMBEDDING_MAX_CONCURRENCY="8",
+            CLIPEMBED_HOME=str(tmp),
+            CLIPEMBED_LOG_LEVEL="WARNING",
+        )
+        common.clipembed("migrate", "up", env_vars=e)
+        _, import_seconds, _ = common.clipembed("import", str(data), env_vars=e)
+        out, seconds, rss = common.clipembed(
+            "backfill", "--batch", "100", "--concurrency", "8", "--json", env_vars=e
+        )
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        return {
+            "clips": clips,
+            "provider_latency_ms": 50,
+            "import_seconds": round(import_seconds, 1),
+            "backfill_seconds_end_to_end": round(seconds, 1),
+            "clips_per_second": round(summary["processed"] / seconds, 1),
+            "processed": summary["processed"],
+            "failed": summary["failed"],
+            "index_rebuilt": summary["index_rebuilt"],
+            "requests": summary["requests"],
+            "peak_rss_mib": rss,
+        }
+
+
+def limited(tmp: Path, limited_clips: int) -> dict:
+    rpm, batch = 300, 100
+    data = make_file(Path(tmp), limited_clips, seed=2)
+    with common.postgres() as url:
+        # tokens per request ~ batch * average tokens per clip text; set tpm so both limits bind alike
+        tpm = 1_400_000
+        with common.fake_provider(
+            "--latency-ms", "50", "--rpm", str(rpm), "--tpm", str(tpm)
+        ) as base:
             e = common.env(
                 DATABASE_URL=url,
                 EMBEDDING_PROVIDER="openai",
                 OPENAI_API_KEY=KEY,
                 EMBEDDING_API_BASE_URL=base,
                 REDIS_URL="none",
-                EMBEDDING_REQUESTS_PER_MINUTE="1000000",
-                EMBEDDING_TOKENS_PER_MINUTE="1000000000",
+                EMBEDDING_REQUESTS_PER_MINUTE=str(rpm),
+                EMBEDDING_TOKENS_PER_MINUTE=str(tpm),
                 EMBEDDING_MAX_CONCURRENCY="8",
-                CLIPEMBED_HOME=tmp,
+                CLIPEMBED_HOME=str(tmp),
                 CLIPEMBED_LOG_LEVEL="WARNING",
             )
             common.clipembed("migrate", "up", env_vars=e)
-            _, import_seconds, _ = common.clipembed("import", str(data), env_vars=e)
-            out, seconds, rss = common.clipembed(
-                "backfill", "--batch", "100", "--concurrency", "8", "--json", env_vars=e
+            common.clipembed("import", str(data), env_vars=e)
+            t = time.monotonic()
+            out, seconds, _ = common.clipembed(
+                "backfill", "--batch", str(batch), "--concurrency", "8", "--json", env_vars=e
             )
             summary = json.loads(out.stdout.strip().splitlines()[-1])
-            result["unlimited"] = {
-                "clips": clips,
-                "provider_latency_ms": 50,
-                "import_seconds": round(import_seconds, 1),
-                "backfill_seconds_end_to_end": round(seconds, 1),
-                "clips_per_second": round(summary["processed"] / seconds, 1),
-                "processed": summary["processed"],
-                "failed": summary["failed"],
-                "index_rebuilt": summary["index_rebuilt"],
+            # the command's own embedding phase (excludes Python start-up and connecting)
+            seconds = summary["duration"]
+            minutes = seconds / 60
+            ceiling_requests = rpm * minutes
+            ceiling_tokens = tpm * minutes
+            fraction = max(
+                summary["requests"] / ceiling_requests, summary["tokens"] / ceiling_tokens
+            )
+            return {
+                "clips": limited_clips,
+                "rpm": rpm,
+                "tpm": tpm,
+                "seconds": round(seconds, 1),
                 "requests": summary["requests"],
-                "peak_rss_mib": rss,
+                "tokens": summary["tokens"],
+                "rate_limited_429s": summary["rate_limited"],
+                "failed": summary["failed"],
+                "fraction_of_ceiling": round(fraction, 3),
+                "note": "fraction = max(requests/(rpm*minutes), tokens/(tpm*minutes)) over the backfill's own duration",
             }
-        rpm, batch = 300, 100
-        limited = make_file(Path(tmp), limited_clips, seed=2)
-        with common.postgres() as url:
-            # tokens per request ~ batch * average tokens per clip text; set tpm so both limits bind alike
-            tpm = 1_400_000
-            with common.fake_provider(
-                "--latency-ms", "50", "--rpm", str(rpm), "--tpm", str(tpm)
-            ) as base:
-                e = common.env(
-                    DATABASE_URL=url,
-                    EMBEDDING_PROVIDER="openai",
-                    OPENAI_API_KEY=KEY,
-                    EMBEDDING_API_BASE_URL=base,
-                    REDIS_URL="none",
-                    EMBEDDING_REQUESTS_PER_MINUTE=str(rpm),
-                    EMBEDDING_TOKENS_PER_MINUTE=str(tpm),
-                    EMBEDDING_MAX_CONCURRENCY="8",
-                    CLIPEMBED_HOME=tmp,
-                    CLIPEMBED_LOG_LEVEL="WARNING",
-                )
-                common.clipembed("migrate", "up", env_vars=e)
-                common.clipembed("import", str(limited), env_vars=e)
-                t = time.monotonic()
-                out, seconds, _ = common.clipembed(
-                    "backfill", "--batch", str(batch), "--concurrency", "8", "--json", env_vars=e
-                )
-                summary = json.loads(out.stdout.strip().splitlines()[-1])
-                # the command's own embedding phase (excludes Python start-up and connecting)
-                seconds = summary["duration"]
-                minutes = seconds / 60
-                ceiling_requests = rpm * minutes
-                ceiling_tokens = tpm * minutes
-                fraction = max(
-                    summary["requests"] / ceiling_requests, summary["tokens"] / ceiling_tokens
-                )
-                result["limited"] = {
-                    "clips": limited_clips,
-                    "rpm": rpm,
-                    "tpm": tpm,
-                    "seconds": round(seconds, 1),
-                    "requests": summary["requests"],
-                    "tokens": summary["tokens"],
-                    "rate_limited_429s": summary["rate_limited"],
-                    "failed": summary["failed"],
-                    "fraction_of_ceiling": round(fraction, 3),
-                    "note": "fraction = max(requests/(rpm*minutes), tokens/(tpm*minutes)) over the backfill's own duration",
-                }
-                del t
-    return result
+            del t
 
 
 def main() -> None:

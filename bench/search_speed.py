@@ -212,7 +212,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clips", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--noise", type=float, default=NOISE, help="0 = tight clusters; large = uniform")
+    parser.add_argument(
+        "--noise", type=float, default=NOISE, help="0 = tight clusters; large = uniform"
+    )
     args = parser.parse_args()
     globals()["NOISE"] = args.noise
     with common.postgres() as url, common.fake_provider() as base:
@@ -230,6 +232,7 @@ def main() -> None:
         {
             "clips": args.clips,
             "dimensions": DIMS,
+            "vectors": f"{CLUSTERS} clusters, noise {args.noise} (same-cluster cosine ~{1 / (1 + args.noise**2):.2f})",
             "load_and_index_seconds": round(load_seconds, 1),
             "default_ef_search": core.DEFAULT_EF_SEARCH,
             **result,

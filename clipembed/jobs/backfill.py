@@ -46,6 +46,10 @@ logger = logging.getLogger(__name__)
 PAGE = 2000  # rows per keyset page
 REBUILD_MIN_ROWS = 1_000  # below this the index is cheap either way; keep it for live search
 REBUILD_FRACTION = 0.5  # rebuild when more than this fraction of live clips needs embedding
+#: Above this many clips/s allowed by the request limit, index maintenance would slow the load;
+#: below it the database keeps up with the provider, and maintaining the index while waiting
+#: for the limit is free (measured in docs/benchmarks.md).
+INCREMENTAL_INDEX_RATE = 1000.0
 
 SELECT_PAGE = """
 SELECT id, title, broadcaster_name, creator_name, game_name, embedding_model,
@@ -340,7 +344,10 @@ async def run(
 
     rebuild = False
     if index == "rebuild" or (
-        index == "auto" and live >= REBUILD_MIN_ROWS and expected > REBUILD_FRACTION * live
+        index == "auto"
+        and live >= REBUILD_MIN_ROWS
+        and expected > REBUILD_FRACTION * live
+        and _cpu_bound(svc, cfg, batch_size)
     ):
         rebuild = await _index_exists(pool) or index == "rebuild"
         if rebuild:
@@ -420,6 +427,18 @@ async def run(
     summary.duration = time.monotonic() - started
     _fill_service_stats(summary, before, svc.stats, cfg.price_per_million_tokens)
     return summary
+
+
+def _cpu_bound(svc: Any, cfg: Any, batch_size: int) -> bool:
+    """Will this load go faster than the database can maintain the index incrementally?
+
+    A local model competes with PostgreSQL for the same cores; a remote provider is bound by
+    its request limit, and below INCREMENTAL_INDEX_RATE clips/s the index keeps up for free.
+    """
+    if not getattr(svc.provider, "parallel_requests", True):
+        return True
+    per_request = min(batch_size, svc.provider.max_inputs_per_request)
+    return bool(cfg.embedding_requests_per_minute / 60 * per_request >= INCREMENTAL_INDEX_RATE)
 
 
 def _fill_service_stats(summary: Summary, before: Any, after: Any, price: float) -> None:
