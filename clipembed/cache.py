@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -35,8 +36,7 @@ REDIS_ERRORS = (redis_errors.RedisError, OSError, TimeoutError)
 
 
 def redact(url: str) -> str:
-    import re
-
+    """The URL with its password replaced by ``***``: safe for logs and reprs."""
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 

@@ -1,7 +1,7 @@
 """Prometheus metrics of the embedding pipeline (served at ``GET /metrics`` by ``clipembed serve``).
 
 Defined once per process on the default registry; every service instance updates the same
-series, labelled by provider and model, so many services (as in the tests) never re-register.
+series, labelled by model, so many services (as in the tests) never re-register.
 """
 
 from __future__ import annotations
@@ -11,8 +11,15 @@ from prometheus_client import Counter, Gauge, Histogram
 TEXTS = Counter(
     "clipembed_texts_total", "Texts embedded, by where the vector came from.", ["model", "source"]
 )
+CACHE_LOOKUPS = Counter(
+    "clipembed_cache_lookups_total",
+    "Distinct texts looked up in the Redis cache, by result (hit or miss).",
+    ["model", "result"],
+)
 REQUESTS = Counter(
-    "clipembed_provider_requests_total", "Provider requests, by outcome.", ["model", "outcome"]
+    "clipembed_provider_requests_total",
+    "Provider requests, by outcome (ok, rate_limited, error, invalid).",
+    ["model", "outcome"],
 )
 TOKENS = Counter("clipembed_provider_tokens_total", "Input tokens sent to the provider.", ["model"])
 RETRIES = Counter("clipembed_provider_retries_total", "Provider requests retried.", ["model"])

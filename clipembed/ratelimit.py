@@ -12,7 +12,9 @@ number of processes on any number of machines share one limit. Without Redis (or
 down) each process limits itself with the same algorithm in memory.
 
 The provider corrects us: a 429's ``retry-after`` blocks every process sharing the limit for
-that long, and ``x-ratelimit-remaining-* == 0`` holds requests until the matching reset.
+that long; ``x-ratelimit-limit-*`` below the configured limits replaces them (the key's real
+tier wins); and a low ``x-ratelimit-remaining-*`` holds requests until enough is back
+(:func:`hold_seconds`).
 """
 
 from __future__ import annotations
@@ -80,6 +82,45 @@ class GcraState:
         self.blocked = max(self.blocked, now + ms)
 
 
+def intervals(requests_per_minute: int, tokens_per_minute: int) -> tuple[float, float]:
+    """Milliseconds per request and per token that keep under both per-minute limits.
+
+    GCRA lets one request through at the very start of a window on top of the steady rate, so
+    the request rate is set one below the limit (for limits above 2), and tokens use
+    ``TOKEN_SAFETY`` of theirs.
+    """
+    rpm = (
+        max(1, requests_per_minute - REQUEST_MARGIN)
+        if requests_per_minute > 2
+        else requests_per_minute
+    )
+    return 60_000.0 / max(1, rpm), 60_000.0 / max(1.0, tokens_per_minute * TOKEN_SAFETY)
+
+
+def hold_seconds(info: RateLimitInfo, *, reserve_requests: int = 1, next_tokens: int = 0) -> float:
+    """How long the provider's ``x-ratelimit-*`` headers say to hold every request (0: go on).
+
+    "Low" means fewer requests left than may be in flight at once (``reserve_requests``), or
+    fewer tokens left than the next request is likely to carry. The hold is the time to regain
+    what is missing at the provider's own rate (``60 s * missing / limit``), capped by the
+    reset the provider announced: OpenAI's buckets refill continuously and announce the time
+    to refill *completely*, so holding for the whole reset would idle us for up to a minute
+    when one request's worth is back within a second. Without the limit, the reset is all
+    there is to go by.
+    """
+    holds = [0.0]
+    for remaining, reserve, limit, reset in (
+        (info.remaining_requests, reserve_requests, info.limit_requests, info.reset_requests),
+        (info.remaining_tokens, next_tokens, info.limit_tokens, info.reset_tokens),
+    ):
+        if remaining is None or reset is None or reset <= 0 or remaining >= max(1, reserve):
+            continue
+        missing = max(1, reserve) - remaining
+        regain = 60.0 * missing / limit if limit else reset
+        holds.append(min(reset, regain))
+    return max(holds)
+
+
 class RateLimiter:
     """``await acquire(tokens)`` before each request; ``observe(info)`` after each answer."""
 
@@ -91,20 +132,24 @@ class RateLimiter:
         link: RedisLink | None = None,
         key: str = "clipembed:ratelimit",
         enabled: bool = True,
+        reserve_requests: int = 1,
     ) -> None:
         self.enabled = enabled  # a local model has no provider limits to respect
-        rpm = (
-            max(1, requests_per_minute - REQUEST_MARGIN)
-            if requests_per_minute > 2
-            else requests_per_minute
-        )
-        self.req_interval = 60_000.0 / rpm  # ms per request
-        self.tok_interval = 60_000.0 / max(1.0, tokens_per_minute * TOKEN_SAFETY)  # ms per token
+        self.requests_per_minute = requests_per_minute
+        self.tokens_per_minute = tokens_per_minute
+        self.req_interval, self.tok_interval = intervals(requests_per_minute, tokens_per_minute)
+        self.reserve_requests = reserve_requests  # requests that may be in flight at once
         self.link = link
         self.key = key
         self._local = GcraState()
         self._script = link.client.register_script(_SCRIPT) if link is not None else None
         self.waited_seconds = 0.0
+
+    def __repr__(self) -> str:
+        return (
+            f"RateLimiter(rpm={self.requests_per_minute}, tpm={self.tokens_per_minute}, "
+            f"shared={self.link is not None})"
+        )
 
     def _now_ms(self) -> float:
         return time.monotonic() * 1000
@@ -142,6 +187,8 @@ class RateLimiter:
 
     async def block(self, seconds: float) -> None:
         """Hold every process sharing this limit for ``seconds`` (a 429's retry-after)."""
+        if not self.enabled:
+            return
         ms = max(0.0, seconds) * 1000
         self._local.block(self._now_ms(), ms)
         if self.link is not None and self._script is not None:
@@ -152,14 +199,31 @@ class RateLimiter:
 
             await self.link.call(run, None)
 
-    async def observe(self, info: RateLimitInfo | None) -> None:
-        """Respect what the provider said: an exhausted budget waits for its reset."""
-        if info is None:
+    def adopt(self, info: RateLimitInfo) -> None:
+        """Use the provider's announced limits when they are tighter than the configured ones.
+
+        A key on a lower tier than ``EMBEDDING_REQUESTS_PER_MINUTE`` assumes would otherwise
+        meet a 429 for every request over the real limit; the headers tell us the truth.
+        """
+        rpm = self.requests_per_minute
+        tpm = self.tokens_per_minute
+        if info.limit_requests and 0 < info.limit_requests < rpm:
+            rpm = info.limit_requests
+        if info.limit_tokens and 0 < info.limit_tokens < tpm:
+            tpm = info.limit_tokens
+        if (rpm, tpm) != (self.requests_per_minute, self.tokens_per_minute):
+            logger.info(
+                "the provider's rate limit is lower than configured: using it",
+                extra={"requests_per_minute": rpm, "tokens_per_minute": tpm},
+            )
+            self.requests_per_minute, self.tokens_per_minute = rpm, tpm
+            self.req_interval, self.tok_interval = intervals(rpm, tpm)
+
+    async def observe(self, info: RateLimitInfo | None, *, next_tokens: int = 0) -> None:
+        """Respect what the provider said: adopt a tighter limit, and hold when a budget is low."""
+        if info is None or not self.enabled:
             return
-        holds = []
-        if info.remaining_requests == 0 and info.reset_requests:
-            holds.append(info.reset_requests)
-        if info.remaining_tokens == 0 and info.reset_tokens:
-            holds.append(info.reset_tokens)
-        if holds:
-            await self.block(max(holds))
+        self.adopt(info)
+        hold = hold_seconds(info, reserve_requests=self.reserve_requests, next_tokens=next_tokens)
+        if hold > 0:
+            await self.block(hold)

@@ -168,6 +168,8 @@ class EmbeddingService:
         misses = [t for t, v in zip(unique, found, strict=True) if v is None]
         stats.cache_hits = len(unique) - len(misses)
         stats.cache_misses = len(misses) if self.cache is not None else 0
+        metrics.CACHE_LOOKUPS.labels(self.model, "hit").inc(stats.cache_hits)
+        metrics.CACHE_LOOKUPS.labels(self.model, "miss").inc(stats.cache_misses)
         results: dict[str, np.ndarray | BaseException] = {
             t: v for t, v in zip(unique, found, strict=True) if v is not None
         }
@@ -263,8 +265,8 @@ class EmbeddingService:
             vectors = await self._request(batch, sum(counts), stats)
             return list(vectors)
         except errors.PermanentProviderError as exc:
-            if len(batch) == 1 or isinstance(exc, errors.RetryableProviderError):
-                return [exc] * len(batch)
+            if len(batch) == 1:
+                return [exc]
             if exc.status_code in (401, 403, 404):  # the key or model is wrong: no text is to blame
                 return [exc] * len(batch)
             mid = len(batch) // 2
@@ -310,10 +312,15 @@ class EmbeddingService:
                         self._log_failure(batch, tokens, attempt.retry_state.attempt_number, exc)
                         raise
                 elapsed = time.perf_counter() - started
-                await self.limiter.observe(response.ratelimit)
-                vectors = base.validate_vectors(
-                    response.vectors, count=len(batch), dimensions=self.dimensions
-                )
+                await self.limiter.observe(response.ratelimit, next_tokens=tokens)
+                try:  # the provider validated already; a wrong vector must never pass us either
+                    vectors = base.validate_vectors(
+                        response.vectors, count=len(batch), dimensions=self.dimensions
+                    )
+                except errors.InvalidResponseError as exc:
+                    metrics.REQUESTS.labels(self.model, "invalid").inc()
+                    self._log_failure(batch, tokens, attempt.retry_state.attempt_number, exc)
+                    raise
                 stats.tokens += response.tokens
                 metrics.REQUESTS.labels(self.model, "ok").inc()
                 metrics.TOKENS.labels(self.model).inc(response.tokens)
@@ -364,7 +371,7 @@ async def open_service(settings: Settings) -> EmbeddingService:
         link = RedisLink(url)
         await link.ping()  # logs once if it is down; the link retries later by itself
     else:
-        logger.info("REDIS_URL=none: embeddings are not cached, the rate limit is per process")
+        logger.info("no REDIS_URL: embeddings are not cached, rate limit is per process")
     cache = (
         EmbeddingCache(
             link,
@@ -382,5 +389,6 @@ async def open_service(settings: Settings) -> EmbeddingService:
         link=link,
         key=f"{settings.redis_key_prefix}ratelimit:{provider.model}",
         enabled=provider.name != "local",
+        reserve_requests=settings.embedding_max_concurrency,
     )
     return EmbeddingService(provider, settings=settings, limiter=limiter, cache=cache, link=link)

@@ -212,3 +212,47 @@ async def test_rare_filter_value_is_filled_by_iterative_scans(database_factory, 
             vector=query,
         )
     assert len(hits) == 3
+
+
+async def test_keyword_top_n_is_the_true_top_of_the_full_ranking(database_factory, tmp_path):
+    """The branch's LIMIT must cut a score-ordered list (a planner-dependent order once broke this)."""
+    from clipembed import demo_data
+    from clipembed.jobs import importer
+
+    url = database_factory.new(dimensions=384)
+    path = tmp_path / "clips.jsonl"
+    import json
+
+    path.write_text("\n".join(json.dumps(c) for c in demo_data.generate(1500, seed=4)) + "\n")
+    cfg = settings.Settings(
+        _env_file=None,
+        embedding_provider="local",
+        redis_url="none",
+        database_url=url,
+        clipembed_home=tmp_path,
+    )
+    async with runtime.open_runtime(cfg, with_service=False) as r:
+        async with r.pool.connection() as conn:
+            await importer.import_file(conn, path)
+            await conn.execute("ANALYZE")
+            await conn.commit()
+            core.clear_stats_cache()
+            for q in [
+                "insane clutch chat",
+                "world record speedrun skip",
+                "boss fight first try",
+                "chat goes wild",
+            ]:
+                top = await core.keyword_branch(
+                    conn, clip_search.CLIPS, q, clip_search.Filters().where(), core.Params(), 25
+                )
+                full = await core.keyword_branch(
+                    conn,
+                    clip_search.CLIPS,
+                    q,
+                    clip_search.Filters().where(),
+                    core.Params(),
+                    100_000,
+                )
+                assert len(top) == 25
+                assert [d for d, _ in top] == [d for d, _ in full[:25]], q
