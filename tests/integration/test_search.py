@@ -231,28 +231,27 @@ async def test_keyword_top_n_is_the_true_top_of_the_full_ranking(database_factor
         database_url=url,
         clipembed_home=tmp_path,
     )
-    async with runtime.open_runtime(cfg, with_service=False) as r:
-        async with r.pool.connection() as conn:
-            await importer.import_file(conn, path)
-            await conn.execute("ANALYZE")
-            await conn.commit()
-            core.clear_stats_cache()
-            for q in [
-                "insane clutch chat",
-                "world record speedrun skip",
-                "boss fight first try",
-                "chat goes wild",
-            ]:
-                top = await core.keyword_branch(
-                    conn, clip_search.CLIPS, q, clip_search.Filters().where(), core.Params(), 25
-                )
-                full = await core.keyword_branch(
-                    conn,
-                    clip_search.CLIPS,
-                    q,
-                    clip_search.Filters().where(),
-                    core.Params(),
-                    100_000,
-                )
-                assert len(top) == 25
-                assert [d for d, _ in top] == [d for d, _ in full[:25]], q
+    async with runtime.open_runtime(cfg, with_service=False) as r, r.pool.connection() as conn:
+        await importer.import_file(conn, path)
+        await conn.execute("ANALYZE")
+        await conn.commit()
+        core.clear_stats_cache()
+        for q in [
+            "insane clutch chat",
+            "world record speedrun skip",
+            "boss fight first try",
+            "chat goes wild",
+        ]:
+            top = await core.keyword_branch(
+                conn, clip_search.CLIPS, q, clip_search.Filters().where(), core.Params(), 25
+            )
+            full = await core.keyword_branch(
+                conn,
+                clip_search.CLIPS,
+                q,
+                clip_search.Filters().where(),
+                core.Params(),
+                100_000,
+            )
+            assert len(top) == 25
+            assert [d for d, _ in top] == [d for d, _ in full[:25]], q

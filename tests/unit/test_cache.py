@@ -33,7 +33,9 @@ def test_dimensions_and_model_separate_keys():
     assert other.key("x") != make(768).key("x")
 
 
-@given(hnp.arrays(np.float32, 8, elements=st.floats(allow_nan=False, allow_infinity=False, width=32)))
+@given(
+    hnp.arrays(np.float32, 8, elements=st.floats(allow_nan=False, allow_infinity=False, width=32))
+)
 def test_values_round_trip_exactly(vec):
     c = make(8)
     raw = np.asarray(vec, dtype="<f4").tobytes()
