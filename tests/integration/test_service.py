@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import numpy as np
@@ -190,3 +191,16 @@ async def test_provider_429_storm_is_ridden_out(make_service, fake_openai):
     result = await svc.embed(texts)
     assert_correct(texts, result.vectors)
     assert result.stats.rate_limited == 4
+
+
+async def test_provider_headers_tighten_a_too_generous_configured_limit(make_service, fake_openai):
+    # The key's real tier allows 2 requests a minute; the configuration believes 100,000.
+    fake_openai.control(rpm=2)
+    svc = await make_service(embedding_max_concurrency=1)
+    await svc.embed(["a"])
+    assert svc.limiter.requests_per_minute == 2  # adopted from x-ratelimit-limit-requests
+    await svc.embed(["b"])
+    # the budget is spent: the third request waits instead of being sent into a 429
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(svc.embed(["c"]), timeout=1.0)
+    assert fake_openai.stats()["by_status"] == {"200": 2}
