@@ -7,7 +7,7 @@ until the poison text is alone, so one bad input never sinks its neighbours.
 
 The retry policy is a table (:func:`should_retry`, :func:`backoff`): 429, 5xx, timeouts,
 connection errors and invalid answers are retried up to ``EMBEDDING_MAX_ATTEMPTS`` with
-exponential backoff and full jitter, never sooner than the provider's ``retry-after``;
+exponential backoff and jitter, never sooner than the provider's ``retry-after``;
 400/401/403/404 fail at once.
 """
 
@@ -43,8 +43,9 @@ def should_retry(exc: BaseException) -> bool:
 def backoff(attempt: int, retry_after: float | None = None, *, rand: float | None = None) -> float:
     """Seconds to wait after failed attempt number ``attempt`` (1-based).
 
-    Full jitter over an exponential ceiling (AWS's recommendation), but never less than the
-    provider's retry-after.
+    "Equal jitter" (AWS's name) under an exponential ceiling: uniformly in [ceiling/2, ceiling],
+    so clients that failed together spread out, yet no retry comes back at once (full jitter
+    can wait ~0 s, which a 5xx burst makes pointless); never less than the provider's retry-after.
     """
     ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (attempt - 1))
     r = random.random() if rand is None else rand
