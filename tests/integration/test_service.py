@@ -204,3 +204,20 @@ async def test_provider_headers_tighten_a_too_generous_configured_limit(make_ser
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(svc.embed(["c"]), timeout=1.0)
     assert fake_openai.stats()["by_status"] == {"200": 2}
+
+
+async def test_a_429_holds_every_service_sharing_the_limit(make_service, fake_openai):
+    # two services on one Redis prefix stand for two processes sharing one key
+    first, second = await make_service(), await make_service()
+    fake_openai.control(plan=["429"], retry_after_ms=1500)
+    task = asyncio.create_task(first.embed(["a"]))
+    while fake_openai.stats()["requests"] == 0:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # the 429 has been seen and the block written to Redis
+    other = await second.embed(["b"])
+    await task
+    assert_correct(["b"], other.vectors)
+    times = fake_openai.stats()["request_times"]
+    assert fake_openai.stats()["by_status"] == {"200": 2, "429": 1}
+    # neither the retry nor the other service's request went before retry-after elapsed
+    assert min(times[1:]) - times[0] >= 1.4
