@@ -1,9 +1,16 @@
 """HTTP search endpoints: ``GET /search`` and ``GET /clips/{id}/similar``.
 
-The app's lifespan puts a :class:`clipembed.runtime.Runtime` on ``request.app.state.runtime``
-(pool + embedding service). Every input is validated before any SQL runs: a bad query, limit,
-mode or date is a 422 with a readable message; nothing a user types can reach a query parser
-(see :mod:`clipembed.search.core`), so hostile input gets results or a 422, never a 500.
+Contract with the app that includes :data:`router`: before the first request its lifespan sets
+``app.state.runtime`` to a :class:`clipembed.runtime.Runtime` whose ``.pool`` is an open
+``AsyncConnectionPool`` on a migrated database and whose ``.service`` is the embedding service
+(or None: keyword search still works, and the vector modes answer 503). Nothing else is read
+from the app, so a test can mount the router on a bare FastAPI app.
+
+Every input is validated before any SQL runs: an empty query or one over
+:data:`clipembed.search.clips.MAX_QUERY_CHARS` (500) characters, a limit outside 1-100, an
+offset past the ranking window, an unknown mode or a bad date is a 422 with a readable message.
+Nothing a user types reaches a query parser (see :mod:`clipembed.search.core`), so hostile input
+gets results or a 422, never a 500.
 """
 
 from __future__ import annotations
@@ -83,14 +90,15 @@ async def search(
 ) -> dict[str, Any]:
     """Hybrid (default), keyword (BM25) or semantic (vector) search with filters in both branches."""
     rt = request.app.state.runtime
+    from_, to = _aware(from_), _aware(to)  # naive means UTC; aware and naive must compare
     if from_ and to and from_ >= to:
         raise _unprocessable("'from' must be before 'to'")
     filters = clip_search.Filters(
         game=game,
         broadcaster=broadcaster,
         language=language,
-        created_from=_aware(from_),
-        created_to=_aware(to),
+        created_from=from_,
+        created_to=to,
         include_nsfw=include_nsfw,
     )
     try:
@@ -103,6 +111,8 @@ async def search(
         raise HTTPException(
             status_code=503, detail=f"the embedding provider is unavailable: {exc}"
         ) from None
+    except errors.ConfigurationError as exc:  # no embedding service in this runtime
+        raise HTTPException(status_code=503, detail=str(exc)) from None
     return {"query": q, "mode": mode, "limit": limit, "offset": offset, "results": results}
 
 
@@ -111,14 +121,29 @@ async def similar(
     request: Request,
     clip_id: uuid.UUID,
     game: str | None = Query(None, max_length=100),
+    broadcaster: str | None = Query(None, max_length=100),
     language: str | None = Query(None, max_length=10),
+    from_: dt.datetime | None = Query(
+        None, alias="from", description="Created at or after (ISO 8601)."
+    ),
+    to: dt.datetime | None = Query(None, description="Created before (ISO 8601)."),
     include_nsfw: bool = False,
     limit: int = Query(10, ge=1, le=clip_search.MAX_LIMIT),
     offset: int = Query(0, ge=0, le=core.DEFAULT_WINDOW),
 ) -> dict[str, Any]:
-    """Clips whose embeddings are nearest to this clip's."""
+    """Clips whose embeddings are nearest to this clip's (the clip itself excluded)."""
     rt = request.app.state.runtime
-    filters = clip_search.Filters(game=game, language=language, include_nsfw=include_nsfw)
+    from_, to = _aware(from_), _aware(to)  # naive means UTC; aware and naive must compare
+    if from_ and to and from_ >= to:
+        raise _unprocessable("'from' must be before 'to'")
+    filters = clip_search.Filters(
+        game=game,
+        broadcaster=broadcaster,
+        language=language,
+        created_from=from_,
+        created_to=to,
+        include_nsfw=include_nsfw,
+    )
     try:
         results = await clip_search.similar(
             rt.pool, clip_id, params=_params("semantic", limit, offset), filters=filters

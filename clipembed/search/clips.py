@@ -17,8 +17,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from clipembed import clips as clips_mod
 from clipembed import errors
+from clipembed import service as service_mod
 from clipembed.search import core
-from clipembed.service import EmbeddingService
 
 CLIPS = core.Corpus(
     table="clips",
@@ -48,17 +48,22 @@ class Filters:
     include_nsfw: bool = False
 
     def where(self) -> core.Where:
+        """The filters as SQL on the corpus alias ``d``; values are parameters, never SQL text.
+
+        Text values are sanitised like stored clip fields (a NUL byte, which PostgreSQL text
+        cannot hold, would otherwise fail the query), so hostile input matches nothing instead.
+        """
         parts: list[sql.Composable] = []
         args: dict[str, Any] = {}
         if self.game:
             parts.append(sql.SQL("lower(d.game_name) = lower(%(f_game)s)"))
-            args["f_game"] = self.game
+            args["f_game"] = clips_mod.sanitize(self.game)
         if self.broadcaster:
             parts.append(sql.SQL("lower(d.broadcaster_name) = lower(%(f_broadcaster)s)"))
-            args["f_broadcaster"] = self.broadcaster
+            args["f_broadcaster"] = clips_mod.sanitize(self.broadcaster)
         if self.language:
             parts.append(sql.SQL("d.language = %(f_language)s"))
-            args["f_language"] = self.language
+            args["f_language"] = clips_mod.sanitize(self.language)
         if self.created_from:
             parts.append(sql.SQL("d.created_at >= %(f_from)s"))
             args["f_from"] = self.created_from
@@ -106,7 +111,7 @@ async def _rows(pool: AsyncConnectionPool, ids: list[Any]) -> dict[Any, dict[str
 
 async def search(
     pool: AsyncConnectionPool,
-    service: EmbeddingService | None,
+    service: service_mod.EmbeddingService | None,
     query: str,
     *,
     params: core.Params,

@@ -80,8 +80,15 @@ class Hit:
 
 Where = tuple[sql.Composable, dict[str, Any]]
 
-_stats_cache: dict[tuple[str, tuple[float, ...]], tuple[float, float, float]] = {}
+# Keyed by database as well as table: one process may search several databases (the tests, the
+# benchmark), and statistics or versions from one must never be used for another.
+_stats_cache: dict[tuple[str, str, tuple[float, ...]], tuple[float, float, float]] = {}
 _vector_version: dict[str, tuple[int, ...]] = {}
+
+
+def _database_key(conn: psycopg.AsyncConnection[Any]) -> str:
+    info = conn.info
+    return f"{info.host}:{info.port}/{info.dbname}"
 
 
 def no_filters() -> Where:
@@ -89,8 +96,8 @@ def no_filters() -> Where:
 
 
 async def corpus_stats(conn: psycopg.AsyncConnection[Any], corpus: Corpus) -> tuple[float, float]:
-    """(N, avgdl) for BM25, cached for STATS_TTL seconds per corpus and weights."""
-    key = (corpus.doclen, corpus.field_weights)
+    """(N, avgdl) for BM25, cached for STATS_TTL seconds per database, corpus and weights."""
+    key = (_database_key(conn), corpus.doclen, corpus.field_weights)
     cached = _stats_cache.get(key)
     now = time.monotonic()
     if cached and now - cached[2] < STATS_TTL:
@@ -107,7 +114,8 @@ async def corpus_stats(conn: psycopg.AsyncConnection[Any], corpus: Corpus) -> tu
     )
     cur = await conn.execute(query)
     n, avgdl = await cur.fetchone() or (0, 0)
-    _stats_cache[key] = (float(n), float(avgdl), now)
+    if n:  # an empty corpus is not cached: the first documents must be searchable at once
+        _stats_cache[key] = (float(n), float(avgdl), now)
     return float(n), float(avgdl)
 
 
@@ -207,7 +215,7 @@ async def keyword_branch(
 
 
 async def _pgvector_version(conn: psycopg.AsyncConnection[Any]) -> tuple[int, ...]:
-    key = str(conn.info.dsn)
+    key = _database_key(conn)
     if key not in _vector_version:
         cur = await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
         row = await cur.fetchone()

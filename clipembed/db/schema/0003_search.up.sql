@@ -7,7 +7,9 @@
 -- current and no hot counter row serialises concurrent writers.
 
 -- One trigger function for any corpus: TG_ARGV[0] names the postings table, TG_ARGV[1] the
--- document-length table; both have doc_id referencing the corpus table's id. Each posting
+-- document-length table; both have doc_id referencing the corpus table's id. Term frequencies
+-- are smallint (half the index size of integer): a document repeating one word more than 32,767
+-- times is clamped there rather than refused (BM25 saturates long before that). Each posting
 -- also carries its document's lengths, and the primary key INCLUDEs every column, so ranking a
 -- term is one index-only range scan: no heap fetches, no join per posting.
 CREATE OR REPLACE FUNCTION clipembed_postings_update() RETURNS trigger
@@ -23,7 +25,8 @@ BEGIN
             GROUP BY u.lexeme
         )
         INSERT INTO %I (lexeme, doc_id, tf_a, tf_b, tf_c, tf_d, len_a, len_b, len_c, len_d)
-        SELECT t.lexeme, $1, t.a, t.b, t.c, t.d, l.a, l.b, l.c, l.d
+        SELECT t.lexeme, $1, least(t.a, 32767), least(t.b, 32767), least(t.c, 32767),
+               least(t.d, 32767), l.a, l.b, l.c, l.d
         FROM t, (SELECT sum(a) AS a, sum(b) AS b, sum(c) AS c, sum(d) AS d FROM t) AS l
     $q$, TG_ARGV[0]) USING NEW.id, NEW.search_vector;
     EXECUTE format($q$
@@ -78,7 +81,8 @@ SELECT c.id,
 FROM clips c, unnest(c.search_vector) AS u, unnest(coalesce(u.weights, ARRAY['D']::text[])) AS w
 GROUP BY c.id;
 INSERT INTO clip_postings (lexeme, doc_id, tf_a, tf_b, tf_c, tf_d, len_a, len_b, len_c, len_d)
-SELECT t.lexeme, t.id, t.a, t.b, t.c, t.d, l.len_a, l.len_b, l.len_c, l.len_d
+SELECT t.lexeme, t.id, least(t.a, 32767), least(t.b, 32767), least(t.c, 32767), least(t.d, 32767),
+       l.len_a, l.len_b, l.len_c, l.len_d
 FROM (
     SELECT c.id, u.lexeme,
            count(*) FILTER (WHERE w = 'A') AS a, count(*) FILTER (WHERE w = 'B') AS b,
