@@ -1,0 +1,136 @@
+"""The eval harness's reference BM25 and keyword-only path, dataset errors, and BM25 statistics
+that must never leak between databases or lag behind the first documents."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from clipembed import runtime, settings
+from clipembed.search import beir, core
+from clipembed.search import clips as clip_search
+from tests.conftest import ROOT
+
+FIXTURE = ROOT / "tests" / "fixtures" / "beir_small"
+
+
+def config(url, tmp_path) -> settings.Settings:
+    return settings.Settings(
+        _env_file=None,
+        embedding_provider="local",
+        redis_url="none",
+        database_url=url,
+        clipembed_home=tmp_path,
+    )
+
+
+async def test_keyword_only_evaluation_with_reference_needs_no_model(database_factory, tmp_path):
+    pytest.importorskip("bm25s")
+    url = database_factory.new(dimensions=384)
+    data = beir.load(FIXTURE)
+    async with runtime.open_runtime(config(url, tmp_path), with_service=False) as rt:
+        timings = await beir.prepare(rt.pool, data, None, dimensions=rt.dimensions)
+        report = await beir.evaluate(rt.pool, data, None, modes=["keyword"])
+        with pytest.raises(ValueError, match="embedding service"):
+            await beir.evaluate(rt.pool, data, None, modes=["hybrid"])
+    assert timings["embedded_documents"] == 0 and report["model"] is None
+    keyword = report["modes"]["keyword"]
+    reference = beir.reference_bm25(data)
+    # q1 "vitamin D bone density": d1 (title and text) first, d8 (vitamin D) second, both
+    # relevant -> nDCG 1; q2: d2 alone -> 1; q3 matches d5 only on "depression" -> 1.
+    assert keyword["ndcg@10"] == pytest.approx(1.0)
+    assert keyword["recall@100"] == pytest.approx(1.0)
+    assert reference["ndcg@10"] == pytest.approx(1.0) and reference["recall@100"] == 1.0
+    assert reference["k1"] == beir.REFERENCE_K1 and reference["b"] == beir.REFERENCE_B
+
+
+def _cli(args, env):
+    return subprocess.run(
+        [sys.executable, "-m", "clipembed", "eval", "beir", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_cli_reports_reference_and_verdict_and_refuses_bad_directories(database_factory, tmp_path):
+    pytest.importorskip("bm25s")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("EMBEDDING_", "OPENAI_", "CLIPEMBED_", "REDIS_", "DATABASE_"))
+    }
+    env.update(
+        DATABASE_URL=database_factory.new(dimensions=384),
+        EMBEDDING_PROVIDER="local",
+        REDIS_URL="none",
+        CLIPEMBED_HOME=str(tmp_path),
+    )
+    out = _cli([str(FIXTURE), "--mode", "keyword", "--json"], env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["reference"]["ndcg@10"] == pytest.approx(1.0)
+    assert report["verdict"] == {"keyword_minus_reference_bm25": 0.0}
+
+    broken = tmp_path / "broken"
+    (broken / "qrels").mkdir(parents=True)
+    (broken / "corpus.jsonl").write_text('{"_id": "d1", "title": "t", "text": "x"}\n{oops\n')
+    (broken / "queries.jsonl").write_text('{"_id": "q1", "text": "x"}\n')
+    (broken / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    out = _cli([str(broken), "--mode", "keyword"], env)
+    assert out.returncode == 2 and "corpus.jsonl:2: not a BEIR record" in out.stderr
+    (broken / "corpus.jsonl").write_text('{"_id": "d1", "title": "t", "text": "x"}\n')
+    (broken / "qrels" / "test.tsv").unlink()
+    out = _cli([str(broken), "--mode", "keyword"], env)
+    assert out.returncode == 2 and "no qrels/test.tsv" in out.stderr
+    out = _cli([str(tmp_path / "missing"), "--mode", "keyword"], env)
+    assert out.returncode == 2
+
+
+INSERT = """
+INSERT INTO clips (twitch_clip_id, twitch_clip_url, embed_url, title, creator_name,
+                   broadcaster_name, created_at)
+VALUES (%s, 'u', 'e', %s, 'c', 'b', now())
+"""
+
+
+async def test_bm25_statistics_follow_each_database_and_the_first_documents(
+    database_factory, tmp_path
+):
+    """No clear_stats_cache() here on purpose: the cache must be right by itself."""
+    first, second = database_factory.new(dimensions=384), database_factory.new(dimensions=384)
+    async with (
+        runtime.open_runtime(config(first, tmp_path), with_service=False) as a,
+        runtime.open_runtime(config(second, tmp_path), with_service=False) as b,
+    ):
+
+        async def keyword(rt, q):
+            return await clip_search.search(
+                rt.pool,
+                None,
+                q,
+                params=core.Params(mode="keyword"),
+                filters=clip_search.Filters(),
+            )
+
+        assert await keyword(a, "clutch") == []  # empty corpus: nothing, and nothing cached
+        async with a.pool.connection() as conn:
+            await conn.execute(INSERT, ("a1", "Insane clutch"))
+        assert [r["title"] for r in await keyword(a, "clutch")] == ["Insane clutch"]
+
+        async with b.pool.connection() as conn:
+            for i in range(50):
+                await conn.execute(INSERT, (f"b{i}", f"filler words number {i}"))
+            await conn.execute(INSERT, ("b-clutch", "clutch"))
+        # the second database has N=51, not the first database's N=1 (idf would be ln(1.2))
+        hits = await keyword(b, "clutch")
+        assert [r["title"] for r in hits] == ["clutch"]
+        n, df = 51, 1
+        idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
+        assert hits[0]["keyword"]["score"] > idf  # a title match of a short clip: tf > 1
