@@ -134,3 +134,45 @@ async def test_bm25_statistics_follow_each_database_and_the_first_documents(
         n, df = 51, 1
         idf = math.log(1 + (n - df + 0.5) / (df + 0.5))
         assert hits[0]["keyword"]["score"] > idf  # a title match of a short clip: tf > 1
+
+
+async def test_bulk_postings_equal_what_the_trigger_writes(database_factory, tmp_path):
+    """prepare() loads with the row trigger off and builds postings set-based; inserting the
+    same documents through the trigger must give exactly the same rows."""
+    import shutil
+
+    directory = tmp_path / "beir_bulk"
+    shutil.copytree(FIXTURE, directory)
+    extra = [
+        {"_id": "empty", "title": "", "text": "the of and"},
+        {"_id": "rep", "title": "Clutch clutch", "text": "clutch " * 50},
+    ]
+    corpus_file = directory / "corpus.jsonl"
+    corpus_file.write_text(
+        corpus_file.read_text(encoding="utf-8") + "".join(json.dumps(d) + "\n" for d in extra),
+        encoding="utf-8",
+    )
+    data = beir.load(directory)
+    corpus = beir.corpus_for(data.name)
+    url = database_factory.new(dimensions=384)
+    async with runtime.open_runtime(config(url, tmp_path), with_service=False) as rt:
+        await beir.prepare(rt.pool, data, None, dimensions=rt.dimensions)
+        async with rt.pool.connection() as conn:
+            docs, postings, doclen = corpus.table, corpus.postings, corpus.doclen
+            await conn.execute(f"CREATE TEMP TABLE bulk_p AS SELECT * FROM {postings}")
+            await conn.execute(f"CREATE TEMP TABLE bulk_l AS SELECT * FROM {doclen}")
+            await conn.execute(f"CREATE TEMP TABLE copy_d AS SELECT id, title, body FROM {docs}")
+            await conn.execute(f"DELETE FROM {docs}")
+            await conn.execute(f"INSERT INTO {docs} (id, title, body) SELECT * FROM copy_d")
+            for table, bulk in ((postings, "bulk_p"), (doclen, "bulk_l")):
+                for a, b in ((table, bulk), (bulk, table)):
+                    cur = await conn.execute(
+                        f"SELECT count(*) FROM (SELECT * FROM {a} EXCEPT ALL SELECT * FROM {b}) x"
+                    )
+                    assert (await cur.fetchone())[0] == 0, (a, b)
+            cur = await conn.execute(f"SELECT len_a, len_d FROM {doclen} WHERE doc_id = 'empty'")
+            assert await cur.fetchone() == (0, 0)  # counted in N, with no length
+            cur = await conn.execute(
+                f"SELECT tf_a, tf_d FROM {postings} WHERE doc_id = 'rep' AND lexeme = 'clutch'"
+            )
+            assert await cur.fetchone() == (2, 50)
