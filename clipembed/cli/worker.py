@@ -1,4 +1,8 @@
-"""``clipembed worker``."""
+"""``clipembed worker``: a long-running process; run as many as the load needs.
+
+``--drain`` and ``--once`` exist for scripts and tests (exit 1 when an item was dead-lettered);
+without them the worker runs until SIGTERM/SIGINT and then finishes the batch in flight.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ def register(app: typer.Typer) -> None:
         drain: bool = typer.Option(
             False, "--drain", help="Exit when nothing is ready instead of waiting for more."
         ),
+        once: bool = typer.Option(False, "--once", help="Claim and process one batch, then exit."),
         debug: bool = common.DebugOption,
     ) -> None:
         """Embed queued clips as they are inserted and edited; run as many as the load needs."""
@@ -43,8 +48,14 @@ def register(app: typer.Typer) -> None:
             common.stop_on_signals(stop)
             async with runtime.open_runtime(cfg) as rt:
                 w = worker_mod.Worker(rt, batch_size=batch, concurrency=concurrency)
-                stats = await (w.drain() if drain else w.run(stop))
+                if once:
+                    await w.run_once()
+                    stats = w.stats
+                else:
+                    stats = await (w.drain() if drain else w.run(stop))
             common.stdout.print(json.dumps(dataclasses.asdict(stats)))
-            return common.EXIT_OK
+            # --once/--drain are used from scripts: say when something went to the dead letters
+            failed = (once or drain) and stats.dead_lettered > 0
+            return common.EXIT_FAILED if failed else common.EXIT_OK
 
         raise typer.Exit(common.run(main, debug=debug))

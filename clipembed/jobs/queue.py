@@ -11,12 +11,20 @@ Rules that keep every clip embedded with its current text and none lost:
   claim re-embeds), and write the embedding for exactly the rows deleted.
 - **Fail**: per item; the lease is released, ``next_attempt_at`` moves back exponentially, and
   after ``CLIPEMBED_QUEUE_MAX_ATTEMPTS`` the item moves to ``embedding_dead_letters`` with its
-  error, where ``clipembed failed retry`` can replay it.
+  error, where ``clipembed failed retry`` can replay it. :func:`decide` is the policy, as a
+  table: a *permanent* error (the provider rejected this text) dead-letters after the attempt
+  budget; a *transient* one (5xx, timeout, 429, connection) backs off at most a minute and
+  dead-letters only once the budget is spent *and* the item has waited an hour, so a provider
+  outage costs latency, never a pile of dead letters (pg_vectorize drops work after two
+  failures; we must not), while a text that fails forever still ends in the dead letters
+  instead of being retried for ever (Supabase's recipe).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import enum
 import random
 from collections.abc import Sequence
 from typing import Any
@@ -25,9 +33,16 @@ import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 
+from clipembed import errors
+
 CHANNEL = "clipembed_queue"
 BACKOFF_BASE = 2.0  # seconds before the second attempt of an item
-BACKOFF_MAX = 600.0  # seconds: the longest an item waits between attempts
+BACKOFF_MAX = 600.0  # seconds: the longest an item waits between attempts after permanent errors
+TRANSIENT_BACKOFF_MAX = (
+    60.0  # seconds: the longest wait after a transient error (outage over -> soon)
+)
+TRANSIENT_GIVE_UP = 3600.0  # seconds an item keeps retrying transient errors past its budget
+ERROR_TEXT_MAX = 2000  # characters of an error kept on the row
 
 CLAIM = """
 WITH picked AS (
@@ -145,16 +160,59 @@ RETURNING q.clip_id
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Claimed:
+    """One leased item: the generation it was claimed at and its attempt number (1 = first)."""
+
     clip_id: Any
     generation: int
     attempts: int
+    enqueued_at: dt.datetime | None = None
 
 
-def retry_delay(attempts: int, *, rand: float | None = None) -> float:
-    """Seconds before an item that failed its ``attempts``-th attempt is tried again (jittered)."""
-    ceiling = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+class ErrorKind(enum.Enum):
+    PERMANENT = "permanent"  # retrying the same text cannot help (400, empty text, bad key)
+    TRANSIENT = "transient"  # the provider or the network, not this text (5xx, 429, timeout)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    dead_letter: bool
+    delay: float  # seconds until the next attempt (0 when dead-lettered)
+
+
+def classify(error: BaseException | str | None) -> ErrorKind:
+    """Retryable provider errors are transient; anything else (permanent, unknown) is not."""
+    if isinstance(error, errors.RetryableProviderError):
+        return ErrorKind.TRANSIENT
+    return ErrorKind.PERMANENT
+
+
+def retry_delay(attempts: int, *, rand: float | None = None, ceiling: float = BACKOFF_MAX) -> float:
+    """Seconds before an item that failed its ``attempts``-th attempt is tried again (jittered).
+
+    Jitter is in [50 %, 100 %] of the exponential step so that items failed together by one
+    outage do not all come back in the same instant.
+    """
+    step = min(ceiling, BACKOFF_BASE * 2 ** min(max(0, attempts - 1), 30))
     r = random.random() if rand is None else rand
-    return float(ceiling * (0.5 + r / 2))
+    return float(step * (0.5 + r / 2))
+
+
+def decide(
+    attempts: int,
+    kind: ErrorKind,
+    *,
+    max_attempts: int,
+    waited: float,
+    rand: float | None = None,
+) -> Decision:
+    """What to do with an item that failed its ``attempts``-th attempt, ``waited`` s after enqueue."""
+    if kind is ErrorKind.PERMANENT:
+        if attempts >= max_attempts:
+            return Decision(True, 0.0)
+        return Decision(False, retry_delay(attempts, rand=rand))
+    if attempts >= max_attempts and waited >= TRANSIENT_GIVE_UP:
+        return Decision(True, 0.0)
+    return Decision(False, retry_delay(attempts, rand=rand, ceiling=TRANSIENT_BACKOFF_MAX))
 
 
 async def claim(
@@ -163,7 +221,7 @@ async def claim(
     async with conn.transaction():
         cur = await conn.execute(CLAIM, {"limit": limit, "lease": lease, "worker": worker})
         rows = await cur.fetchall()
-    return [Claimed(r[0], int(r[1]), int(r[2])) for r in rows]
+    return [Claimed(r[0], int(r[1]), int(r[2]), r[3]) for r in rows]
 
 
 async def read_clips(
@@ -212,20 +270,33 @@ async def complete(
 
 
 async def fail(
-    conn: psycopg.AsyncConnection[Any], item: Claimed, error: str, *, worker: str, max_attempts: int
+    conn: psycopg.AsyncConnection[Any],
+    item: Claimed,
+    error: BaseException | str,
+    *,
+    worker: str,
+    max_attempts: int,
 ) -> bool:
-    """Record a failed attempt; returns True when the item moved to the dead letters."""
+    """Record a failed attempt; returns True when the item moved to the dead letters.
+
+    A no-op when the item is no longer ours (lease taken over, or a newer generation).
+    """
+    waited = 0.0
+    if item.enqueued_at is not None:
+        waited = (dt.datetime.now(dt.UTC) - item.enqueued_at).total_seconds()
+    decision = decide(item.attempts, classify(error), max_attempts=max_attempts, waited=waited)
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
     params = {
         "id": item.clip_id,
         "generation": item.generation,
         "worker": worker,
-        "error": error[:2000],
+        "error": text[:ERROR_TEXT_MAX],
     }
     async with conn.transaction():
-        if item.attempts >= max_attempts:
-            await conn.execute(DEAD_LETTER, params)
-            return True
-        await conn.execute(RETRY_LATER, params | {"delay": retry_delay(item.attempts)})
+        if decision.dead_letter:
+            cur = await conn.execute(DEAD_LETTER, params)
+            return cur.rowcount > 0
+        await conn.execute(RETRY_LATER, params | {"delay": decision.delay})
     return False
 
 

@@ -38,6 +38,53 @@ logger = logging.getLogger(__name__)
 
 RECONNECT_DELAY = 1.0  # seconds between attempts to re-establish LISTEN
 ERROR_DELAY = 1.0  # seconds to pause after a database error in the claim loop
+SETTLE_RETRY_MIN = 30.0  # seconds a finished batch keeps retrying its completion through an outage
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """A claimed batch sorted by what it needs (pure: see :func:`plan`)."""
+
+    embed: list[tuple[queue.Claimed, str, bytes]]  # item, text, content hash
+    retire: list[tuple[queue.Claimed, np.ndarray | None, bytes | None]]  # nothing to write
+    unchanged: int  # of ``retire``: the stored embedding already matches the text
+
+
+def plan(
+    items: list[queue.Claimed],
+    rows: dict[Any, dict[str, Any]],
+    *,
+    model: str,
+    dimensions: int,
+) -> Plan:
+    """Decide per item: embed its current text, or retire it without a provider call.
+
+    Retired without a call: a clip deleted or removed since it was queued, and a clip whose
+    stored embedding already has the hash of its current text, model and dimensions (an edit
+    undone, a row the backfill got to first, a reconciliation race).
+    """
+    embed: list[tuple[queue.Claimed, str, bytes]] = []
+    retire: list[tuple[queue.Claimed, np.ndarray | None, bytes | None]] = []
+    unchanged = 0
+    for item in items:
+        row = rows.get(item.clip_id)
+        if row is None or row["is_removed"]:
+            retire.append((item, None, None))
+            continue
+        text = clips.embedding_text(clips.ClipText.from_row(row))
+        digest = clips.content_hash(text, model, dimensions)
+        stored = row["embedding_content_hash"]
+        if (
+            not row["missing"]
+            and row["embedding_model"] == model
+            and stored is not None
+            and bytes(stored) == digest
+        ):
+            unchanged += 1
+            retire.append((item, None, None))
+        else:
+            embed.append((item, text, digest))
+    return Plan(embed, retire, unchanged)
 
 
 @dataclasses.dataclass
@@ -49,6 +96,7 @@ class WorkerStats:
     dead_lettered: int = 0
     superseded: int = 0  # lease lost or text changed meanwhile: someone else finishes it
     db_errors: int = 0
+    errors: int = 0  # unexpected exceptions (logged with a traceback)
 
 
 def worker_name() -> str:
@@ -103,78 +151,92 @@ class Worker:
     # --- processing ---------------------------------------------------------------------------
     async def _process(self, items: list[queue.Claimed]) -> None:
         svc = self.service
-        pool = self.runtime.pool
-        async with pool.connection() as conn:
+        async with self.runtime.pool.connection() as conn:
             rows = await queue.read_clips(conn, [i.clip_id for i in items])
-        to_embed: list[tuple[queue.Claimed, str, bytes]] = []
-        retire: list[tuple[queue.Claimed, np.ndarray | None, bytes | None]] = []
-        for item in items:
-            row = rows.get(item.clip_id)
-            if row is None or row["is_removed"]:
-                retire.append((item, None, None))
-                continue
-            text = clips.embedding_text(clips.ClipText.from_row(row))
-            digest = clips.content_hash(text, svc.model, svc.dimensions)
-            stored = row["embedding_content_hash"]
-            if (
-                not row["missing"]
-                and row["embedding_model"] == svc.model
-                and stored is not None
-                and bytes(stored) == digest
-            ):
-                self.stats.unchanged += 1
-                retire.append((item, None, None))
-            else:
-                to_embed.append((item, text, digest))
-
-        failures: list[tuple[queue.Claimed, str]] = []
-        if to_embed:
-            heartbeat = asyncio.create_task(self._heartbeat([i.clip_id for i, _, _ in to_embed]))
+        work = plan(items, rows, model=svc.model, dimensions=svc.dimensions)
+        self.stats.unchanged += work.unchanged
+        retire = list(work.retire)
+        failures: list[tuple[queue.Claimed, BaseException]] = []
+        if work.embed:
+            heartbeat = asyncio.create_task(self._heartbeat([i.clip_id for i, _, _ in work.embed]))
             try:
-                outcome = await svc.embed_detailed([t for _, t, _ in to_embed])
+                outcome = await svc.embed_detailed([t for _, t, _ in work.embed])
             finally:
                 heartbeat.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await heartbeat
             for (item, _, digest), vec, err in zip(
-                to_embed, outcome.vectors, outcome.errors, strict=True
+                work.embed, outcome.vectors, outcome.errors, strict=True
             ):
                 if vec is not None:
                     retire.append((item, vec, digest))
                 else:
-                    failures.append((item, str(err)))
+                    failures.append((item, err or RuntimeError("no vector and no error")))
+        await self._settle(retire, failures)
 
-        async with pool.connection() as conn:
-            written = await queue.complete(
-                conn, retire, worker=self.name, model=svc.model, dimensions=svc.dimensions
-            )
-            wanted = sum(1 for _, v, _ in retire if v is not None)
-            self.stats.embedded += len(written)
-            self.stats.superseded += wanted - len(written)
-            for item, error in failures:
-                self.stats.failed += 1
-                dead = await queue.fail(
-                    conn, item, error, worker=self.name, max_attempts=self.max_attempts
+    async def _settle(
+        self,
+        retire: list[tuple[queue.Claimed, np.ndarray | None, bytes | None]],
+        failures: list[tuple[queue.Claimed, BaseException]],
+    ) -> None:
+        """Write and retire, then record failures; retried through a database outage.
+
+        The vectors are paid for: losing them to a PostgreSQL restart would mean waiting for the
+        lease to expire and asking the provider again. Completion is idempotent under its
+        guards (ours, same generation), so retrying it is safe even after the lease lapsed —
+        at worst it writes nothing.
+        """
+        svc = self.service
+        deadline = asyncio.get_running_loop().time() + max(self.lease, SETTLE_RETRY_MIN)
+        delay = ERROR_DELAY / 4
+        while True:
+            try:
+                async with self.runtime.pool.connection() as conn:
+                    if retire:
+                        written = await queue.complete(
+                            conn,
+                            retire,
+                            worker=self.name,
+                            model=svc.model,
+                            dimensions=svc.dimensions,
+                        )
+                        wanted = sum(1 for _, v, _ in retire if v is not None)
+                        self.stats.embedded += len(written)
+                        self.stats.superseded += wanted - len(written)
+                        retire = []
+                    while failures:
+                        item, error = failures[0]
+                        dead = await queue.fail(
+                            conn, item, error, worker=self.name, max_attempts=self.max_attempts
+                        )
+                        failures.pop(0)
+                        self._log_failure(item, error, dead=dead)
+                return
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                self.stats.db_errors += 1
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                logger.warning(
+                    "database unavailable while completing a batch; retrying",
+                    extra={"reason": f"{type(exc).__name__}: {exc}"[:300]},
                 )
-                if dead:
-                    self.stats.dead_lettered += 1
-                    logger.error(
-                        "clip moved to dead letters",
-                        extra={
-                            "clip": str(item.clip_id),
-                            "attempts": item.attempts,
-                            "reason": error,
-                        },
-                    )
-                else:
-                    logger.warning(
-                        "clip failed; will retry",
-                        extra={
-                            "clip": str(item.clip_id),
-                            "attempt": item.attempts,
-                            "reason": error,
-                        },
-                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, ERROR_DELAY * 4)
+
+    def _log_failure(self, item: queue.Claimed, error: BaseException, *, dead: bool) -> None:
+        self.stats.failed += 1
+        reason = f"{type(error).__name__}: {error}"[:500]
+        if dead:
+            self.stats.dead_lettered += 1
+            logger.error(
+                "clip moved to dead letters",
+                extra={"clip": str(item.clip_id), "attempts": item.attempts, "reason": reason},
+            )
+        else:
+            logger.warning(
+                "clip failed; will retry",
+                extra={"clip": str(item.clip_id), "attempt": item.attempts, "reason": reason},
+            )
 
     async def _heartbeat(self, ids: list[Any]) -> None:
         """Extend our leases while a slow (rate-limited) batch is in flight."""
@@ -188,6 +250,9 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim and process one batch; returns how many items were claimed."""
+        # Cleared before the claim, not after an empty one: a NOTIFY arriving while the claim
+        # runs must still wake us, or the item waits a whole poll interval.
+        self._wake.clear()
         async with self.runtime.pool.connection() as conn:
             items = await queue.claim(
                 conn, worker=self.name, limit=self.batch_size, lease=self.lease
@@ -217,9 +282,16 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), ERROR_DELAY)
                 continue
+            except Exception:
+                # A bug must not end a long-running worker; the batch's leases expire and
+                # the items are claimed again (and dead-lettered if they keep failing).
+                self.stats.errors += 1
+                logger.exception("batch failed unexpectedly; its items return after the lease")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), ERROR_DELAY)
+                continue
             if claimed:
                 continue
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wait_for_work(stop), self.poll)
 
