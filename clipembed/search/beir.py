@@ -115,6 +115,19 @@ def recall_at(ranked: Sequence[str], relevant: dict[str, int], k: int = 100) -> 
     return len(wanted.intersection(ranked[:k])) / len(wanted) if wanted else 0.0
 
 
+EVAL_DEPTH = 100  # documents ranked per query: recall@100 needs the top 100
+
+
+def judged(query_id: str, ranked: Sequence[str]) -> list[str]:
+    """The ranking as BEIR scores it: the query's own id removed, cut at EVAL_DEPTH.
+
+    BEIR's evaluator ignores identical ids by default (``ignore_identical_ids=True``): in
+    ArguAna, for one, every query is also a corpus document and would rank first in every
+    system while never being judged relevant. Elsewhere query and document ids do not meet.
+    """
+    return [d for d in ranked if d != query_id][:EVAL_DEPTH]
+
+
 # --- tables ---------------------------------------------------------------------------------
 
 
@@ -332,7 +345,15 @@ async def evaluate(
         "modes": {},
     }
     for mode in modes:
-        p = dataclasses.replace(base, mode=mode, limit=100, offset=0, window=max(base.window, 100))  # type: ignore[arg-type]
+        # one extra hit, for the query's own document that judged() may drop
+        depth = EVAL_DEPTH + 1
+        p = dataclasses.replace(
+            base,
+            mode=mode,  # type: ignore[arg-type]
+            limit=depth,
+            offset=0,
+            window=max(base.window, depth),
+        )
         ndcg, recall = [], []
         t = time.monotonic()
         async with pool.connection() as conn:
@@ -346,7 +367,7 @@ async def evaluate(
                     params=p,
                     vector=vectors.get(q),
                 )
-                ranked = [str(h.id) for h in hits]
+                ranked = judged(q, [str(h.id) for h in hits])
                 ndcg.append(ndcg_at(ranked, data.qrels[q], 10))
                 recall.append(recall_at(ranked, data.qrels[q], 100))
         report["modes"][mode] = {
@@ -390,12 +411,13 @@ def reference_bm25(data: Dataset) -> dict[str, Any]:
     retriever = bm25s.BM25(k1=REFERENCE_K1, b=REFERENCE_B)
     retriever.index(bm25s.tokenize(texts, **options), show_progress=False)
     query_tokens = bm25s.tokenize([data.queries[q] for q in qids], **options)
-    found, _ = retriever.retrieve(
-        query_tokens, k=min(100, len(ids)), show_progress=False, n_threads=1
+    found, scores = retriever.retrieve(
+        query_tokens, k=min(EVAL_DEPTH + 1, len(ids)), show_progress=False, n_threads=1
     )
     ndcg, recall = [], []
-    for row, q in zip(found, qids, strict=True):
-        ranked = [ids[int(j)] for j in row]
+    for row, row_scores, q in zip(found, scores, qids, strict=True):
+        # a score of 0 matched no query term: not retrieved (bm25s pads the list with them)
+        ranked = judged(q, [ids[int(j)] for j, x in zip(row, row_scores, strict=True) if x > 0])
         ndcg.append(ndcg_at(ranked, data.qrels[q], 10))
         recall.append(recall_at(ranked, data.qrels[q], 100))
     return {

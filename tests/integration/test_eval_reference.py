@@ -176,3 +176,24 @@ async def test_bulk_postings_equal_what_the_trigger_writes(database_factory, tmp
                 f"SELECT tf_a, tf_d FROM {postings} WHERE doc_id = 'rep' AND lexeme = 'clutch'"
             )
             assert await cur.fetchone() == (2, 50)
+
+
+async def test_a_query_never_retrieves_its_own_document(database_factory, tmp_path):
+    """BEIR's ignore_identical_ids: in ArguAna each query is also a corpus document."""
+    pytest.importorskip("bm25s")
+    data = beir.Dataset(
+        name="ident",
+        corpus={
+            "arg1": ("Vitamin D", "vitamin D protects bone density"),
+            "arg2": ("Counter", "vitamin D does not protect bone density in adults"),
+            "arg3": ("Other", "aspirin and heart attacks"),
+        },
+        queries={"arg1": "vitamin D protects bone density"},
+        qrels={"arg1": {"arg2": 1}},
+    )
+    url = database_factory.new(dimensions=384)
+    async with runtime.open_runtime(config(url, tmp_path), with_service=False) as rt:
+        await beir.prepare(rt.pool, data, None, dimensions=rt.dimensions)
+        report = await beir.evaluate(rt.pool, data, None, modes=["keyword"])
+    assert report["modes"]["keyword"]["ndcg@10"] == pytest.approx(1.0)  # arg1 itself dropped
+    assert beir.reference_bm25(data)["ndcg@10"] == pytest.approx(1.0)

@@ -88,3 +88,10 @@ def test_verdict_reads_hybrid_against_both_branches_and_the_reference():
     report["modes"]["semantic"]["ndcg@10"] = 0.75
     assert beir.verdict(report)["hybrid_beats_semantic"] is False
     assert beir.verdict({"modes": {"keyword": {"ndcg@10": 0.5}}}) == {}
+
+
+def test_judged_drops_the_query_itself_and_keeps_the_top_100():
+    ranked = ["q7"] + [f"d{i}" for i in range(120)]
+    out = beir.judged("q7", ranked)
+    assert out[0] == "d0" and len(out) == beir.EVAL_DEPTH and "q7" not in out
+    assert beir.judged("q1", ["d1", "d2"]) == ["d1", "d2"]
