@@ -8,12 +8,15 @@ audit trigger records every write), so "embedded exactly once" is checked in the
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -21,6 +24,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from clipembed import clips
+from clipembed.db import migrations
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.provider import TEST_KEY
 
@@ -159,3 +163,25 @@ def edit_some(url: str, n: int, tag: str) -> None:
             "UPDATE clips SET title = title || %s WHERE id IN (SELECT id FROM clips ORDER BY random() LIMIT %s)",
             (f" [{tag}]", n),
         )
+
+
+def start_private_postgres(pgdata: Path) -> Any:
+    """A PostgreSQL of our own (pgserver), migrated, that a test may restart with :func:`pg_ctl`."""
+    import pgserver
+
+    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    url = server.get_uri("postgres")
+
+    async def migrate() -> None:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+        async with conn:
+            await migrations.up(conn, dimensions=768)
+
+    asyncio.run(migrate())
+    return server
+
+
+def pg_ctl(server: Any, *args: str) -> None:
+    from pgserver import _commands
+
+    _commands.pg_ctl(list(args), pgdata=server.pgdata, user=server.system_user)

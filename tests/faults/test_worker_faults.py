@@ -7,7 +7,15 @@ import time
 
 import pytest
 
-from tests.faults.conftest import check, edit_some, install_audit, stop_worker, wait_until_embedded
+from tests.faults.conftest import (
+    check,
+    edit_some,
+    install_audit,
+    pg_ctl,
+    start_private_postgres,
+    stop_worker,
+    wait_until_embedded,
+)
 from tests.plugins.queue import insert_clips
 
 pytestmark = pytest.mark.slow
@@ -41,40 +49,35 @@ def test_sigkill_mid_batch_leases_are_taken_over(
 
 
 def test_postgres_restart_workers_reconnect(tmp_path, worker_env, spawn_worker, fake_openai):
-    import asyncio
-
-    import pgserver
-    import psycopg
-    from pgserver import _commands
-
-    from clipembed.db import migrations
-
-    server = pgserver.get_server(tmp_path / "pg", cleanup_mode="delete")
+    """Without Redis (no cache to hide a second request), so the provider's log shows that a
+    batch embedded before the restart is completed after it, not embedded again."""
+    server = start_private_postgres(tmp_path / "pg")
     try:
         url = server.get_uri("postgres")
-
-        async def migrate() -> None:
-            conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
-            async with conn:
-                await migrations.up(conn, dimensions=768)
-
-        asyncio.run(migrate())
         install_audit(url)
         insert_clips(url, 150)
         fake_openai.control(latency_ms=100)
-        workers = [spawn_worker(worker_env(url)) for _ in range(2)]
+        # the lease outlives a restart: a lapsed lease (not the restart) is what re-embeds
+        env = worker_env(url, REDIS_URL="none", CLIPEMBED_QUEUE_LEASE_SECONDS="20")
+        workers = [spawn_worker(env) for _ in range(2)]
         while fake_openai.stats()["requests"] < 2:
             time.sleep(0.05)
-        _commands.pg_ctl(
-            ["-w", "-m", "fast", "restart"], pgdata=server.pgdata, user=server.system_user
-        )
-        insert_clips(url, 50, prefix="after-restart")
+        restarts = 0
+        for _ in range(2):
+            pg_ctl(server, "-w", "-m", "fast", "restart")
+            restarts += 1
+            edit_some(url, 10, f"after restart {restarts}")
+            insert_clips(url, 25, prefix=f"after-restart-{restarts}")
+            time.sleep(0.5)
         fake_openai.control(latency_ms=10)
         wait_until_embedded(url, timeout=60)
         for w in workers:
-            code, _, err = stop_worker(w)
+            code, out, err = stop_worker(w)
             assert code == 0, err
-        assert_clean(check(url, faults="PostgreSQL restarted (fast) mid-run"))
+            print(f"\nworker: {out.strip()}")
+        report = check(url, faults=f"PostgreSQL restarted (fast) {restarts}x mid-run, no Redis")
+        assert_clean(report)
+        assert fake_openai.stats()["embedded_more_than_once"] == 0
     finally:
         server.cleanup()
 
