@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
         debug: bool = common.DebugOption,
     ) -> None:
         """Hybrid search: BM25 keywords + HNSW vectors fused by reciprocal rank."""
+        if mode not in core.MODES:  # before any connection or model load
+            common.stderr.print(f"error: unknown mode {mode!r}: use hybrid, keyword or semantic")
+            raise typer.Exit(common.EXIT_CONFIG)
         cfg = common.load_settings()
 
         async def main() -> int:
