@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -9,6 +12,7 @@ import psycopg
 import pytest
 
 from clipembed import runtime
+from tests.plugins.provider import TEST_KEY
 
 
 def insert_clips(
@@ -35,3 +39,37 @@ async def queue_runtime(openai_settings, database_url):
     )
     async with runtime.open_runtime(cfg) as rt:
         yield rt
+
+
+@pytest.fixture
+def queue_cli_env(database_url, fake_openai, redis_base_url, redis_prefix, tmp_path) -> dict:
+    """Environment for running the real ``clipembed`` command against this test's database."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("EMBEDDING_", "OPENAI_", "CLIPEMBED_"))
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        EMBEDDING_PROVIDER="openai",
+        OPENAI_API_KEY=TEST_KEY,
+        EMBEDDING_API_BASE_URL=fake_openai.base_url,
+        REDIS_URL=redis_base_url,
+        CLIPEMBED_REDIS_PREFIX=redis_prefix,
+        EMBEDDING_REQUESTS_PER_MINUTE="100000",
+        EMBEDDING_TIMEOUT_SECONDS="5",
+        CLIPEMBED_HOME=str(tmp_path / "home"),
+        CLIPEMBED_LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+def clipembed_cli(env: dict, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "clipembed", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
