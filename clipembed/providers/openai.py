@@ -25,6 +25,9 @@ from clipembed.settings import (
     Settings,
 )
 
+KEEPALIVE_SECONDS = 30.0  # idle connections are closed after this; servers drop them at ~60 s
+CONNECT_TIMEOUT_SECONDS = 10.0  # a TCP/TLS handshake that takes longer is a dead endpoint
+
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
@@ -81,6 +84,28 @@ def scrub(message: str, secret: str | None) -> str:
     return _KEYLIKE.sub(r"\1***", message)
 
 
+def _http_client(settings: Settings) -> openai.DefaultAsyncHttpxClient:
+    """An HTTP pool as wide as the service's concurrency.
+
+    The service never has more than ``embedding_max_concurrency`` requests in flight, so that
+    many kept-alive connections means no request waits for a connection and none is opened
+    and closed per request (the SDK's default allows 1,000 and keeps 100 for 5 s). The SDK
+    talks through ``httpx`` or, in recent versions, its fork ``httpx2``: the limits are built
+    from the class the SDK itself uses, so either works.
+    """
+    limits = type(openai.DEFAULT_CONNECTION_LIMITS)
+    width = settings.embedding_max_concurrency
+    timeout = settings.embedding_timeout_seconds
+    return openai.DefaultAsyncHttpxClient(
+        limits=limits(
+            max_connections=width,
+            max_keepalive_connections=width,
+            keepalive_expiry=KEEPALIVE_SECONDS,
+        ),
+        timeout=openai.Timeout(timeout, connect=min(timeout, CONNECT_TIMEOUT_SECONDS)),
+    )
+
+
 class OpenAIProvider:
     """text-embedding-3-* (and any model behind an OpenAI-compatible endpoint)."""
 
@@ -108,6 +133,7 @@ class OpenAIProvider:
             base_url=settings.embedding_api_base_url,
             max_retries=0,
             timeout=settings.embedding_timeout_seconds,
+            http_client=_http_client(settings),
         )
 
     def __repr__(self) -> str:
@@ -172,7 +198,9 @@ class OpenAIProvider:
             raise errors.InvalidResponseError("provider returned indexes that are not 0..n-1")
         rows: list[np.ndarray] = [np.empty(0, np.float32)] * count
         for index, item in zip(indexes, data, strict=True):
-            emb = item.embedding
+            emb = getattr(item, "embedding", None)
+            if emb is None:
+                raise errors.InvalidResponseError("provider returned an item without an embedding")
             try:
                 if isinstance(emb, str):
                     row = np.frombuffer(base64.b64decode(emb, validate=True), dtype="<f4")
@@ -193,6 +221,11 @@ class OpenAIProvider:
     def _status_error(self, exc: openai.APIStatusError) -> errors.ProviderError:
         status = exc.status_code
         detail = scrub(_error_message(exc), self._secret)
+        if status == 429 and _error_code(exc) == "insufficient_quota":
+            # Out of credit: waiting does not help, and retrying only burns the attempt budget.
+            return errors.PermanentProviderError(
+                f"provider quota exhausted (429 insufficient_quota): {detail}", status_code=status
+            )
         if status == 429:
             info = parse_ratelimit_headers(exc.response.headers)
             return errors.RateLimitedError(
@@ -208,6 +241,15 @@ class OpenAIProvider:
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _error_code(exc: openai.APIStatusError) -> str | None:
+    body = exc.body
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(inner, dict):
+        code = inner.get("code") or inner.get("type")
+        return str(code) if code is not None else None
+    return None
 
 
 def _error_message(exc: openai.APIStatusError) -> str:

@@ -48,11 +48,20 @@ from starlette.routing import Route
 
 from clipembed.testing import servers
 
-NATIVE_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
+NATIVE_DIMENSIONS = {
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+FIXED_DIMENSIONS = frozenset({"text-embedding-ada-002"})  # reject `dimensions` like the API
 MAX_INPUTS = 2048
 MAX_TOKENS_PER_INPUT = 8191
 MAX_TOKENS_PER_REQUEST = 300_000
 WINDOW = 60.0  # seconds: the limits are per minute
+#: What a ``plan`` entry may say (anything else is a 400 from /_control, to catch typos).
+FAULTS = frozenset(
+    {"ok", "429", "500", "slow", "wrong_dims", "nan", "garbage", "wrong_count", "shuffled"}
+)
 
 
 def text_digest(text: str) -> str:
@@ -104,7 +113,25 @@ class _State:
             self._encoding = tokens.TiktokenTokenizer()
         return self._encoding
 
+    def apply(self, changes: dict[str, Any]) -> None:
+        """Change options at run time; all or nothing, so a typo changes nothing."""
+        fields = {f.name for f in dataclasses.fields(Options)}
+        unknown = sorted(set(changes) - fields)
+        if unknown:
+            raise ValueError(f"unknown option(s): {', '.join(unknown)}")
+        if "plan" in changes:
+            plan = changes["plan"]
+            if not isinstance(plan, list) or not all(str(p) in FAULTS for p in plan):
+                raise ValueError(f"plan must be a list of {sorted(FAULTS)}")
+            changes = dict(changes, plan=[str(p) for p in plan])
+        with self.lock:
+            for key, value in changes.items():
+                setattr(self.options, key, value)
+            if "seed" in changes:
+                self.random = random.Random(changes["seed"])
+
     def reset(self) -> None:
+        self.limited_by = "requests"  # which limit the last 429 of admit() was for
         self.window: collections.deque[tuple[float, int]] = collections.deque()
         self.requests = 0
         self.by_status: collections.Counter[int] = collections.Counter()
@@ -113,6 +140,7 @@ class _State:
         self.tokens = 0
         self.max_inputs = 0
         self.dimensions_seen: set[int] = set()
+        self.without_dimensions = 0  # requests that did not send `dimensions`
         self.embedded: collections.Counter[str] = collections.Counter()
         self.request_times: list[float] = []
 
@@ -125,6 +153,7 @@ class _State:
             "tokens": self.tokens,
             "max_inputs": self.max_inputs,
             "dimensions_seen": sorted(self.dimensions_seen),
+            "requests_without_dimensions": self.without_dimensions,
             "texts_embedded": len(self.embedded),
             "embedded_total": sum(self.embedded.values()),
             "embedded_more_than_once": sum(1 for c in self.embedded.values() if c > 1),
@@ -180,6 +209,9 @@ class _State:
                         break
                 wait = max(wait, t_wait)
         if over:
+            self.limited_by = (
+                "tokens" if o.tpm is not None and used_tokens + tokens > o.tpm else "requests"
+            )
             wait = max(wait, 0.001)
             headers["retry-after-ms"] = str(int(wait * 1000) + 1)
             headers["retry-after"] = str(int(wait) + 1)
@@ -236,10 +268,18 @@ def create_app(options: Options | None = None) -> Starlette:
         if any(t == "" for t in inputs):
             return _error(400, "'input' cannot contain an empty string", "invalid_request_error")
         native = NATIVE_DIMENSIONS.get(model)
-        dims = body.get("dimensions")
+        sent_dims = body.get("dimensions")
+        dims = sent_dims
         if dims is None:
             dims = native or 1536
-        if not isinstance(dims, int) or dims < 1 or (native is not None and dims > native):
+        if model in FIXED_DIMENSIONS and sent_dims is not None:
+            return _error(
+                400,
+                "This model does not support specifying dimensions.",
+                "invalid_request_error",
+            )
+        bad = not isinstance(dims, int) or isinstance(dims, bool) or dims < 1
+        if bad or (native is not None and dims > native):
             return _error(
                 400, f"This model does not support dimensions={dims}.", "invalid_request_error"
             )
@@ -259,16 +299,28 @@ def create_app(options: Options | None = None) -> Starlette:
             )
 
         with state.lock:
-            state.dimensions_seen.add(dims)
+            if sent_dims is None:
+                state.without_dimensions += 1
+            else:
+                state.dimensions_seen.add(dims)
             state.max_inputs = max(state.max_inputs, len(inputs))
             admitted, headers = state.admit(tokens, time.monotonic())
+            limited_by = state.limited_by
             fault = state.next_fault() if admitted else "limit"
             if fault != "ok":
                 state.faults[fault] += 1
         if not admitted:
             with state.lock:
                 state.by_status[429] += 1
-            return _error(429, "Rate limit reached for requests", "requests", headers)
+            kind = limited_by
+            unit = "TPM" if kind == "tokens" else "RPM"
+            return _error(
+                429,
+                f"Rate limit reached for {model} on {kind} per min ({unit}). "
+                f"Please try again in {headers['retry-after-ms']}ms.",
+                kind,
+                headers,
+            )
         if o.latency_ms:
             await asyncio.sleep(o.latency_ms / 1000)
         if fault == "429":
@@ -342,15 +394,15 @@ def create_app(options: Options | None = None) -> Starlette:
         )
 
     async def control(request: Request) -> Response:
-        changes = json.loads(await request.body() or b"{}")
+        try:
+            changes = json.loads(await request.body() or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("the body must be a JSON object")
+            state.apply(changes)
+        except ValueError as exc:
+            return _error(400, str(exc), "invalid_request_error")
         with state.lock:
-            for key, value in changes.items():
-                if not hasattr(state.options, key):
-                    return _error(400, f"unknown option {key}", "invalid_request_error")
-                setattr(state.options, key, list(value) if key == "plan" else value)
-            if "seed" in changes:
-                state.random = random.Random(changes["seed"])
-        return JSONResponse(dataclasses.asdict(state.options) | {"api_key": None})
+            return JSONResponse(dataclasses.asdict(state.options) | {"api_key": None})
 
     async def stats(request: Request) -> Response:
         with state.lock:
@@ -411,11 +463,13 @@ class FakeOpenAI:
             self._thread.join(10)
 
     def control(self, **changes: Any) -> None:
+        """Change options now (same as ``POST /_control``); a bad option is a ValueError."""
+        self.state.apply(changes)
+
+    def reset(self) -> None:
+        """Clear statistics and limit windows (same as ``POST /_reset``); options stay."""
         with self.state.lock:
-            for key, value in changes.items():
-                setattr(self.state.options, key, list(value) if key == "plan" else value)
-            if "seed" in changes:
-                self.state.random = random.Random(changes["seed"])
+            self.state.reset()
 
     def stats(self) -> dict[str, Any]:
         with self.state.lock:
@@ -429,29 +483,44 @@ class FakeOpenAI:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--api-key")
-    parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--rpm", type=int)
-    parser.add_argument("--tpm", type=int)
+    """Serve until SIGINT/SIGTERM; the first stdout line is the base URL, once it accepts."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    parser.add_argument("--api-key", help="accept only this Bearer token (default: any)")
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
+    parser.add_argument("--rpm", type=int, help="requests per sliding minute (default: none)")
+    parser.add_argument("--tpm", type=int, help="tokens per sliding minute (default: none)")
+    parser.add_argument(
+        "--plan", default="", help=f"comma-separated next responses, of {sorted(FAULTS)}"
+    )
     parser.add_argument("--fail-rate-500", type=float, default=0.0)
     parser.add_argument("--fail-rate-429", type=float, default=0.0)
     parser.add_argument("--wrong-dims-rate", type=float, default=0.0)
     parser.add_argument("--nan-rate", type=float, default=0.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--slow-seconds", type=float, default=5.0, help="duration of a 'slow'")
+    parser.add_argument(
+        "--retry-after-ms", type=int, default=200, help="retry-after of an injected 429"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random fault rates")
     args = parser.parse_args(argv)
+    plan = [p.strip() for p in args.plan.split(",") if p.strip()]
+    unknown = [p for p in plan if p not in FAULTS]
+    if unknown:
+        parser.error(f"--plan: unknown fault(s) {unknown}; known: {sorted(FAULTS)}")
     port = args.port or servers.free_port()
     app = create_app(
         Options(
             api_key=args.api_key,
             latency_ms=args.latency_ms,
+            slow_seconds=args.slow_seconds,
             rpm=args.rpm,
             tpm=args.tpm,
+            plan=plan,
             fail_rate_500=args.fail_rate_500,
             fail_rate_429=args.fail_rate_429,
             wrong_dims_rate=args.wrong_dims_rate,
             nan_rate=args.nan_rate,
+            retry_after_ms=args.retry_after_ms,
             seed=args.seed,
         )
     )
