@@ -35,9 +35,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import clips
+from clipembed.db import queries
 from clipembed.jobs import progress as progress_mod
 from clipembed.runtime import Runtime
 
@@ -50,63 +52,6 @@ REBUILD_FRACTION = 0.5  # rebuild when more than this fraction of live clips nee
 #: below it the database keeps up with the provider, and maintaining the index while waiting
 #: for the limit is free (measured in docs/benchmarks.md).
 INCREMENTAL_INDEX_RATE = 1000.0
-
-SELECT_PAGE = """
-SELECT id, title, broadcaster_name, creator_name, game_name, embedding_model,
-       embedding_content_hash, embedding IS NULL AS missing
-FROM clips
-WHERE NOT is_removed AND id > %s
-ORDER BY id
-LIMIT %s
-"""
-
-COUNT_WORK = """
-SELECT count(*) AS live,
-       count(*) FILTER (WHERE embedding IS NULL) AS missing
-FROM clips WHERE NOT is_removed
-"""
-
-CREATE_STAGE = """
-CREATE TEMP TABLE backfill_stage (
-    id uuid, embedding vector({dims}), content_hash bytea, model text,
-    title text, broadcaster_name text, creator_name text, game_name text
-) ON COMMIT DROP
-"""
-
-COPY_STAGE = (
-    "COPY backfill_stage (id, embedding, content_hash, model, title, broadcaster_name, "
-    "creator_name, game_name) FROM STDIN WITH (FORMAT BINARY)"
-)
-
-APPLY_STAGE = """
-WITH updated AS (
-    UPDATE clips c
-    SET embedding = s.embedding,
-        embedding_content_hash = s.content_hash,
-        embedding_model = s.model,
-        embedding_generated_at = now()
-    FROM backfill_stage s
-    WHERE c.id = s.id
-      AND c.title = s.title
-      AND c.broadcaster_name = s.broadcaster_name
-      AND c.creator_name IS NOT DISTINCT FROM s.creator_name
-      AND c.game_name IS NOT DISTINCT FROM s.game_name
-      -- unless forced, skip clips a worker brought up to date meanwhile (no double write)
-      AND (%(force)s OR c.embedding IS NULL OR c.embedding_model IS DISTINCT FROM s.model
-           OR c.embedding_content_hash IS DISTINCT FROM s.content_hash)
-    RETURNING c.id
-), retired AS (
-    -- the real-time queue's item for this text is done too
-    DELETE FROM embedding_queue q USING updated u WHERE q.clip_id = u.id RETURNING 1
-)
-SELECT count(*) FROM updated
-"""
-
-HNSW_INDEX = "idx_clips_embedding_hnsw"
-CREATE_HNSW = (
-    f"CREATE INDEX IF NOT EXISTS {HNSW_INDEX} ON clips "
-    "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -226,10 +171,10 @@ async def scan(
     """Every live clip that needs embedding, by keyset pages; counts the rest as skipped."""
     from psycopg.rows import dict_row
 
-    last: Any = "00000000-0000-0000-0000-000000000000"
+    last: Any = queries.FIRST_ID
     while not stop.is_set():
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(SELECT_PAGE, (last, page))
+            await cur.execute(queries.BACKFILL_PAGE, (last, page))
             rows = await cur.fetchall()
         if not rows:
             return
@@ -265,9 +210,9 @@ async def write_batch(
     if not items:
         return 0
     async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-        await cur.execute(CREATE_STAGE.format(dims=int(dimensions)).encode())
-        async with cur.copy(COPY_STAGE) as copy:
-            copy.set_types(["uuid", "vector", "bytea", "text", "text", "text", "text", "text"])
+        await cur.execute(queries.create_stage(dimensions))
+        async with cur.copy(queries.COPY_STAGE) as copy:
+            copy.set_types(queries.COPY_STAGE_TYPES)
             for item, vec in zip(items, vectors, strict=True):
                 await copy.write_row(
                     (
@@ -281,14 +226,14 @@ async def write_batch(
                         item.game_name,
                     )
                 )
-        await cur.execute(APPLY_STAGE, {"force": force})
+        await cur.execute(queries.APPLY_STAGE, {"force": force})
         row = await cur.fetchone()
         return int(row[0]) if row else 0
 
 
 async def _index_exists(pool: AsyncConnectionPool) -> bool:
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (HNSW_INDEX,))
+        cur = await conn.execute(queries.HNSW_EXISTS, (queries.HNSW_INDEX,))
         row = await cur.fetchone()
         return bool(row and row[0])
 
@@ -298,10 +243,11 @@ async def rebuild_index(pool: AsyncConnectionPool) -> None:
     async with pool.connection() as conn:
         await conn.set_autocommit(True)
         try:
-            with contextlib.suppress(Exception):
-                await conn.execute("SET maintenance_work_mem = '1GB'")
-                await conn.execute("SET max_parallel_maintenance_workers = 2")
-            await conn.execute(CREATE_HNSW)
+            for setting in queries.INDEX_BUILD_SETTINGS:
+                # a server that refuses a setting still builds the index, only slower
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute(setting)
+            await conn.execute(queries.CREATE_HNSW)
         finally:
             await conn.set_autocommit(False)
 
@@ -329,7 +275,7 @@ async def run(
     before = dataclasses.replace(svc.stats)
 
     async with pool.connection() as conn:
-        cur = await conn.execute(COUNT_WORK)
+        cur = await conn.execute(queries.BACKFILL_COUNT)
         live, missing = await cur.fetchone() or (0, 0)
     expected = live if force else missing  # a lower bound for the progress bar (stale ones add)
     if limit is not None:
@@ -356,7 +302,7 @@ async def run(
                 extra={"live": live, "to_embed": expected},
             )
             async with pool.connection() as conn:
-                await conn.execute(f"DROP INDEX IF EXISTS {HNSW_INDEX}")
+                await conn.execute(queries.DROP_HNSW)
 
     queue: asyncio.Queue[list[Pending] | None] = asyncio.Queue(maxsize=concurrency * 2)
 

@@ -12,19 +12,24 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import gzip
-import io
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from clipembed import clips
+from clipembed.db import queries
+
 logger = logging.getLogger(__name__)
 
 BATCH = 1000  # rows per upsert round trip
+INT4_MAX = 2**31 - 1  # PostgreSQL integer columns (view_count, vote_score)
+#: Errors that condemn one row (a value or a constraint), not the connection or the file.
+ROW_ERRORS = (psycopg.DataError, psycopg.IntegrityError)
 
 
 class ClipRecord(BaseModel):
@@ -44,10 +49,10 @@ class ClipRecord(BaseModel):
     game_name: str | None = Field(default=None, max_length=100)
     language: str | None = Field(default=None, max_length=10)
     thumbnail_url: str | None = None
-    duration: float | None = None
-    view_count: int = 0
+    duration: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # seconds
+    view_count: int = Field(default=0, ge=0, le=INT4_MAX)
     created_at: dt.datetime
-    vote_score: int = 0
+    vote_score: int = Field(default=0, ge=-INT4_MAX - 1, le=INT4_MAX)
     is_removed: bool = False
     is_nsfw: bool = False
 
@@ -56,6 +61,14 @@ class ClipRecord(BaseModel):
     def _ids_as_text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) else v
 
+    @field_validator("broadcaster_name")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        # Every clip has a broadcaster; one that sanitises to nothing would embed a headless text.
+        if not clips.sanitize(v):
+            raise ValueError("must not be blank")
+        return v
+
     @field_validator("created_at")
     @classmethod
     def _aware(cls, v: dt.datetime) -> dt.datetime:
@@ -63,76 +76,132 @@ class ClipRecord(BaseModel):
 
     @field_validator("*", mode="before")
     @classmethod
-    def _no_nul(cls, v: Any) -> Any:
+    def _storable_text(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON can spell a lone surrogate (\\ud800); no UTF-8 database can store it.
+            raise ValueError("contains an unpaired surrogate (invalid Unicode)") from None
         # PostgreSQL text cannot hold NUL; strip it rather than reject the clip.
-        return v.replace("\x00", "") if isinstance(v, str) else v
+        return v.replace("\x00", "")
 
 
 COLUMNS = list(ClipRecord.model_fields)
 
-UPSERT = (
-    f"INSERT INTO clips ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
-    "ON CONFLICT (twitch_clip_id) DO UPDATE SET "
-    + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c not in ("twitch_clip_id",))
-)
+UPSERT = queries.upsert_clips(COLUMNS)
 
 
 @dataclasses.dataclass
 class ImportReport:
+    """Counts of one import; ``bad`` holds (line number, reason) for every rejected line."""
+
     lines: int = 0
     loaded: int = 0
     bad: list[tuple[int, str]] = dataclasses.field(default_factory=list)
 
 
-def _open(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+def _open(path: Path) -> BinaryIO:
+    """Bytes, so each line is decoded on its own: one bad byte rejects one line, not the file."""
+    if path.name.endswith(".gz"):
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    return path.open("rb")
 
 
-def parse_lines(lines: Iterator[str]) -> Iterator[tuple[int, ClipRecord | str]]:
+def parse_line(line: bytes | str) -> ClipRecord | str | None:
+    """The record on one line, the reason it is bad, or None for a blank line."""
+    if isinstance(line, bytes):
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return f"not valid UTF-8 (byte {exc.start})"
+    if not line.strip():
+        return None
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        return f"not valid JSON ({getattr(exc, 'msg', exc)})"
+    except RecursionError:
+        return "not valid JSON (nested too deeply)"
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    try:
+        return ClipRecord.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]
+        field = ".".join(str(x) for x in first["loc"]) or "row"
+        return f"{field}: {first['msg']}"
+
+
+def parse_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, ClipRecord | str]]:
     """(line number, record) for good lines, (line number, reason) for bad ones; blanks skipped."""
     for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except ValueError as exc:
-            yield number, f"not valid JSON ({getattr(exc, 'msg', exc)})"
-            continue
-        if not isinstance(data, dict):
-            yield number, "not a JSON object"
-            continue
-        try:
-            yield number, ClipRecord.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False, include_input=False)[0]
-            field = ".".join(str(x) for x in first["loc"]) or "row"
-            yield number, f"{field}: {first['msg']}"
+        item = parse_line(line)
+        if item is not None:
+            yield number, item
+
+
+def _row(record: ClipRecord) -> tuple[Any, ...]:
+    return tuple(getattr(record, c) for c in COLUMNS)
 
 
 async def import_file(conn: psycopg.AsyncConnection[Any], path: Path) -> ImportReport:
-    """Upsert every good line of ``path``; returns counts and the bad lines."""
+    """Upsert every good line of ``path``; returns counts and the bad lines.
+
+    A batch the database rejects as a whole (a value our validation let through) is retried row
+    by row, each in its own savepoint, so only the offending lines are reported and skipped.
+    """
     report = ImportReport()
-    batch: list[tuple[Any, ...]] = []
+    batch: list[tuple[int, tuple[Any, ...]]] = []
+
+    def bad(number: int, reason: str) -> None:
+        report.bad.append((number, reason))
+        logger.warning("bad row skipped", extra={"line": number, "reason": reason})
 
     async def flush() -> None:
         if not batch:
             return
-        async with conn.transaction(), conn.cursor() as cur:
-            await cur.executemany(UPSERT, batch)
-        report.loaded += len(batch)
+        try:
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(UPSERT, [row for _, row in batch])
+            report.loaded += len(batch)
+        except ROW_ERRORS:
+            async with conn.transaction(), conn.cursor() as cur:
+                for number, row in batch:
+                    try:
+                        async with conn.transaction():
+                            await cur.execute(UPSERT, row)
+                        report.loaded += 1
+                    except ROW_ERRORS as exc:
+                        bad(number, f"rejected by the database: {_first_line(exc)}")
         batch.clear()
 
     with _open(path) as handle:
-        for number, item in parse_lines(iter(handle)):
+        lines = iter(handle)
+        number = 0
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except (OSError, EOFError) as exc:  # a truncated or corrupt .gz: keep what was read
+                bad(number + 1, f"file unreadable from here on ({exc})")
+                break
+            number += 1
             report.lines = number
-            if isinstance(item, str):
-                report.bad.append((number, item))
-                logger.warning("bad row skipped", extra={"line": number, "reason": item})
+            item = parse_line(line)
+            if item is None:
                 continue
-            batch.append(tuple(getattr(item, c) for c in COLUMNS))
+            if isinstance(item, str):
+                bad(number, item)
+                continue
+            batch.append((number, _row(item)))
             if len(batch) >= BATCH:
                 await flush()
     await flush()
     return report
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

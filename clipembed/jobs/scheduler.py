@@ -21,22 +21,13 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from clipembed import clips
+from clipembed.db import queries
 from clipembed.jobs import backfill
 from clipembed.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 LOCK_KEY = 0x636C6970_73636864 & 0x7FFFFFFFFFFFFFFF  # "clipschd"
-
-RECENT_WITHOUT_EMBEDDING = """
-SELECT id, title, broadcaster_name, creator_name, game_name
-FROM clips
-WHERE is_removed = false
-  AND embedding IS NULL
-  AND created_at > now() - make_interval(secs => %s)
-ORDER BY created_at DESC
-LIMIT %s
-"""
 
 
 @dataclasses.dataclass
@@ -56,7 +47,7 @@ async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
     svc = runtime.require_service()
     started = time.monotonic()
     async with runtime.pool.connection() as lock_conn:
-        cur = await lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+        cur = await lock_conn.execute(queries.TRY_LOCK, (LOCK_KEY,))
         row = await cur.fetchone()
         await lock_conn.commit()
         if not row or not row[0]:
@@ -66,7 +57,9 @@ async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
             result = CycleResult(ran=True)
             window = dt.timedelta(days=cfg.embedding_scheduler_window_days).total_seconds()
             async with runtime.pool.connection() as conn, conn.cursor(row_factory=dict_row) as c:
-                await c.execute(RECENT_WITHOUT_EMBEDDING, (window, cfg.embedding_scheduler_limit))
+                await c.execute(
+                    queries.RECENT_WITHOUT_EMBEDDING, (window, cfg.embedding_scheduler_limit)
+                )
                 rows = await c.fetchall()
             result.found = len(rows)
             items = []
@@ -118,7 +111,7 @@ async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
             return result
         finally:
             with contextlib.suppress(Exception):
-                await lock_conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+                await lock_conn.execute(queries.UNLOCK, (LOCK_KEY,))
                 await lock_conn.commit()
 
 

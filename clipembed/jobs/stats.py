@@ -8,33 +8,18 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import clips, metrics
+from clipembed.db import queries
 
-COVERAGE = """
-SELECT count(*) AS total_clips,
-       count(embedding) AS clips_with_embeddings,
-       count(*) FILTER (WHERE embedding_generated_at > now() - interval '24 hours') AS embedded_last_24h
-FROM clips WHERE NOT is_removed
-"""
-
-BY_MODEL = """
-SELECT coalesce(embedding_model, '(none)') AS model, count(*) AS clips
-FROM clips WHERE NOT is_removed AND embedding IS NOT NULL
-GROUP BY 1 ORDER BY 2 DESC
-"""
-
-EMBEDDED_PAGE = """
-SELECT id, title, broadcaster_name, creator_name, game_name, embedding_model, embedding_content_hash
-FROM clips WHERE NOT is_removed AND embedding IS NOT NULL AND id > %s ORDER BY id LIMIT 5000
-"""
+STALE_PAGE = 5000  # rows per keyset page of the stale count
 
 
 async def count_stale(pool: AsyncConnectionPool, *, model: str, dimensions: int) -> int:
     """Embedded clips whose model or text/dimension hash no longer matches (keyset scan)."""
     stale = 0
-    last: Any = "00000000-0000-0000-0000-000000000000"
+    last: Any = queries.FIRST_ID
     while True:
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(EMBEDDED_PAGE, (last,))
+            await cur.execute(queries.EMBEDDED_PAGE, (last, STALE_PAGE))
             rows = await cur.fetchall()
         if not rows:
             return stale
@@ -49,9 +34,9 @@ async def count_stale(pool: AsyncConnectionPool, *, model: str, dimensions: int)
 
 async def collect(pool: AsyncConnectionPool, *, model: str, dimensions: int) -> dict[str, Any]:
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(COVERAGE)
+        await cur.execute(queries.COVERAGE)
         row = await cur.fetchone() or {}
-        await cur.execute(BY_MODEL)
+        await cur.execute(queries.BY_MODEL)
         models = {r["model"]: r["clips"] for r in await cur.fetchall()}
     total = int(row.get("total_clips", 0))
     with_embeddings = int(row.get("clips_with_embeddings", 0))

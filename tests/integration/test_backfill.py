@@ -1,0 +1,221 @@
+"""backfill.run on a real database through the fake provider over HTTP and a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import psycopg
+import pytest
+from pgvector.psycopg import register_vector
+
+from clipembed import clips
+from clipembed.db import queries
+from clipembed.jobs import backfill, progress
+from clipembed.testing.fakeopenai import expected_vector
+from tests.plugins.jobs import clip_record, load_clips
+
+MODEL = "text-embedding-3-small"
+
+
+def stored(database_url):
+    with psycopg.connect(database_url) as conn:
+        register_vector(conn)
+        return conn.execute(
+            "SELECT twitch_clip_id, title, broadcaster_name, creator_name, game_name, embedding,"
+            " embedding_model, embedding_content_hash FROM clips ORDER BY twitch_clip_id"
+        ).fetchall()
+
+
+def assert_correct(row):
+    tid, title, broadcaster, creator, game, embedding, model, digest = row
+    text = clips.embedding_text(clips.ClipText(title, broadcaster, creator, game))
+    assert embedding is not None, tid
+    np.testing.assert_allclose(embedding.to_numpy(), expected_vector(text, 768), atol=1e-6)
+    assert model == MODEL and bytes(digest) == clips.content_hash(text, MODEL, 768)
+
+
+def execute(database_url, sql, params=()):
+    with psycopg.connect(database_url) as conn:
+        conn.execute(sql, params)
+
+
+async def test_embeds_missing_skips_current_and_redoes_stale(
+    jobs_runtime, database_url, fake_openai, tmp_path
+):
+    await load_clips(database_url, [clip_record(i) for i in range(30)], tmp_path)
+    first = await backfill.run(jobs_runtime, batch_size=7, concurrency=3)
+    assert (first.total, first.processed, first.skipped, first.failed) == (30, 30, 0, 0)
+    assert first.requests == 5 and fake_openai.stats()["inputs"] == 30
+    for row in stored(database_url):
+        assert_correct(row)
+
+    again = await backfill.run(jobs_runtime)
+    assert (again.processed, again.skipped, again.requests) == (0, 30, 0)
+
+    # a text edit, another model, a lost hash and a removed clip
+    execute(database_url, "UPDATE clips SET title = 'new title' WHERE twitch_clip_id = 'Clip1'")
+    execute(database_url, "UPDATE clips SET embedding_model = 'old' WHERE twitch_clip_id = 'Clip2'")
+    execute(
+        database_url,
+        "UPDATE clips SET embedding_content_hash = NULL WHERE twitch_clip_id = 'Clip3'",
+    )
+    execute(
+        database_url,
+        "UPDATE clips SET is_removed = true, embedding = NULL WHERE twitch_clip_id = 'Clip4'",
+    )
+    stale = await backfill.run(jobs_runtime)
+    assert (stale.total, stale.processed, stale.skipped) == (29, 3, 26)
+    rows = {r[0]: r for r in stored(database_url)}
+    assert rows["Clip1"][1] == "new title"
+    for tid in ("Clip1", "Clip2", "Clip3"):
+        assert_correct(rows[tid])
+    assert rows["Clip4"][5] is None  # removed clips are never embedded
+
+
+async def test_force_re_embeds_everything_from_the_cache(jobs_runtime, database_url, tmp_path):
+    await load_clips(database_url, [clip_record(i) for i in range(12)], tmp_path)
+    await backfill.run(jobs_runtime)
+    forced = await backfill.run(jobs_runtime, force=True)
+    assert forced.processed == 12 and forced.requests == 0 and forced.cache_hit_rate == 1.0
+
+
+async def test_limit_caps_the_work_and_the_next_run_continues(jobs_runtime, database_url, tmp_path):
+    await load_clips(database_url, [clip_record(i) for i in range(25)], tmp_path)
+    part = await backfill.run(jobs_runtime, limit=10, batch_size=4)
+    assert part.processed == 10
+    rest = await backfill.run(jobs_runtime)
+    assert rest.processed == 15 and rest.skipped == 10
+
+
+async def test_dry_run_sends_nothing_writes_nothing_and_estimates(
+    openai_settings, database_url, fake_openai, tmp_path
+):
+    from clipembed import runtime
+
+    await load_clips(database_url, [clip_record(i) for i in range(40)], tmp_path)
+    cfg = openai_settings(
+        database_url=database_url,
+        embedding_requests_per_minute=2,
+        embedding_tokens_per_minute=10**9,
+        embedding_price_per_million_tokens=0.02,
+    )
+    async with runtime.open_runtime(cfg) as rt:
+        s = await backfill.run(rt, dry_run=True)
+    assert s.dry_run and s.would_embed == 40 and s.processed == 0
+    assert s.tokens > 0 and s.estimated_cost_usd == pytest.approx(s.tokens * 0.02 / 1e6)
+    # 40 clips in 1 request (2,048 inputs per request) at 2 requests/minute: 30 s
+    assert s.estimated_seconds == pytest.approx(30.0)
+    assert fake_openai.stats()["requests"] == 0
+    assert all(r[5] is None for r in stored(database_url))
+
+
+async def test_a_clip_edited_while_in_flight_keeps_no_stale_vector(
+    jobs_runtime, database_url, tmp_path
+):
+    await load_clips(database_url, [clip_record(1)], tmp_path)
+    summary = backfill.Summary()
+    (item,) = [
+        p
+        async for p in backfill.scan(
+            jobs_runtime.pool,
+            model=MODEL,
+            dimensions=768,
+            force=False,
+            summary=summary,
+            stop=asyncio.Event(),
+        )
+    ]
+    vector = expected_vector(item.text, 768)
+    execute(database_url, "UPDATE clips SET title = 'edited meanwhile'")
+    written = await backfill.write_batch(
+        jobs_runtime.pool, [item], [vector], model=MODEL, dimensions=768
+    )
+    assert written == 0
+    assert stored(database_url)[0][5] is None
+    # the next run embeds the new text
+    s = await backfill.run(jobs_runtime)
+    assert s.processed == 1
+    assert_correct(stored(database_url)[0])
+
+
+class StopAfter(progress.Progress):
+    """Sets the stop event after ``n`` clips, as Ctrl-C would."""
+
+    def __init__(self, stop: asyncio.Event, n: int) -> None:
+        super().__init__("test", terminal=False)
+        self.stop_event, self.n = stop, n
+
+    def advance(self, n: int, **counts: int) -> None:
+        super().advance(n, **counts)
+        if self.done >= self.n:
+            self.stop_event.set()
+
+
+async def test_stop_finishes_in_flight_batches_and_a_rerun_embeds_each_text_once(
+    jobs_runtime, database_url, fake_openai, tmp_path
+):
+    await load_clips(database_url, [clip_record(i) for i in range(200)], tmp_path)
+    stop = asyncio.Event()
+    first = await backfill.run(
+        jobs_runtime, batch_size=10, concurrency=2, stop=stop, progress=StopAfter(stop, 30)
+    )
+    assert first.interrupted and 30 <= first.processed < 200 and first.failed == 0
+    assert backfill.exit_code(first) == 1
+    with psycopg.connect(database_url) as conn:
+        (done,) = conn.execute("SELECT count(embedding) FROM clips").fetchone()
+    assert done == first.processed  # everything embedded was written
+
+    rest = await backfill.run(jobs_runtime, batch_size=10)
+    assert rest.processed == 200 - first.processed and not rest.interrupted
+    assert rest.skipped == first.processed and rest.cache_hits == 0  # not even from the cache
+    server = fake_openai.stats()
+    assert server["texts_embedded"] == 200 and server["embedded_more_than_once"] == 0
+    for row in stored(database_url):
+        assert_correct(row)
+
+
+async def test_provider_failures_are_counted_and_left_for_the_next_run(
+    jobs_runtime, database_url, fake_openai, tmp_path
+):
+    await load_clips(database_url, [clip_record(i) for i in range(20)], tmp_path)
+    fake_openai.control(fail_rate_500=1.0)
+    failed = await backfill.run(jobs_runtime, batch_size=10)
+    assert failed.failed == 20 and failed.processed == 0 and failed.last_error
+    assert backfill.exit_code(failed) == 1
+    assert all(r[5] is None for r in stored(database_url))
+    fake_openai.control(fail_rate_500=0.0, plan=["wrong_dims", "ok", "ok"])
+    healed = await backfill.run(jobs_runtime, batch_size=10)
+    assert healed.processed + healed.failed == 20
+    final = await backfill.run(jobs_runtime, batch_size=10)
+    assert final.failed == 0
+    for row in stored(database_url):
+        assert_correct(row)
+
+
+def index_exists(database_url):
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(queries.HNSW_EXISTS, (queries.HNSW_INDEX,)).fetchone()[0]
+
+
+async def test_index_rebuild_drops_and_rebuilds_even_when_interrupted(
+    jobs_runtime, database_url, tmp_path
+):
+    await load_clips(database_url, [clip_record(i) for i in range(60)], tmp_path)
+    stop = asyncio.Event()
+    s = await backfill.run(
+        jobs_runtime, index="rebuild", batch_size=10, stop=stop, progress=StopAfter(stop, 10)
+    )
+    assert s.interrupted and s.index_rebuilt and index_exists(database_url)
+    kept = await backfill.run(jobs_runtime)  # few clips: auto keeps the index in place
+    assert not kept.index_rebuilt and index_exists(database_url)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT id FROM clips "
+                "ORDER BY embedding <=> (SELECT embedding FROM clips LIMIT 1) LIMIT 5"
+            ).fetchall()
+        )
+    assert queries.HNSW_INDEX in plan

@@ -1,0 +1,152 @@
+"""The backfill's pure parts: the staleness rule, the summary, exit codes, the index choice."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from clipembed import clips
+from clipembed.jobs import backfill
+
+MODEL = "text-embedding-3-small"
+TEXT = clips.embedding_text(clips.ClipText("t", "b", "c", "g"))
+HASH = clips.content_hash(TEXT, MODEL, 768)
+
+
+def row(**overrides):
+    base = {"missing": False, "embedding_model": MODEL, "embedding_content_hash": HASH}
+    base.update(overrides)
+    return base
+
+
+@pytest.mark.parametrize(
+    ("stored", "force", "expected"),
+    [
+        (row(), False, False),  # current: skipped
+        (row(), True, True),  # --force re-embeds all
+        (row(missing=True), False, True),
+        (row(embedding_model="text-embedding-3-large"), False, True),
+        (row(embedding_model=None), False, True),
+        (row(embedding_content_hash=None), False, True),
+        (row(embedding_content_hash=clips.content_hash(TEXT, MODEL, 384)), False, True),
+        (row(embedding_content_hash=clips.content_hash(TEXT + "!", MODEL, 768)), False, True),
+        (row(embedding_content_hash=memoryview(HASH)), False, False),  # as psycopg returns bytea
+    ],
+)
+def test_staleness_rule(stored, force, expected):
+    assert backfill.needs_embedding(stored, model=MODEL, content_hash=HASH, force=force) is expected
+
+
+clip_fields = st.builds(
+    clips.ClipText,
+    title=st.text(max_size=80),
+    # the importer rejects a broadcaster that sanitises to nothing (tested there)
+    broadcaster_name=st.text(min_size=1, max_size=30).filter(lambda b: clips.sanitize(b) != ""),
+    creator_name=st.none() | st.text(max_size=30),
+    game_name=st.none() | st.text(max_size=30),
+)
+
+
+@given(clip_fields)
+def test_hashed_text_is_already_what_the_service_prepares(clip):
+    # Every writer hashes embedding_text(); the service caches and sends sanitize(text). They
+    # should be the same string, so the cached/stored vector is the vector of the hashed text.
+    text = clips.embedding_text(clip)
+    assert clips.sanitize(text) == text
+
+
+def test_summary_lines_have_the_originals_fields_and_ours():
+    s = backfill.Summary(
+        total=10,
+        processed=7,
+        skipped=2,
+        failed=1,
+        duration=3.5,
+        last_error="boom",
+        requests=3,
+        tokens=1234,
+        cache_hits=1,
+        cache_misses=3,
+        estimated_cost_usd=0.0000247,
+    )
+    text = "\n".join(s.lines())
+    for label in (
+        "Total:",
+        "Processed:",
+        "Skipped:",
+        "Failed:",
+        "Duration:",
+        "Average per clip:",
+        "Last error:",
+        "API requests:",
+        "Tokens:",
+        "Cache hit rate:",
+        "Estimated cost:",
+    ):
+        assert label in text
+    assert "500.00 ms" in text  # 3.5 s / 7 clips
+    assert "25.0%" in text and "boom" in text
+
+
+def test_summary_json_is_one_serialisable_object_with_derived_numbers():
+    s = backfill.Summary(processed=4, duration=2.0, cache_hits=3, cache_misses=1)
+    data = json.loads(json.dumps(s.as_dict()))
+    assert data["average_ms_per_clip"] == 500.0
+    assert data["cache_hit_rate"] == 0.75
+    assert {"total", "processed", "skipped", "failed", "requests", "tokens"} <= data.keys()
+
+
+def test_zero_clips_gives_zero_averages_not_a_division_error():
+    s = backfill.Summary()
+    assert s.average_ms == 0.0 and s.cache_hit_rate == 0.0
+    assert "0.00 ms" in "\n".join(s.lines())
+
+
+def test_dry_run_lines_estimate_and_say_nothing_was_sent():
+    s = backfill.Summary(dry_run=True, would_embed=5, tokens=50, estimated_seconds=90.0)
+    text = "\n".join(s.lines())
+    assert "nothing sent" in text and "Would embed:      5" in text and "1m30.0s" in text
+    assert "n/a" in "\n".join(backfill.Summary(dry_run=True).lines())
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(0.5, "0.50s"), (59.99, "59.99s"), (61, "1m01.0s"), (3725, "1h02m05.0s")]
+)
+def test_duration_format(seconds, shown):
+    assert backfill._duration(seconds) == shown
+
+
+@pytest.mark.parametrize(
+    ("summary", "code"),
+    [
+        (backfill.Summary(processed=3), 0),
+        (backfill.Summary(), 0),
+        (backfill.Summary(processed=3, failed=1), 1),
+        (backfill.Summary(processed=3, interrupted=True), 1),
+    ],
+)
+def test_exit_code(summary, code):
+    assert backfill.exit_code(summary) == code
+
+
+def fake_service(*, parallel: bool, max_inputs: int = 2048):
+    provider = types.SimpleNamespace(parallel_requests=parallel, max_inputs_per_request=max_inputs)
+    return types.SimpleNamespace(provider=provider)
+
+
+@pytest.mark.parametrize(
+    ("parallel", "rpm", "batch", "expected"),
+    [
+        (False, 1, 50, True),  # a local model competes with PostgreSQL for the cores
+        (True, 3000, 50, True),  # 2,500 clips/s allowed: the database would be the bottleneck
+        (True, 300, 100, False),  # 500 clips/s: the index keeps up while waiting for the limit
+        (True, 1200, 50, True),  # exactly 1,000 clips/s
+    ],
+)
+def test_index_rebuild_only_when_the_database_would_bind(parallel, rpm, batch, expected):
+    cfg = types.SimpleNamespace(embedding_requests_per_minute=rpm)
+    assert backfill._cpu_bound(fake_service(parallel=parallel), cfg, batch) is expected
