@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -83,7 +84,9 @@ def create_app(settings: Settings) -> FastAPI:
             "name": svc.provider.name,
             "model": svc.model,
             "dimensions": svc.dimensions,
-            "base_url": settings.embedding_api_base_url if svc.provider.name == "openai" else None,
+            "base_url": _redact(settings.embedding_api_base_url)
+            if svc.provider.name == "openai"
+            else None,
             "api_key_set": settings.openai_api_key is not None,
         }
         report["scheduler"] = {"enabled": settings.embedding_enabled}
@@ -95,3 +98,16 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _redact(url: str | None) -> str | None:
+    """A base URL without credentials: a user may have put them in it (https://user:key@host)."""
+    if not url:
+        return url
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))

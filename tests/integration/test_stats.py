@@ -36,3 +36,30 @@ async def test_stats_known_counts(queue_runtime, database_url):
     assert s["by_model"] == {"text-embedding-3-small": 3}
     assert s["queue"]["pending"] == 5 and s["queue"]["dead_letters"] == 0
     assert "Coverage:               37.50%" in stats.lines(s)
+
+
+async def test_stats_on_an_empty_table(jobs_runtime):
+    s = await stats.collect(jobs_runtime.pool, model="text-embedding-3-small", dimensions=768)
+    assert (s["total_clips"], s["clips_with_embeddings"], s["coverage_percentage"]) == (0, 0, 0.0)
+    assert s["stale_embeddings"] == 0 and s["by_model"] == {}
+
+
+async def test_stats_after_a_backfill_and_a_model_change(jobs_runtime, database_url, tmp_path):
+    from clipembed.jobs import backfill
+    from tests.plugins.jobs import clip_record, load_clips
+
+    await load_clips(database_url, [clip_record(i) for i in range(12)], tmp_path)
+    await backfill.run(jobs_runtime, limit=10)
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "UPDATE clips SET embedding_model = 'text-embedding-ada-002' WHERE id IN "
+            "(SELECT id FROM clips WHERE embedding IS NOT NULL ORDER BY id LIMIT 4)"
+        )
+    s = await stats.collect(jobs_runtime.pool, model="text-embedding-3-small", dimensions=768)
+    assert s["total_clips"] == 12 and s["clips_with_embeddings"] == 10
+    assert s["coverage_percentage"] == 83.33 and s["embedded_last_24h"] == 10
+    assert s["stale_embeddings"] == 4 and s["current_embeddings"] == 6
+    assert s["by_model"] == {"text-embedding-3-small": 6, "text-embedding-ada-002": 4}
+    # the same numbers at another dimension: every embedding is stale
+    other = await stats.collect(jobs_runtime.pool, model="text-embedding-3-small", dimensions=512)
+    assert other["stale_embeddings"] == 10
