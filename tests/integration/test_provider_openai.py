@@ -106,3 +106,64 @@ def test_ada_002_does_not_send_dimensions(openai_settings):
         openai_settings(embedding_model="text-embedding-ada-002", embedding_dimensions=1536)
     )
     assert p._send_dimensions is False
+
+
+async def test_dimensions_on_every_request_and_none_for_ada(openai_settings, fake_openai):
+    p = providers.create(openai_settings(embedding_dimensions=256))
+    try:
+        for i in range(3):
+            await p.embed([f"t{i}"])
+    finally:
+        await p.aclose()
+    assert fake_openai.stats()["dimensions_seen"] == [256]
+    assert fake_openai.stats()["requests_without_dimensions"] == 0
+    ada = providers.create(
+        openai_settings(embedding_model="text-embedding-ada-002", embedding_dimensions=1536)
+    )
+    try:
+        resp = await ada.embed(["x"])  # the fake rejects `dimensions` for ada, like the API
+    finally:
+        await ada.aclose()
+    assert resp.vectors.shape == (1, 1536)
+    assert fake_openai.stats()["requests_without_dimensions"] == 1
+
+
+async def test_ratelimit_headers_reach_the_response(openai_settings, fake_openai_factory):
+    server = fake_openai_factory(rpm=5, tpm=1000)
+    p = providers.create(openai_settings(embedding_api_base_url=server.base_url))
+    try:
+        resp = await p.embed(["hello world"])
+        info = resp.ratelimit
+        assert (info.limit_requests, info.remaining_requests) == (5, 4)
+        assert (info.limit_tokens, info.remaining_tokens) == (1000, 998)
+        assert 0 < info.reset_requests <= 60 and 0 < info.reset_tokens <= 60
+        for _ in range(4):
+            await p.embed(["x"])
+        with pytest.raises(errors.RateLimitedError) as caught:
+            await p.embed(["x"])
+    finally:
+        await p.aclose()
+    assert 55 <= caught.value.retry_after <= 60.1  # the window frees a slot in ~60 s
+
+
+async def test_slow_answer_within_the_timeout_is_fine(openai_settings, fake_openai):
+    p = providers.create(openai_settings(embedding_timeout_seconds=5))
+    fake_openai.control(plan=["slow"], slow_seconds=0.3)
+    try:
+        resp = await p.embed(["x"])
+    finally:
+        await p.aclose()
+    np.testing.assert_allclose(resp.vectors[0], expected_vector("x", 768), rtol=1e-6)
+
+
+async def test_requests_in_flight_share_a_pool_of_connections(openai_settings, fake_openai):
+    import asyncio
+
+    fake_openai.control(latency_ms=50)
+    p = providers.create(openai_settings(embedding_max_concurrency=2))
+    try:
+        results = await asyncio.gather(*(p.embed([f"t{i}"]) for i in range(6)))
+    finally:
+        await p.aclose()
+    for i, resp in enumerate(results):
+        np.testing.assert_allclose(resp.vectors[0], expected_vector(f"t{i}", 768), rtol=1e-6)
