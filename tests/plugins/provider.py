@@ -15,6 +15,10 @@ TEST_KEY = "sk-test-0123456789abcdefSECRET"
 
 @pytest.fixture
 def fake_openai_factory() -> Iterator[Callable[..., FakeOpenAI]]:
+    """``make(**options)`` starts another in-process fake server (``fakeopenai.Options``).
+
+    Every server started is stopped at the end of the test.
+    """
     started: list[FakeOpenAI] = []
 
     def make(**options: Any) -> FakeOpenAI:
@@ -29,6 +33,7 @@ def fake_openai_factory() -> Iterator[Callable[..., FakeOpenAI]]:
 
 @pytest.fixture
 def fake_openai(fake_openai_factory) -> FakeOpenAI:
+    """A fresh fake OpenAI server for this test: any Bearer key, no limits, no faults."""
     return fake_openai_factory()
 
 
