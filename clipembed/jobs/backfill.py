@@ -116,6 +116,8 @@ class Summary:
                 f"  Total:            {self.total}",
                 f"  Would embed:      {self.would_embed}",
                 f"  Skipped:          {self.skipped}",
+                f"  Already cached:   {self.cache_hits}",
+                f"  API requests:     {self.requests}",
                 f"  Tokens:           {self.tokens}",
                 f"  Estimated cost:   ${self.estimated_cost_usd:.4f}",
                 f"  Estimated time:   {eta} at the configured rate limits",
@@ -284,9 +286,19 @@ async def run(
         progress.start(total=expected)
 
     if dry_run:
-        return await _dry_run(
-            runtime, summary, force=force, limit=limit, stop=stop, started=started
-        )
+        try:
+            return await _dry_run(
+                runtime,
+                summary,
+                force=force,
+                limit=limit,
+                batch_size=batch_size,
+                stop=stop,
+                started=started,
+            )
+        finally:
+            if progress is not None:
+                progress.stop()
 
     rebuild = False
     if index == "rebuild" or (
@@ -403,12 +415,40 @@ async def _dry_run(
     *,
     force: bool,
     limit: int | None,
+    batch_size: int,
     stop: asyncio.Event,
     started: float,
 ) -> Summary:
+    """Estimate without sending or writing: clips, tokens, requests, cost and time.
+
+    Clips are grouped as the real run groups them; texts already in the cache cost nothing (a
+    read-only cache lookup is not a provider call); each group's misses are split into requests
+    by the provider's input and token caps, as the service would.
+    """
     svc = runtime.require_service()
     cfg = runtime.settings
+    provider = svc.provider
     count = 0
+    requests = 0
+    batch: list[Pending] = []
+
+    async def estimate(items: list[Pending]) -> int:
+        prepared = list(dict.fromkeys(svc.prepare(p.text) for p in items))
+        found: list[Any] = [None] * len(prepared)
+        if svc.cache is not None:
+            found = await svc.cache.get_many(prepared)
+        misses = [t for t, v in zip(prepared, found, strict=True) if v is None]
+        summary.cache_hits += len(prepared) - len(misses)
+        summary.cache_misses += len(misses)
+        tokens = sum(svc.count_tokens(t) for t in misses)
+        summary.tokens += tokens
+        if not misses:
+            return 0
+        return max(
+            math.ceil(len(misses) / max(1, provider.max_inputs_per_request)),
+            math.ceil(tokens / max(1, provider.max_tokens_per_request)),
+        )
+
     async for item in scan(
         runtime.pool,
         model=svc.model,
@@ -420,10 +460,15 @@ async def _dry_run(
         if limit is not None and count >= limit:
             break
         count += 1
-        summary.tokens += svc.count_tokens(item.text)
+        batch.append(item)
+        if len(batch) >= batch_size:
+            requests += await estimate(batch)
+            batch = []
+    if batch:
+        requests += await estimate(batch)
     summary.would_embed = count
+    summary.requests = requests
     summary.estimated_cost_usd = summary.tokens * cfg.price_per_million_tokens / 1_000_000
-    requests = math.ceil(count / max(1, svc.provider.max_inputs_per_request))
     if cfg.embedding_provider == "openai":
         minutes = max(
             requests / cfg.embedding_requests_per_minute,

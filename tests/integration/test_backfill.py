@@ -102,12 +102,36 @@ async def test_dry_run_sends_nothing_writes_nothing_and_estimates(
     )
     async with runtime.open_runtime(cfg) as rt:
         s = await backfill.run(rt, dry_run=True)
-    assert s.dry_run and s.would_embed == 40 and s.processed == 0
-    assert s.tokens > 0 and s.estimated_cost_usd == pytest.approx(s.tokens * 0.02 / 1e6)
-    # 40 clips in 1 request (2,048 inputs per request) at 2 requests/minute: 30 s
-    assert s.estimated_seconds == pytest.approx(30.0)
-    assert fake_openai.stats()["requests"] == 0
-    assert all(r[5] is None for r in stored(database_url))
+        assert s.dry_run and s.would_embed == 40 and s.processed == 0
+        assert s.tokens > 0 and s.estimated_cost_usd == pytest.approx(s.tokens * 0.02 / 1e6)
+        # 40 clips in one batch of 50, one request, at 2 requests/minute: 30 s
+        assert s.requests == 1 and s.estimated_seconds == pytest.approx(30.0)
+        small = await backfill.run(rt, dry_run=True, batch_size=10, limit=25)
+        assert small.would_embed == 25 and small.requests == 3  # batches of 10, 10, 5
+        assert small.estimated_seconds == pytest.approx(90.0)
+        assert fake_openai.stats()["requests"] == 0
+        assert all(r[5] is None for r in stored(database_url))
+        # once embedded, a forced re-embed is served by the cache: no request, no cost
+        await rt.require_service().embed([p for p in await texts(rt)])
+        sent = fake_openai.stats()["requests"]
+        forced = await backfill.run(rt, dry_run=True, force=True)
+        assert forced.would_embed == 40 and forced.cache_hits == 40
+        assert forced.requests == 0 and forced.tokens == 0 and forced.estimated_cost_usd == 0
+        assert fake_openai.stats()["requests"] == sent
+
+
+async def texts(rt):
+    return [
+        p.text
+        async for p in backfill.scan(
+            rt.pool,
+            model=MODEL,
+            dimensions=768,
+            force=True,
+            summary=backfill.Summary(),
+            stop=asyncio.Event(),
+        )
+    ]
 
 
 async def test_a_clip_edited_while_in_flight_keeps_no_stale_vector(
