@@ -17,7 +17,17 @@ import tempfile
 import time
 from pathlib import Path
 
-DEMO_CLIPS = 3000
+DEMO_CLIPS = 3000  # enough for search to be interesting, few enough to embed in a minute on 2 cores
+
+
+def demo_clips() -> int:
+    """How many clips to generate; ``CLIPEMBED_DEMO_CLIPS`` lets tests run a small demo."""
+    raw = os.environ.get("CLIPEMBED_DEMO_CLIPS", "")
+    try:
+        return max(1, int(raw)) if raw else DEMO_CLIPS
+    except ValueError:
+        print(f"error: CLIPEMBED_DEMO_CLIPS={raw!r} is not a number", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def main() -> None:
@@ -40,6 +50,7 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     out = common.stdout
+    wanted = demo_clips()
 
     async def run() -> int:
         out.print(f"[bold]clipembed demo[/] — state in {cfg.clipembed_home}")
@@ -53,11 +64,11 @@ def main() -> None:
             await migrations.up(conn, dimensions=dims)
             cur = await conn.execute("SELECT count(*) FROM clips")
             have = (await cur.fetchone() or (0,))[0]
-        if have < DEMO_CLIPS:
+        if have < wanted:
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "demo-clips.jsonl.gz"
                 with gzip.open(path, "wt", encoding="utf-8") as fh:
-                    for clip in demo_data.generate(DEMO_CLIPS):
+                    for clip in demo_data.generate(wanted):
                         fh.write(json.dumps(clip, ensure_ascii=False) + "\n")
                 conn = await connection.connect(url)
                 async with conn:
