@@ -47,6 +47,11 @@ class Filters:
     created_to: dt.datetime | None = None
     include_nsfw: bool = False
 
+    @property
+    def selective(self) -> bool:
+        """One game or one broadcaster: a small share of clips (language and dates may not be)."""
+        return bool(self.game or self.broadcaster)
+
     def where(self) -> core.Where:
         """The filters as SQL on the corpus alias ``d``; values are parameters, never SQL text.
 
@@ -130,7 +135,13 @@ async def search(
 
     async with pool.connection() as conn:
         hits = await core.rank(
-            conn, CLIPS, query=text, embed_query=embed, where=filters.where(), params=params
+            conn,
+            CLIPS,
+            query=text,
+            embed_query=embed,
+            where=filters.where(),
+            params=params,
+            selective=filters.selective,
         )
     return await _hydrate(pool, hits)
 

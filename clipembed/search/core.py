@@ -168,6 +168,34 @@ ORDER BY distance, id
 """
 
 
+# The same ranking for a selective filter (one game, one broadcaster): probing documents in
+# score order until the window is full costs one primary-key lookup per candidate, ~7,400 of
+# them for a game holding 2.7% of 100,000 clips (keyword p95 40 ms); materialising the filtered
+# ids first (an index scan) and hash-joining them is 3x faster there (p95 12 ms), but far
+# slower without a selective filter (it would materialise every live clip). The caller knows
+# which case it has (``filter_first``). df is still counted over all postings, before the join.
+KEYWORD_FILTER_FIRST = """
+WITH p AS MATERIALIZED (
+    SELECT p.doc_id,
+           count(*) OVER (PARTITION BY p.lexeme) AS df,
+           %(wa)s * p.tf_a + %(wb)s * p.tf_b + %(wc)s * p.tf_c + %(wd)s * p.tf_d AS tf,
+           %(wa)s * p.len_a + %(wb)s * p.len_b + %(wc)s * p.len_c + %(wd)s * p.len_d AS dl
+    FROM {postings} p
+    WHERE p.lexeme = ANY(%(lexemes)s)
+), f AS MATERIALIZED (
+    SELECT d.id FROM {table} d WHERE ({base}) AND ({where})
+)
+SELECT p.doc_id,
+       sum(ln(1 + (%(n)s - df + 0.5) / (df + 0.5))
+           * (tf * (%(k1)s + 1)) / (tf + %(k1)s * (1 - %(b)s + %(b)s * dl / %(avgdl)s))) AS score
+FROM p JOIN f ON f.id = p.doc_id
+WHERE tf > 0
+GROUP BY p.doc_id
+ORDER BY score DESC, p.doc_id
+LIMIT %(n_results)s
+"""
+
+
 async def keyword_branch(
     conn: psycopg.AsyncConnection[Any],
     corpus: Corpus,
@@ -175,8 +203,13 @@ async def keyword_branch(
     where: Where,
     params: Params,
     n: int,
+    *,
+    filter_first: bool = False,
 ) -> list[tuple[Any, float]]:
-    """Top ``n`` (id, BM25) for ``query`` among documents matching ``where``."""
+    """Top ``n`` (id, BM25) for ``query`` among documents matching ``where``.
+
+    ``filter_first``: ``where`` keeps few documents (see KEYWORD_FILTER_FIRST); same result.
+    """
     n_docs, avgdl = await corpus_stats(conn, corpus)
     if n_docs == 0:
         return []
@@ -187,7 +220,7 @@ async def keyword_branch(
         await conn.commit()
         return []
     wa, wb, wc, wd = corpus.field_weights
-    stmt = sql.SQL(KEYWORD).format(
+    stmt = sql.SQL(KEYWORD_FILTER_FIRST if filter_first else KEYWORD).format(
         postings=sql.Identifier(corpus.postings),
         table=sql.Identifier(corpus.table),
         base=sql.SQL(corpus.base_filter),
@@ -274,17 +307,21 @@ async def rank(
     params: Params,
     exclude_id: Any = None,
     vector: np.ndarray | None = None,
+    selective: bool = False,
 ) -> list[Hit]:
     """The page ``[offset, offset+limit)`` of the ranking in ``params.mode``.
 
     ``embed_query`` is awaited only when the vector branch runs (keyword mode needs no
-    provider); ``vector`` may be given directly (similar clips).
+    provider); ``vector`` may be given directly (similar clips). ``selective``: the filters
+    keep a small share of the corpus, so the keyword branch filters before scoring.
     """
     window = params.window
     keyword: list[tuple[Any, float]] = []
     semantic: list[tuple[Any, float]] = []
     if params.mode in ("keyword", "hybrid") and query:
-        keyword = await keyword_branch(conn, corpus, query, where, params, window)
+        keyword = await keyword_branch(
+            conn, corpus, query, where, params, window, filter_first=selective
+        )
     if params.mode in ("semantic", "hybrid"):
         if vector is None and embed_query is not None:
             vector = await embed_query()

@@ -1,0 +1,50 @@
+"""The keyword branch's two plans (score-order probing, filter-first) rank identically."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from clipembed import demo_data, runtime, settings
+from clipembed.jobs import importer
+from clipembed.search import clips as clip_search
+from clipembed.search import core
+
+QUERIES = ["insane clutch chat", "world record speedrun skip", "boss fight first try", "funny"]
+
+
+async def test_filter_first_and_probing_give_the_same_ranking(database_factory, tmp_path):
+    url = database_factory.new(dimensions=384)
+    clips = list(demo_data.generate(1500, seed=5))
+    path = tmp_path / "clips.jsonl"
+    path.write_text("\n".join(json.dumps(c) for c in clips) + "\n")
+    games = sorted({c["game_name"] for c in clips if c["game_name"]})
+    broadcaster = clips[0]["broadcaster_name"]
+    cfg = settings.Settings(
+        _env_file=None,
+        embedding_provider="local",
+        redis_url="none",
+        database_url=url,
+        clipembed_home=tmp_path,
+    )
+    async with runtime.open_runtime(cfg, with_service=False) as rt, rt.pool.connection() as conn:
+        await importer.import_file(conn, path)
+        await conn.commit()
+        checked = 0
+        for filters in [
+            clip_search.Filters(game=games[0]),
+            clip_search.Filters(game=games[-1].upper()),
+            clip_search.Filters(broadcaster=broadcaster),
+            clip_search.Filters(game=games[1], include_nsfw=True),
+        ]:
+            for q in QUERIES:
+                for n in (5, 200):
+                    args = (conn, clip_search.CLIPS, q, filters.where(), core.Params(), n)
+                    probed = await core.keyword_branch(*args)
+                    first = await core.keyword_branch(*args, filter_first=True)
+                    assert [d for d, _ in first] == [d for d, _ in probed], (filters, q, n)
+                    assert [s for _, s in first] == pytest.approx([s for _, s in probed])
+                    checked += bool(probed)
+        assert checked >= 10  # the filters left something to rank
+        assert clip_search.Filters(game="x").selective and not clip_search.Filters().selective
