@@ -6,11 +6,15 @@ broadcaster (B) above game (C) — applied BM25F-style at query time.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
+import psycopg
+import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
@@ -133,7 +137,7 @@ async def search(
         vector: np.ndarray = result.vectors[0]
         return vector
 
-    async with pool.connection() as conn:
+    async with pool.connection() as conn, _spare_connection(pool, params.mode) as second:
         hits = await core.rank(
             conn,
             CLIPS,
@@ -142,8 +146,36 @@ async def search(
             where=filters.where(),
             params=params,
             selective=filters.selective,
+            semantic_conn=second,
         )
     return await _hydrate(pool, hits)
+
+
+SPARE_CONNECTION_WAIT = 0.002  # seconds: take an idle connection, never queue for one
+
+
+@contextlib.asynccontextmanager
+async def _spare_connection(
+    pool: AsyncConnectionPool, mode: str
+) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
+    """A second connection for hybrid's vector branch, only if one is free right now.
+
+    Holding one connection while waiting for another would deadlock a busy pool (every
+    request holding its first, all waiting for a second); without a spare connection the
+    branches simply run one after the other on the first.
+    """
+    if mode != "hybrid":
+        yield None
+        return
+    try:
+        conn = await pool.getconn(timeout=SPARE_CONNECTION_WAIT)
+    except psycopg_pool.PoolTimeout:
+        yield None
+        return
+    try:
+        yield conn
+    finally:
+        await pool.putconn(conn)
 
 
 async def similar(

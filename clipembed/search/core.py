@@ -19,6 +19,7 @@ Correctness rules:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -308,28 +309,42 @@ async def rank(
     exclude_id: Any = None,
     vector: np.ndarray | None = None,
     selective: bool = False,
+    semantic_conn: psycopg.AsyncConnection[Any] | None = None,
 ) -> list[Hit]:
     """The page ``[offset, offset+limit)`` of the ranking in ``params.mode``.
 
     ``embed_query`` is awaited only when the vector branch runs (keyword mode needs no
     provider); ``vector`` may be given directly (similar clips). ``selective``: the filters
     keep a small share of the corpus, so the keyword branch filters before scoring.
+    ``semantic_conn``: a second connection, so that in hybrid mode the query embedding and the
+    vector branch run while the keyword branch does (latency = the slower branch, not the sum).
     """
     window = params.window
-    keyword: list[tuple[Any, float]] = []
-    semantic: list[tuple[Any, float]] = []
-    if params.mode in ("keyword", "hybrid") and query:
-        keyword = await keyword_branch(
+    run_keyword = params.mode in ("keyword", "hybrid") and bool(query)
+    run_semantic = params.mode in ("semantic", "hybrid")
+
+    async def keyword() -> list[tuple[Any, float]]:
+        if not run_keyword or query is None:
+            return []
+        return await keyword_branch(
             conn, corpus, query, where, params, window, filter_first=selective
         )
-    if params.mode in ("semantic", "hybrid"):
-        if vector is None and embed_query is not None:
-            vector = await embed_query()
-        if vector is not None:
-            semantic = await semantic_branch(
-                conn, corpus, vector, where, params, window, exclude_id=exclude_id
-            )
-    return fuse(keyword, semantic, params)
+
+    async def semantic(on: psycopg.AsyncConnection[Any]) -> list[tuple[Any, float]]:
+        if not run_semantic:
+            return []
+        v = vector
+        if v is None and embed_query is not None:
+            v = await embed_query()
+        if v is None:
+            return []
+        return await semantic_branch(on, corpus, v, where, params, window, exclude_id=exclude_id)
+
+    if run_keyword and run_semantic and semantic_conn is not None:
+        kw, sem = await asyncio.gather(keyword(), semantic(semantic_conn))
+    else:
+        kw, sem = await keyword(), await semantic(conn)
+    return fuse(kw, sem, params)
 
 
 def fuse(
