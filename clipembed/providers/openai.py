@@ -170,6 +170,10 @@ class OpenAIProvider:
             raise errors.RetryableProviderError(
                 f"cannot reach the embedding endpoint: {scrub(str(exc.__cause__ or exc), self._secret)}"
             ) from None
+        except openai.APIError as exc:  # any other SDK failure: treat as transient, bounded
+            raise errors.RetryableProviderError(
+                f"embedding request failed ({type(exc).__name__}): {scrub(str(exc), self._secret)}"
+            ) from None
         info = parse_ratelimit_headers(raw.headers)
         try:
             parsed = raw.parse()
