@@ -5,6 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-for module in ("bench.backfill", "bench.search_speed", "bench.worker_latency", "bench.local_model"):
+MODULES = (
+    "bench.backfill",
+    "bench.backfill_index",
+    "bench.search_speed",
+    "bench.worker_latency",
+    "bench.local_model",
+)
+
+for module in MODULES:
     print(f"== {module}", flush=True)
     subprocess.run([sys.executable, "-m", module], check=True)

@@ -27,11 +27,8 @@ def database(admin_url: str, name: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
-    return (
-        admin_url.rsplit("/", 1)[0]
-        + f"/{name}"
-        + ("?" + admin_url.split("?", 1)[1] if "?" in admin_url else "")
-    )
+    base, _, query = admin_url.partition("?")
+    return base.rsplit("/", 1)[0] + f"/{name}" + (f"?{query}" if query else "")
 
 
 def run(clips: int) -> dict[str, Any]:
@@ -53,8 +50,10 @@ def run(clips: int) -> dict[str, Any]:
                     CLIPEMBED_HOME=tmp,
                     CLIPEMBED_LOG_LEVEL="WARNING",
                 )
-                common.clipembed("migrate", "up", env_vars=e)
-                common.clipembed("import", str(data), env_vars=e)
+                for step in (("migrate", "up"), ("import", str(data))):
+                    done, _, _ = common.clipembed(*step, env_vars=e)
+                    if done.returncode:
+                        raise RuntimeError(f"{step[0]} failed: {done.stderr[-2000:]}")
                 result, seconds, _ = common.clipembed(
                     "backfill",
                     "--batch",
@@ -66,6 +65,8 @@ def run(clips: int) -> dict[str, Any]:
                     "--json",
                     env_vars=e,
                 )
+                if not result.stdout.strip():
+                    raise RuntimeError(f"backfill printed nothing: {result.stderr[-2000:]}")
                 summary = json.loads(result.stdout.strip().splitlines()[-1])
                 out[mode] = {
                     "seconds_end_to_end": round(seconds, 1),
