@@ -137,6 +137,10 @@ def test_faults_every_clip_correct_or_failed_then_done_next_run(clipembed, cli_e
     s = summary(first)
     assert s["processed"] + s["failed"] == REAL_CLIPS
     assert first.returncode == (1 if s["failed"] else 0)
+    # the summary's numbers are what the server saw
+    server = fake_openai.stats()
+    assert s["requests"] == server["requests"]
+    assert s["rate_limited"] == server["by_status"].get("429", 0) >= 6
     # nothing wrong was stored: every stored vector is the right one
     for title, broadcaster, creator, game, embedding, _ in stored(cli_env["DATABASE_URL"]):
         if embedding is not None:
