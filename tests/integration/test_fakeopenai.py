@@ -273,3 +273,22 @@ def test_cli_rejects_an_unknown_fault():
         timeout=60,
     )
     assert out.returncode == 2 and "unknown fault" in out.stderr
+
+
+async def test_the_official_sdk_with_its_defaults(fake_openai):
+    """The SDK asks for base64 on its own and decodes it: the fake must satisfy that path."""
+    import openai
+
+    client = openai.AsyncOpenAI(api_key=KEY, base_url=fake_openai.base_url, max_retries=0)
+    try:
+        result = await client.embeddings.create(
+            model="text-embedding-3-small", input=["a", "b"], dimensions=16
+        )
+        fake_openai.control(plan=["429"])
+        with pytest.raises(openai.RateLimitError):
+            await client.embeddings.create(model="text-embedding-3-small", input=["a"])
+    finally:
+        await client.close()
+    for text, item in zip(["a", "b"], result.data, strict=True):
+        np.testing.assert_allclose(item.embedding, fakeopenai.expected_vector(text, 16), rtol=1e-6)
+    assert result.usage.prompt_tokens == 2
