@@ -177,3 +177,48 @@ def test_parse_duration_sums_any_go_duration(parts):
 def test_parse_duration_never_raises(text):
     value = openai_provider.parse_duration(text)
     assert value is None or value >= 0
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({}, {}),
+        (
+            {
+                "x-ratelimit-limit-requests": "3000",
+                "x-ratelimit-remaining-requests": "2999",
+                "x-ratelimit-reset-requests": "20ms",
+                "x-ratelimit-limit-tokens": "1000000",
+                "x-ratelimit-remaining-tokens": "999950",
+                "x-ratelimit-reset-tokens": "6m0s",
+            },
+            {
+                "limit_requests": 3000,
+                "remaining_requests": 2999,
+                "reset_requests": 0.02,
+                "limit_tokens": 1_000_000,
+                "remaining_tokens": 999_950,
+                "reset_tokens": 360.0,
+            },
+        ),
+        ({"X-RateLimit-Reset-Requests": "1s"}, {"reset_requests": 1.0}),
+        ({"x-ratelimit-remaining-tokens": "lots"}, {}),
+        ({"retry-after-ms": "1500", "retry-after": "2"}, {"retry_after": 1.5}),
+        ({"retry-after-ms": "soon", "retry-after": "2"}, {"retry_after": 2.0}),
+        ({"retry-after": "7"}, {"retry_after": 7.0}),
+        ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, {}),  # HTTP-date: ignored
+    ],
+)
+def test_ratelimit_header_table(headers, expected):
+    info = openai_provider.parse_ratelimit_headers(headers)
+    fields = {
+        "limit_requests",
+        "limit_tokens",
+        "remaining_requests",
+        "remaining_tokens",
+        "reset_requests",
+        "reset_tokens",
+        "retry_after",
+    }
+    for field in fields:
+        assert getattr(info, field) == pytest.approx(expected.get(field)), field
