@@ -341,7 +341,17 @@ async def rank(
         return await semantic_branch(on, corpus, v, where, params, window, exclude_id=exclude_id)
 
     if run_keyword and run_semantic and semantic_conn is not None:
-        kw, sem = await asyncio.gather(keyword(), semantic(semantic_conn))
+        # both run to completion even if one fails: a branch still running on a connection
+        # the caller is about to return to the pool would be a use-after-release
+        kw_task = asyncio.ensure_future(keyword())
+        sem_task = asyncio.ensure_future(semantic(semantic_conn))
+        try:
+            await asyncio.wait((kw_task, sem_task))
+        finally:  # cancelled (client gone): stop both and wait, so no query outlives its conn
+            for task in (kw_task, sem_task):
+                task.cancel()
+            await asyncio.gather(kw_task, sem_task, return_exceptions=True)
+        kw, sem = kw_task.result(), sem_task.result()  # raises a branch's error, if any
     else:
         kw, sem = await keyword(), await semantic(conn)
     return fuse(kw, sem, params)

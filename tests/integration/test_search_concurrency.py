@@ -38,3 +38,48 @@ async def test_concurrent_hybrid_searches_on_a_two_connection_pool(search_db, tm
         together = await asyncio.wait_for(asyncio.gather(*(hybrid(q) for q in queries)), 120)
     assert together == [alone[q] for q in queries]
     assert all(together)
+
+
+async def test_a_failing_branch_leaves_both_connections_usable(search_db, tmp_path):
+    """The query embedding fails while the keyword branch runs on the other connection: the
+    error reaches the caller only after both branches stopped, and both connections work on."""
+    from clipembed import errors
+
+    url, _ = search_db
+    cfg = settings.Settings(
+        _env_file=None,
+        embedding_provider="local",
+        redis_url="none",
+        database_url=url,
+        clipembed_home=tmp_path,
+    )
+
+    async def failing_embed():
+        await asyncio.sleep(0)
+        raise errors.ProviderError("provider down")
+
+    async with runtime.open_runtime(cfg, with_service=False) as rt:
+        async with rt.pool.connection() as first, rt.pool.connection() as second:
+            kwargs = {
+                "query": "clutch",
+                "where": clip_search.Filters().where(),
+                "params": core.Params(),
+                "semantic_conn": second,
+            }
+            with pytest.raises(errors.ProviderError, match="provider down"):
+                await core.rank(first, clip_search.CLIPS, embed_query=failing_embed, **kwargs)
+            for conn in (first, second):
+                assert conn.info.transaction_status.name == "IDLE"
+            hits = await core.rank(
+                first, clip_search.CLIPS, embed_query=None, **{**kwargs, "semantic_conn": None}
+            )
+            assert hits  # keyword-only fallback on the same connection works
+        for _ in range(3):  # and the pool hands out healthy connections afterwards
+            res = await clip_search.search(
+                rt.pool,
+                None,
+                "clutch",
+                params=core.Params(mode="keyword"),
+                filters=clip_search.Filters(),
+            )
+            assert res
