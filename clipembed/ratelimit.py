@@ -224,6 +224,14 @@ class RateLimiter:
         if info is None or not self.enabled:
             return
         self.adopt(info)
+        # Where the provider announced its limit and we pace at or under it, our own pacing
+        # already keeps the budget from running out: at full speed "remaining" sits at 0 by
+        # design, and holding on it added one provider latency to every request (0.84 of the
+        # ceiling instead of 0.99, docs/benchmarks.md). The hold is for budgets we cannot pace.
+        if info.limit_requests and self.requests_per_minute <= info.limit_requests:
+            info = dataclasses.replace(info, remaining_requests=None)
+        if info.limit_tokens and self.tokens_per_minute <= info.limit_tokens:
+            info = dataclasses.replace(info, remaining_tokens=None)
         hold = hold_seconds(info, reserve_requests=self.reserve_requests, next_tokens=next_tokens)
         if hold > 0:
             await self.block(hold)
