@@ -58,6 +58,8 @@ MAX_INPUTS = 2048
 MAX_TOKENS_PER_INPUT = 8191
 MAX_TOKENS_PER_REQUEST = 300_000
 WINDOW = 60.0  # seconds: the limits are per minute
+#: A "slow" answer still in flight at stop() is cut off after this, so teardown stays quick.
+GRACEFUL_SHUTDOWN_SECONDS = 1  # uvicorn takes whole seconds
 #: What a ``plan`` entry may say (anything else is a 400 from /_control, to catch typos).
 FAULTS = frozenset(
     {"ok", "429", "500", "slow", "wrong_dims", "nan", "garbage", "wrong_count", "shuffled"}
@@ -444,7 +446,12 @@ class FakeOpenAI:
 
     def start(self) -> FakeOpenAI:
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+            self.app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="fake-openai", daemon=True)
@@ -524,7 +531,14 @@ def main(argv: list[str] | None = None) -> None:
             seed=args.seed,
         )
     )
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
     server = uvicorn.Server(config)
 
     async def serve() -> None:
