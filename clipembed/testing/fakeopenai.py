@@ -104,6 +104,7 @@ class _State:
         self.options = options
         self.lock = threading.Lock()
         self.random = random.Random(options.seed)
+        self.stopping = False
         self._encoding: Any = None
         self.reset()
 
@@ -114,6 +115,12 @@ class _State:
 
             self._encoding = tokens.TiktokenTokenizer()
         return self._encoding
+
+    async def sleep_unless_stopping(self, seconds: float) -> None:
+        """A long sleep that ends early when the server stops (no cancelled-task noise)."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, 0.05))
 
     def apply(self, changes: dict[str, Any]) -> None:
         """Change options at run time; all or nothing, so a typo changes nothing."""
@@ -346,7 +353,10 @@ def create_app(options: Options | None = None) -> Starlette:
                 headers,
             )
         if fault == "slow":
-            await asyncio.sleep(o.slow_seconds)
+            try:
+                await state.sleep_unless_stopping(o.slow_seconds)
+            except asyncio.CancelledError:  # stop() cut it off: end quietly, not with a traceback
+                return _error(503, "The server is shutting down.", "server_error")
         if fault == "garbage":
             with state.lock:
                 state.by_status[200] += 1
@@ -445,6 +455,7 @@ class FakeOpenAI:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def start(self) -> FakeOpenAI:
+        self.state.stopping = False
         config = uvicorn.Config(
             self.app,
             host="127.0.0.1",
@@ -464,6 +475,7 @@ class FakeOpenAI:
         return self
 
     def stop(self) -> None:
+        self.state.stopping = True
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
