@@ -48,12 +48,12 @@ async def run(url: str, count: int, tmp: Path) -> dict:
     async with runtime.open_runtime(cfg) as rt:
         svc = rt.require_service()
         model = svc.provider._load()
-        model.encode(texts[:128], batch_size=64)  # warm up
+        model.encode(texts[:128])  # warm up
         t = time.perf_counter()
         summary = await backfill.run(rt, batch_size=100, concurrency=2)
         ours = time.perf_counter() - t
         t = time.perf_counter()
-        model.encode(texts, batch_size=64, normalize_embeddings=True)
+        model.encode(texts, normalize_embeddings=True)  # plain: the library defaults
         plain = time.perf_counter() - t
     return {
         "clips": count,
