@@ -19,7 +19,7 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from clipembed import errors
@@ -72,11 +72,7 @@ def _unprocessable(message: str) -> HTTPException:
     return HTTPException(status_code=422, detail=message)
 
 
-@router.get("/search", response_model=SearchResponse)
-async def search(
-    request: Request,
-    q: str = Query(..., description="What to look for (1-500 characters).", max_length=10_000),
-    mode: Literal["hybrid", "keyword", "semantic"] = "hybrid",
+def query_filters(
     game: str | None = Query(None, max_length=100),
     broadcaster: str | None = Query(None, max_length=100),
     language: str | None = Query(None, max_length=10),
@@ -85,15 +81,12 @@ async def search(
     ),
     to: dt.datetime | None = Query(None, description="Created before (ISO 8601)."),
     include_nsfw: bool = False,
-    limit: int = Query(20, ge=1, le=clip_search.MAX_LIMIT),
-    offset: int = Query(0, ge=0, le=core.DEFAULT_WINDOW),
-) -> dict[str, Any]:
-    """Hybrid (default), keyword (BM25) or semantic (vector) search with filters in both branches."""
-    rt = request.app.state.runtime
+) -> clip_search.Filters:
+    """The filters both endpoints take, validated once (a FastAPI dependency)."""
     from_, to = _aware(from_), _aware(to)  # naive means UTC; aware and naive must compare
     if from_ and to and from_ >= to:
         raise _unprocessable("'from' must be before 'to'")
-    filters = clip_search.Filters(
+    return clip_search.Filters(
         game=game,
         broadcaster=broadcaster,
         language=language,
@@ -101,6 +94,19 @@ async def search(
         created_to=to,
         include_nsfw=include_nsfw,
     )
+
+
+@router.get("/search", response_model=SearchResponse)
+async def search(
+    request: Request,
+    q: str = Query(..., description="What to look for (1-500 characters).", max_length=10_000),
+    mode: Literal["hybrid", "keyword", "semantic"] = "hybrid",
+    filters: clip_search.Filters = Depends(query_filters),
+    limit: int = Query(20, ge=1, le=clip_search.MAX_LIMIT),
+    offset: int = Query(0, ge=0, le=core.DEFAULT_WINDOW),
+) -> dict[str, Any]:
+    """Hybrid (default), keyword (BM25) or semantic (vector) search with filters in both branches."""
+    rt = request.app.state.runtime
     try:
         results = await clip_search.search(
             rt.pool, rt.service, q, params=_params(mode, limit, offset), filters=filters
@@ -120,30 +126,12 @@ async def search(
 async def similar(
     request: Request,
     clip_id: uuid.UUID,
-    game: str | None = Query(None, max_length=100),
-    broadcaster: str | None = Query(None, max_length=100),
-    language: str | None = Query(None, max_length=10),
-    from_: dt.datetime | None = Query(
-        None, alias="from", description="Created at or after (ISO 8601)."
-    ),
-    to: dt.datetime | None = Query(None, description="Created before (ISO 8601)."),
-    include_nsfw: bool = False,
+    filters: clip_search.Filters = Depends(query_filters),
     limit: int = Query(10, ge=1, le=clip_search.MAX_LIMIT),
     offset: int = Query(0, ge=0, le=core.DEFAULT_WINDOW),
 ) -> dict[str, Any]:
     """Clips whose embeddings are nearest to this clip's (the clip itself excluded)."""
     rt = request.app.state.runtime
-    from_, to = _aware(from_), _aware(to)  # naive means UTC; aware and naive must compare
-    if from_ and to and from_ >= to:
-        raise _unprocessable("'from' must be before 'to'")
-    filters = clip_search.Filters(
-        game=game,
-        broadcaster=broadcaster,
-        language=language,
-        created_from=from_,
-        created_to=to,
-        include_nsfw=include_nsfw,
-    )
     try:
         results = await clip_search.similar(
             rt.pool, clip_id, params=_params("semantic", limit, offset), filters=filters
