@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.plugins.provider import TEST_KEY
+from tests.plugins.provider import subprocess_env
 
 CLIPEMBED = [sys.executable, "-m", "clipembed"]
 
@@ -19,25 +18,15 @@ CLIPEMBED = [sys.executable, "-m", "clipembed"]
 def cli_env(
     database_factory, fake_openai, redis_base_url, redis_prefix, tmp_path
 ) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("EMBEDDING_", "OPENAI_", "CLIPEMBED_"))
-    }
-    env.update(
-        DATABASE_URL=database_factory.new(dimensions=768),
-        EMBEDDING_PROVIDER="openai",
-        OPENAI_API_KEY=TEST_KEY,
-        EMBEDDING_API_BASE_URL=fake_openai.base_url,
-        REDIS_URL=redis_base_url,
-        CLIPEMBED_REDIS_PREFIX=redis_prefix,
-        EMBEDDING_REQUESTS_PER_MINUTE="100000",
+    return subprocess_env(
+        database_url=database_factory.new(dimensions=768),
+        base_url=fake_openai.base_url,
+        redis_url=redis_base_url,
+        redis_prefix=redis_prefix,
+        home=tmp_path / "home",
         EMBEDDING_TOKENS_PER_MINUTE="100000000",
-        EMBEDDING_TIMEOUT_SECONDS="5",
-        CLIPEMBED_HOME=str(tmp_path / "home"),
         CLIPEMBED_LOG_LEVEL="INFO",
     )
-    return env
 
 
 @pytest.fixture

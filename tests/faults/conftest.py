@@ -9,7 +9,6 @@ audit trigger records every write), so "embedded exactly once" is checked in the
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pgvector.psycopg import register_vector
 from clipembed import clips
 from clipembed.db import migrations
 from clipembed.testing.fakeopenai import expected_vector
-from tests.plugins.provider import TEST_KEY
+from tests.plugins.provider import subprocess_env
 
 AUDIT = """
 CREATE TABLE embedding_audit (clip_id uuid, content_hash bytea, at timestamptz DEFAULT clock_timestamp());
@@ -96,30 +95,22 @@ def worker_env(
     fake_openai, redis_base_url, redis_prefix, tmp_path
 ) -> Callable[..., dict[str, str]]:
     def make(database_url: str, **overrides: str) -> dict[str, str]:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("EMBEDDING_", "OPENAI_", "CLIPEMBED_"))
+        settings = {
+            "EMBEDDING_TOKENS_PER_MINUTE": "100000000",
+            "CLIPEMBED_QUEUE_LEASE_SECONDS": "3",
+            "CLIPEMBED_QUEUE_POLL_SECONDS": "0.5",
+            "CLIPEMBED_WORKER_BATCH_SIZE": "20",
+            "CLIPEMBED_WORKER_CONCURRENCY": "1",
+            "CLIPEMBED_LOG_LEVEL": "WARNING",
         }
-        env.update(
-            DATABASE_URL=database_url,
-            EMBEDDING_PROVIDER="openai",
-            OPENAI_API_KEY=TEST_KEY,
-            EMBEDDING_API_BASE_URL=fake_openai.base_url,
-            REDIS_URL=redis_base_url,
-            CLIPEMBED_REDIS_PREFIX=redis_prefix,
-            EMBEDDING_REQUESTS_PER_MINUTE="100000",
-            EMBEDDING_TOKENS_PER_MINUTE="100000000",
-            EMBEDDING_TIMEOUT_SECONDS="5",
-            CLIPEMBED_QUEUE_LEASE_SECONDS="3",
-            CLIPEMBED_QUEUE_POLL_SECONDS="0.5",
-            CLIPEMBED_WORKER_BATCH_SIZE="20",
-            CLIPEMBED_WORKER_CONCURRENCY="1",
-            CLIPEMBED_HOME=str(tmp_path / "home"),
-            CLIPEMBED_LOG_LEVEL="WARNING",
+        return subprocess_env(
+            database_url=database_url,
+            base_url=fake_openai.base_url,
+            redis_url=redis_base_url,
+            redis_prefix=redis_prefix,
+            home=tmp_path / "home",
+            **(settings | overrides),
         )
-        env.update(overrides)
-        return env
 
     return make
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,6 +13,34 @@ from clipembed import settings
 from clipembed.testing.fakeopenai import FakeOpenAI
 
 TEST_KEY = "sk-test-0123456789abcdefSECRET"
+
+
+def subprocess_env(
+    *, database_url: str, base_url: str, redis_url: str, redis_prefix: str, home: Path, **extra: str
+) -> dict[str, str]:
+    """Environment for a real ``clipembed`` subprocess against the fake provider.
+
+    The caller's own EMBEDDING_/OPENAI_/CLIPEMBED_ variables are dropped so a developer's
+    shell never leaks into a test; ``extra`` adds or overrides variables.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("EMBEDDING_", "OPENAI_", "CLIPEMBED_"))
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        EMBEDDING_PROVIDER="openai",
+        OPENAI_API_KEY=TEST_KEY,
+        EMBEDDING_API_BASE_URL=base_url,
+        REDIS_URL=redis_url,
+        CLIPEMBED_REDIS_PREFIX=redis_prefix,
+        EMBEDDING_REQUESTS_PER_MINUTE="100000",
+        EMBEDDING_TIMEOUT_SECONDS="5",
+        CLIPEMBED_HOME=str(home),
+    )
+    env.update(extra)
+    return env
 
 
 @pytest.fixture

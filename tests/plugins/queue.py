@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import uuid
@@ -12,7 +11,7 @@ import psycopg
 import pytest
 
 from clipembed import runtime
-from tests.plugins.provider import TEST_KEY
+from tests.plugins.provider import subprocess_env
 
 
 def insert_clips(
@@ -44,24 +43,14 @@ async def queue_runtime(openai_settings, database_url):
 @pytest.fixture
 def queue_cli_env(database_url, fake_openai, redis_base_url, redis_prefix, tmp_path) -> dict:
     """Environment for running the real ``clipembed`` command against this test's database."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("EMBEDDING_", "OPENAI_", "CLIPEMBED_"))
-    }
-    env.update(
-        DATABASE_URL=database_url,
-        EMBEDDING_PROVIDER="openai",
-        OPENAI_API_KEY=TEST_KEY,
-        EMBEDDING_API_BASE_URL=fake_openai.base_url,
-        REDIS_URL=redis_base_url,
-        CLIPEMBED_REDIS_PREFIX=redis_prefix,
-        EMBEDDING_REQUESTS_PER_MINUTE="100000",
-        EMBEDDING_TIMEOUT_SECONDS="5",
-        CLIPEMBED_HOME=str(tmp_path / "home"),
+    return subprocess_env(
+        database_url=database_url,
+        base_url=fake_openai.base_url,
+        redis_url=redis_base_url,
+        redis_prefix=redis_prefix,
+        home=tmp_path / "home",
         CLIPEMBED_LOG_LEVEL="WARNING",
     )
-    return env
 
 
 def clipembed_cli(env: dict, *args: str) -> subprocess.CompletedProcess[str]:
