@@ -45,7 +45,7 @@ def main() -> None:
     logs.setup(os.environ.get("CLIPEMBED_LOG_LEVEL", "WARNING"))
     started = time.monotonic()
     try:
-        cfg = settings.load()
+        cfg = backfill.effective_settings(settings.load(), batch_size=100, concurrency=2)
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -88,8 +88,6 @@ def main() -> None:
             )
             summary = await backfill.run(
                 rt,
-                batch_size=100,
-                concurrency=2,
                 progress=progress.Progress("backfill", terminal=common.is_terminal()),
             )
             for line in summary.lines():

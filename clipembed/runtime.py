@@ -13,21 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from clipembed import models
 from clipembed import settings as settings_mod
 from clipembed.db import connection, migrations
 
 if TYPE_CHECKING:
     from clipembed.service import EmbeddingService
 
-#: Known sizes of local models, so the common case needs no model load to migrate.
-LOCAL_MODEL_DIMENSIONS = {settings_mod.LOCAL_DEFAULT_MODEL: 384}
-
 
 async def resolve_dimensions(cfg: settings_mod.Settings) -> int:
     """The embedding column's size for this configuration (loads a local model only if unknown)."""
     if cfg.dimensions is not None:
         return cfg.dimensions
-    known = LOCAL_MODEL_DIMENSIONS.get(cfg.model)
+    known = models.LOCAL_MODEL_DIMENSIONS.get(cfg.model)
     if known is not None:
         return known
     from clipembed import providers

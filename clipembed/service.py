@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from clipembed import batching, clips, errors, metrics, providers
+from clipembed import batching, clips, embedded, errors, metrics, providers
 from clipembed.cache import EmbeddingCache, RedisLink
 from clipembed.providers import base
 from clipembed.ratelimit import RateLimiter
@@ -359,11 +359,9 @@ async def open_service(settings: Settings) -> EmbeddingService:
     link: RedisLink | None = None
     url = settings.redis_url if settings.redis_enabled else None
     if url and url.strip().lower() == "embedded":
-        from clipembed.testing import servers
-
         try:
             # starts a redis-server and waits for its port: off the event loop
-            url = await asyncio.to_thread(servers.embedded_redis_url, settings.clipembed_home)
+            url = await asyncio.to_thread(embedded.redis_url, settings.clipembed_home)
         except (OSError, RuntimeError, TimeoutError) as exc:
             logger.warning(
                 "could not start an embedded Redis: running uncached", extra={"reason": str(exc)}

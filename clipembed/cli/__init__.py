@@ -12,6 +12,7 @@ import typer
 from clipembed.cli import (
     backfill,
     embed,
+    embedded,
     evaluate,
     failed,
     importer,
@@ -43,6 +44,7 @@ for _module in (
     evaluate,
     worker,
     failed,
+    embedded,
 ):
     _module.register(app)
 

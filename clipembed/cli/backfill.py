@@ -10,14 +10,20 @@ import typer
 from clipembed import runtime
 from clipembed.cli import common
 from clipembed.jobs import backfill as backfill_mod
+from clipembed.jobs import index_policy
 from clipembed.jobs import progress as progress_mod
 
 
 def register(app: typer.Typer) -> None:
     @app.command("backfill")
     def backfill(
-        batch: int = typer.Option(
-            50, "--batch", "-batch", min=1, max=2048, help="Clips per batch."
+        batch: int | None = typer.Option(
+            None,
+            "--batch",
+            "-batch",
+            min=1,
+            max=2048,
+            help="Clips per batch (and per request). [default: CLIPEMBED_BACKFILL_BATCH_SIZE, 50]",
         ),
         force: bool = typer.Option(False, "--force", "-force", help="Re-embed every clip."),
         dry_run: bool = typer.Option(
@@ -26,8 +32,12 @@ def register(app: typer.Typer) -> None:
         limit: int | None = typer.Option(
             None, "--limit", min=1, help="Embed at most this many clips."
         ),
-        concurrency: int = typer.Option(
-            4, "--concurrency", min=1, max=64, help="Batches in flight."
+        concurrency: int | None = typer.Option(
+            None,
+            "--concurrency",
+            min=1,
+            max=64,
+            help="Batches in flight. [default: CLIPEMBED_BACKFILL_CONCURRENCY, 4]",
         ),
         index: str = typer.Option(
             "auto", "--index", help="HNSW index during loading: auto, keep or rebuild."
@@ -36,10 +46,12 @@ def register(app: typer.Typer) -> None:
         debug: bool = common.DebugOption,
     ) -> None:
         """Embed every live clip whose embedding is missing or stale. Resumable; Ctrl-C stops cleanly."""
-        if index not in ("auto", "keep", "rebuild"):
+        if index not in index_policy.INDEX_MODES:
             common.stderr.print("error: --index must be auto, keep or rebuild")
             raise typer.Exit(common.EXIT_CONFIG)
-        cfg = common.load_settings()
+        cfg = backfill_mod.effective_settings(
+            common.load_settings(), batch_size=batch, concurrency=concurrency
+        )
 
         async def main() -> int:
             stop = asyncio.Event()
@@ -52,11 +64,9 @@ def register(app: typer.Typer) -> None:
             async with runtime.open_runtime(cfg) as rt:
                 summary = await backfill_mod.run(
                     rt,
-                    batch_size=batch,
                     force=force,
                     dry_run=dry_run,
                     limit=limit,
-                    concurrency=concurrency,
                     index=index,
                     stop=stop,
                     progress=progress,

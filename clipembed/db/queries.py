@@ -159,3 +159,12 @@ SELECT id, title, broadcaster_name, creator_name, game_name, embedding_model,
 FROM clips WHERE NOT is_removed AND embedding IS NOT NULL AND id > %s
 ORDER BY id LIMIT %s
 """
+
+# ---------------------------------------------------------------- reconciliation sweep
+
+#: Of the given clip ids, those neither queued nor dead-lettered (``%s`` = uuid[]).
+EXCLUDE_KNOWN = """
+SELECT id FROM unnest(%s::uuid[]) AS t(id)
+WHERE NOT EXISTS (SELECT 1 FROM embedding_queue q WHERE q.clip_id = t.id)
+  AND NOT EXISTS (SELECT 1 FROM embedding_dead_letters d WHERE d.clip_id = t.id)
+"""

@@ -11,11 +11,11 @@ own leader lock, so concurrent sweeps do not duplicate work.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-from clipembed.jobs import backfill, queue
+from clipembed.db import queries
+from clipembed.jobs import pipeline, queue
 from clipembed.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -23,19 +23,13 @@ logger = logging.getLogger(__name__)
 LOCK_KEY = 0x636C6970_7377706B & 0x7FFFFFFFFFFFFFFF  # "clipswpk"
 ENQUEUE_BATCH = 1000
 
-EXCLUDE_KNOWN = """
-SELECT id FROM unnest(%s::uuid[]) AS t(id)
-WHERE NOT EXISTS (SELECT 1 FROM embedding_queue q WHERE q.clip_id = t.id)
-  AND NOT EXISTS (SELECT 1 FROM embedding_dead_letters d WHERE d.clip_id = t.id)
-"""
-
 
 async def sweep(runtime: Runtime) -> int:
     """Enqueue every live clip whose embedding is missing or stale; returns how many."""
     svc = runtime.require_service()
     pool = runtime.pool
     async with pool.connection() as lock_conn:
-        cur = await lock_conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+        cur = await lock_conn.execute(queries.TRY_LOCK, (LOCK_KEY,))
         row = await cur.fetchone()
         await lock_conn.commit()
         if not row or not row[0]:
@@ -43,27 +37,19 @@ async def sweep(runtime: Runtime) -> int:
         try:
             enqueued = 0
             pending: list[Any] = []
-            summary = backfill.Summary()
 
             async def flush() -> int:
                 if not pending:
                     return 0
                 async with pool.connection() as conn:
-                    cur = await conn.execute(EXCLUDE_KNOWN, (pending,))
+                    cur = await conn.execute(queries.EXCLUDE_KNOWN, (pending,))
                     fresh = [r[0] for r in await cur.fetchall()]
                     await conn.commit()
                     count = await queue.enqueue(conn, fresh)
                 pending.clear()
                 return count
 
-            async for item in backfill.scan(
-                pool,
-                model=svc.model,
-                dimensions=svc.dimensions,
-                force=False,
-                summary=summary,
-                stop=asyncio.Event(),
-            ):
+            async for item in pipeline.scan(pool, model=svc.model, dimensions=svc.dimensions):
                 pending.append(item.id)
                 if len(pending) >= ENQUEUE_BATCH:
                     enqueued += await flush()
@@ -72,5 +58,5 @@ async def sweep(runtime: Runtime) -> int:
                 logger.info("reconciliation enqueued clips", extra={"enqueued": enqueued})
             return enqueued
         finally:
-            await lock_conn.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            await lock_conn.execute(queries.UNLOCK, (LOCK_KEY,))
             await lock_conn.commit()

@@ -20,9 +20,8 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from clipembed import clips
 from clipembed.db import queries
-from clipembed.jobs import backfill
+from clipembed.jobs import pipeline
 from clipembed.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -62,37 +61,15 @@ async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
                 )
                 rows = await c.fetchall()
             result.found = len(rows)
-            items = []
-            for r in rows:
-                text = clips.embedding_text(clips.ClipText.from_row(r))
-                items.append(
-                    backfill.Pending(
-                        r["id"],
-                        text,
-                        clips.content_hash(text, svc.model, svc.dimensions),
-                        r["title"],
-                        r["broadcaster_name"],
-                        r["creator_name"],
-                        r["game_name"],
-                    )
-                )
+            items = [
+                pipeline.Pending.from_row(r, model=svc.model, dimensions=svc.dimensions)
+                for r in rows
+            ]
             if items:
-                outcome = await svc.embed_detailed([p.text for p in items])
-                good = [
-                    (p, v) for p, v in zip(items, outcome.vectors, strict=True) if v is not None
-                ]
-                for p, err in zip(items, outcome.errors, strict=True):
-                    if err is not None:
-                        result.failed += 1
-                        result.last_error = str(err)
-                        logger.warning("clip failed", extra={"clip": str(p.id), "reason": str(err)})
-                result.embedded = await backfill.write_batch(
-                    runtime.pool,
-                    [p for p, _ in good],
-                    [v for _, v in good],
-                    model=svc.model,
-                    dimensions=svc.dimensions,
-                )
+                outcome = await pipeline.embed_and_write(svc, runtime.pool, items)
+                result.embedded = outcome.written
+                result.failed = outcome.failed
+                result.last_error = outcome.last_error
             if reconcile:
                 from clipembed.jobs import reconcile as reconcile_mod
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from clipembed import clips, metrics
 from clipembed.jobs import queue
@@ -133,7 +134,7 @@ class Worker:
                     self.runtime.database_url, autocommit=True
                 )
                 async with conn:
-                    await conn.execute(f"LISTEN {queue.CHANNEL}")
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(queue.CHANNEL)))
                     self._wake.set()  # catch up on anything enqueued while we were not listening
                     gen = conn.notifies()
                     async for _ in gen:
@@ -309,15 +310,24 @@ class Worker:
             "worker started",
             extra={"worker": self.name, "batch": self.batch_size, "concurrency": self.concurrency},
         )
-        listener = asyncio.create_task(self._listen(stop))
-        reporter = asyncio.create_task(self._report(stop))
+        # The loops run in a TaskGroup with the listener and the reporter: if one of them
+        # raises (only a bug can; database errors are retried inside the loop), the others are
+        # cancelled and awaited instead of claiming work behind a dead sibling.
         try:
-            await asyncio.gather(*(self._loop(stop) for _ in range(self.concurrency)))
-        finally:
-            for task in (listener, reporter):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            async with asyncio.TaskGroup() as tasks:
+                background = [
+                    tasks.create_task(self._listen(stop), name="worker-listen"),
+                    tasks.create_task(self._report(stop), name="worker-report"),
+                ]
+                loops = [
+                    tasks.create_task(self._loop(stop), name=f"worker-loop-{i}")
+                    for i in range(self.concurrency)
+                ]
+                await asyncio.wait(loops)  # returns when stop is set (or a loop failed)
+                for task in background:
+                    task.cancel()
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from group
         logger.info("worker stopped", extra={"worker": self.name, **dataclasses.asdict(self.stats)})
         return self.stats
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import openai
 
-from clipembed import errors
+from clipembed import errors, models
 from clipembed.providers import base, tokens
 from clipembed.settings import (
     OPENAI_MAX_TOKENS_PER_INPUT,
@@ -125,7 +125,8 @@ class OpenAIProvider:
         self.max_inputs_per_request = settings.embedding_batch_size
         self.max_tokens_per_request = settings.embedding_max_tokens_per_request
         # ada-002 rejects `dimensions`; every other model gets it on every request.
-        self._send_dimensions = self.model != "text-embedding-ada-002"
+        known = models.OPENAI_MODELS.get(self.model)
+        self._send_dimensions = known is None or known.shortenable
         self._secret = settings.openai_api_key.get_secret_value()
         self._tokenizer = tokens.TiktokenTokenizer()
         self._client = openai.AsyncOpenAI(

@@ -46,17 +46,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from clipembed import models
 from clipembed.testing import servers
 
-NATIVE_DIMENSIONS = {
-    "text-embedding-3-small": 1536,
-    "text-embedding-3-large": 3072,
-    "text-embedding-ada-002": 1536,
-}
-FIXED_DIMENSIONS = frozenset({"text-embedding-ada-002"})  # reject `dimensions` like the API
-MAX_INPUTS = 2048
-MAX_TOKENS_PER_INPUT = 8191
-MAX_TOKENS_PER_REQUEST = 300_000
+NATIVE_DIMENSIONS = {m.name: m.native_dimensions for m in models.OPENAI_MODELS.values()}
+#: reject `dimensions` for these, like the API
+FIXED_DIMENSIONS = frozenset(m.name for m in models.OPENAI_MODELS.values() if not m.shortenable)
+MAX_INPUTS = models.OPENAI_MAX_INPUTS_PER_REQUEST
+MAX_TOKENS_PER_INPUT = models.OPENAI_MAX_TOKENS_PER_INPUT
+MAX_TOKENS_PER_REQUEST = models.OPENAI_MAX_TOKENS_PER_REQUEST
 WINDOW = 60.0  # seconds: the limits are per minute
 #: A "slow" answer still in flight at stop() is cut off after this, so teardown stays quick.
 GRACEFUL_SHUTDOWN_SECONDS = 1  # uvicorn takes whole seconds

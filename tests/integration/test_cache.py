@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from clipembed import cache
+from tests.plugins.waiting import wait_for
 
 
 @pytest.fixture
@@ -100,7 +100,8 @@ async def test_redis_outage_is_said_once_and_recovered_from(redis_process, redis
         assert len(warnings) == 1
         assert not link.available  # no timeouts paid while it is known to be down
         redis_process.start()
-        await asyncio.sleep(0.25)
+        # a ping through the link only reaches Redis once its 0.2 s back-off has ended
+        await wait_for(link.ping, what="the link to reach the restarted Redis")
         await c.set_many([("b", np.full(4, 2, np.float32))])
         got = await c.get_many(["b"])
         assert got[0] is not None and got[0][0] == 2.0

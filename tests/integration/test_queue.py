@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import numpy as np
 import psycopg
@@ -13,6 +12,7 @@ from clipembed import clips
 from clipembed.jobs import queue, reconcile, worker
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.queue import insert_clips
+from tests.plugins.waiting import wait_for
 
 
 def queue_rows(url: str) -> dict:
@@ -29,6 +29,32 @@ def embedding_of(url: str, clip_id) -> tuple[np.ndarray | None, str]:
         ).fetchone()
     text = clips.embedding_text(clips.ClipText(*row[1:]))
     return (row[0].to_numpy() if row[0] is not None else None), text
+
+
+def listening_connections(url: str) -> int:
+    """How many sessions on this database have LISTENed (a worker's listener is connected)."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query ILIKE 'LISTEN%%'"
+        ).fetchone()[0]
+
+
+class HoldAfterEmbedding:
+    """The real service, except that each call, once the provider has answered, signals
+    ``embedded`` and waits for ``release`` before handing the vectors to the worker."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.model, self.dimensions = real.model, real.dimensions
+        self.embedded = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def embed_detailed(self, texts):
+        outcome = await self.real.embed_detailed(texts)
+        self.embedded.set()
+        await self.release.wait()
+        return outcome
 
 
 async def test_insert_and_text_edits_enqueue_counters_do_not(
@@ -81,17 +107,24 @@ async def test_edit_during_embedding_is_not_overwritten_with_a_stale_vector(
     queue_runtime, database_url, fake_openai
 ):
     [cid] = insert_clips(database_url, 1)
-    fake_openai.control(latency_ms=500)
     w = worker.Worker(queue_runtime, name="w1")
+    held = w.service = HoldAfterEmbedding(w.service)
     task = asyncio.create_task(w.run_once())
-    await asyncio.sleep(0.2)  # claimed, request in flight
+    # claimed and embedded by the provider, not yet completed: the edit lands in between
+    await wait_for(
+        lambda: held.embedded.is_set() or task.done(),
+        what="the worker to claim the clip and get its vector from the provider",
+    )
+    assert not task.done(), task
+    assert fake_openai.stats()["requests"] == 1
     with psycopg.connect(database_url) as conn:
         conn.execute("UPDATE clips SET title = 'edited while embedding' WHERE id = %s", (cid,))
+    held.release.set()
     await task
     assert w.stats.superseded == 1
     vec, _ = embedding_of(database_url, cid)
     assert vec is None  # the stale vector was not written
-    fake_openai.control(latency_ms=0)
+    w.service = held.real
     await w.drain()
     vec, text = embedding_of(database_url, cid)
     assert "edited while embedding" in text
@@ -143,15 +176,23 @@ async def test_notify_wakes_a_listening_worker_within_seconds(queue_runtime, dat
     w.poll = 30  # only NOTIFY can wake it in time
     stop = asyncio.Event()
     task = asyncio.create_task(w.run(stop))
-    await asyncio.sleep(0.5)
-    t0 = time.monotonic()
-    [cid] = await asyncio.to_thread(insert_clips, database_url, 1)
-    while embedding_of(database_url, cid)[0] is None and time.monotonic() - t0 < 10:
-        await asyncio.sleep(0.05)
-    latency = time.monotonic() - t0
-    stop.set()
-    await task
-    assert latency < 5
+    try:
+        await wait_for(
+            lambda: listening_connections(database_url) >= 1 or task.done(),
+            what="the worker's LISTEN connection",
+        )
+        assert not task.done(), task
+        [cid] = await asyncio.to_thread(insert_clips, database_url, 1)
+        # well under the 30 s poll: only the NOTIFY can have woken the worker this soon
+        await wait_for(
+            lambda: embedding_of(database_url, cid)[0] is not None,
+            timeout=5,
+            interval=0.05,
+            what="the NOTIFY to wake the listening worker and the clip to be embedded",
+        )
+    finally:
+        stop.set()
+        await task
 
 
 async def test_removed_clips_leave_the_queue(queue_runtime, database_url):

@@ -12,6 +12,7 @@ from clipembed import runtime
 from clipembed.db import queries
 from clipembed.jobs import scheduler
 from tests.plugins.jobs import clip_record, load_clips
+from tests.plugins.waiting import wait_for
 
 
 def embedded(database_url):
@@ -73,6 +74,9 @@ async def test_another_replica_holding_the_lock_skips_the_cycle(
         other.execute(queries.TRY_LOCK, (scheduler.LOCK_KEY,))
         skipped = await scheduler.run_cycle(scheduler_runtime, reconcile=False)
         assert skipped.ran is False and not embedded(database_url)
+        # released explicitly: closing the connection frees the lock only once the server
+        # process has exited, which may be after the next cycle tries to take it
+        assert other.execute(queries.UNLOCK, (scheduler.LOCK_KEY,)).fetchone()[0] is True
     ran = await scheduler.run_cycle(scheduler_runtime, reconcile=False)
     assert ran.ran and ran.embedded == 1
 
@@ -95,11 +99,16 @@ async def test_loop_runs_at_start_then_every_interval_and_stops_on_request(
     await load_clips(database_url, [clip_record(i) for i in range(7)], tmp_path)
     stop = asyncio.Event()
     task = asyncio.create_task(scheduler.run_scheduler(scheduler_runtime, stop))
-    for _ in range(200):  # 7 clips at 3 per cycle: three cycles
-        if len(embedded(database_url)) == 7:
-            break
-        await asyncio.sleep(0.1)
-    stop.set()
+    try:
+        await wait_for(  # 7 clips at 3 per cycle: three cycles, 0.3 s apart
+            lambda: len(embedded(database_url)) == 7 or task.done(),
+            timeout=20,
+            interval=0.1,
+            what="the scheduler loop to embed all 7 clips",
+        )
+        assert not task.done(), task
+    finally:
+        stop.set()
     results = await asyncio.wait_for(task, timeout=30)
     assert len(embedded(database_url)) == 7
     assert len(results) >= 3 and sum(r.embedded for r in results) == 7

@@ -11,6 +11,7 @@ import pytest
 from clipembed import errors, service
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.provider import TEST_KEY
+from tests.plugins.waiting import wait_for
 
 
 @pytest.fixture
@@ -211,9 +212,13 @@ async def test_a_429_holds_every_service_sharing_the_limit(make_service, fake_op
     first, second = await make_service(), await make_service()
     fake_openai.control(plan=["429"], retry_after_ms=1500)
     task = asyncio.create_task(first.embed(["a"]))
-    while fake_openai.stats()["requests"] == 0:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)  # the 429 has been seen and the block written to Redis
+    limiter = first.limiter
+    assert limiter.link is not None and limiter.key == second.limiter.key
+    # the 429 has been seen and its block written to the shared state in Redis
+    await wait_for(
+        lambda: limiter.link.client.hexists(limiter.key, "blocked"),
+        what="the first service to write the 429's block to Redis",
+    )
     other = await second.embed(["b"])
     await task
     assert_correct(["b"], other.vectors)

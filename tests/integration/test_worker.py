@@ -12,6 +12,7 @@ from clipembed.jobs import queue, worker
 from clipembed.testing.fakeopenai import expected_vector
 from tests.integration.test_queue import embedding_of, queue_rows
 from tests.plugins.queue import insert_clips
+from tests.plugins.waiting import wait_for
 
 
 def queue_row(url: str, clip_id) -> tuple | None:
@@ -21,6 +22,14 @@ def queue_row(url: str, clip_id) -> tuple | None:
             "WHERE clip_id = %s",
             (clip_id,),
         ).fetchone()
+
+
+def lease_expired(url: str, clip_id) -> bool:
+    """The item's lease has run out by PostgreSQL's clock (the one ``claim`` goes by)."""
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT leased_until < now() FROM embedding_queue WHERE clip_id = %s", (clip_id,)
+        ).fetchone()[0]
 
 
 def make_ready(url: str) -> None:
@@ -108,7 +117,11 @@ async def test_an_expired_lease_is_taken_over_and_the_late_result_discarded(
     async with queue_runtime.pool.connection() as conn:
         [stale] = await queue.claim(conn, worker="crashed", limit=10, lease=0.3)
         assert await queue.claim(conn, worker="other", limit=10, lease=5) == []  # leased
-    await asyncio.sleep(0.5)
+    await wait_for(
+        lambda: lease_expired(database_url, cid),
+        timeout=5,
+        what="the crashed worker's 0.3 s lease to expire",
+    )
     w = worker.Worker(queue_runtime, name="taker")
     assert await w.run_once() == 1
     assert w.stats.embedded == 1
@@ -133,8 +146,17 @@ async def test_a_slow_batch_keeps_its_lease(openai_settings, database_url, fake_
     async with runtime.open_runtime(cfg) as rt:
         slow = worker.Worker(rt, name="slow")
         task = asyncio.create_task(slow.run_once())
-        for _ in range(6):  # 1.8 s: three lease lengths
+        await wait_for(
+            lambda: fake_openai.stats()["requests"] == 1 or task.done(),
+            what="the slow worker to claim the clip and send its request",
+        )
+        assert not task.done(), task
+        for _ in range(6):  # 1.8 s, three lease lengths, while the 2 s request is in flight
+            # not synchronisation: time has to pass beyond the lease so that only the heartbeat
+            # renewing it keeps the thief out
             await asyncio.sleep(0.3)
+            if task.done():
+                break
             async with rt.pool.connection() as conn:
                 assert await queue.claim(conn, worker="thief", limit=10, lease=5) == []
         await task
@@ -148,8 +170,11 @@ async def test_stop_finishes_the_batch_in_flight(queue_runtime, database_url, fa
     w = worker.Worker(queue_runtime, name="w", concurrency=1)
     stop = asyncio.Event()
     task = asyncio.create_task(w.run(stop))
-    while fake_openai.stats()["requests"] == 0:
-        await asyncio.sleep(0.02)
+    await wait_for(
+        lambda: fake_openai.stats()["requests"] >= 1 or task.done(),
+        what="the worker's first request to reach the provider",
+    )
+    assert not task.done(), task
     stop.set()  # as SIGTERM does
     stats = await task
     assert stats.embedded == 5

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clipembed import clips
-from clipembed.jobs import backfill
+from clipembed.jobs import backfill, index_policy, pipeline, report
 
 MODEL = "text-embedding-3-small"
 TEXT = clips.embedding_text(clips.ClipText("t", "b", "c", "g"))
@@ -38,7 +38,7 @@ def row(**overrides):
     ],
 )
 def test_staleness_rule(stored, force, expected):
-    assert backfill.needs_embedding(stored, model=MODEL, content_hash=HASH, force=force) is expected
+    assert pipeline.needs_embedding(stored, model=MODEL, content_hash=HASH, force=force) is expected
 
 
 clip_fields = st.builds(
@@ -117,7 +117,7 @@ def test_dry_run_lines_estimate_and_say_nothing_was_sent():
     ("seconds", "shown"), [(0.5, "0.50s"), (59.99, "59.99s"), (61, "1m01.0s"), (3725, "1h02m05.0s")]
 )
 def test_duration_format(seconds, shown):
-    assert backfill._duration(seconds) == shown
+    assert report.duration(seconds) == shown
 
 
 @pytest.mark.parametrize(
@@ -148,5 +148,23 @@ def fake_service(*, parallel: bool, max_inputs: int = 2048):
     ],
 )
 def test_index_rebuild_only_when_the_database_would_bind(parallel, rpm, batch, expected):
-    cfg = types.SimpleNamespace(embedding_requests_per_minute=rpm)
-    assert backfill._cpu_bound(fake_service(parallel=parallel), cfg, batch) is expected
+    service = fake_service(parallel=parallel)
+    assert index_policy.load_outpaces_index(service, rpm, batch) is expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("mode", "live", "expected_rows", "outpaces", "rebuild"),
+    [
+        ("rebuild", 10, 1, False, True),
+        ("keep", 100_000, 100_000, True, False),
+        ("auto", 100_000, 60_000, True, True),
+        ("auto", 100_000, 40_000, True, False),  # most clips already embedded
+        ("auto", 500, 500, True, False),  # a small table: keep the index for live search
+        ("auto", 100_000, 100_000, False, False),  # the provider binds, the index keeps up
+    ],
+)
+def test_index_rebuild_decision(mode, live, expected_rows, outpaces, rebuild):
+    assert (
+        index_policy.wants_rebuild(mode, live=live, expected=expected_rows, outpaces=outpaces)
+        is rebuild
+    )

@@ -20,6 +20,7 @@ from clipembed import errors, service
 from clipembed import settings as settings_mod
 from clipembed.providers import base
 from clipembed.ratelimit import RateLimiter
+from tests.plugins.waiting import wait_for
 
 DIMS = 8
 
@@ -200,9 +201,10 @@ async def test_concurrent_calls_share_one_request_for_the_same_text():
     provider.gate = asyncio.Event()
     svc = make(provider)
     first = asyncio.create_task(svc.embed(["same", "x"]))
-    await asyncio.sleep(0.01)  # let the first call send its request
+    await wait_for(lambda: len(provider.batches) == 1, what="the first call's request")
     second = asyncio.create_task(svc.embed(["same", "y"]))
-    await asyncio.sleep(0.01)
+    # "same" is in flight, so the second call sends only "y" and awaits the first's "same"
+    await wait_for(lambda: len(provider.batches) == 2, what="the second call's request")
     provider.gate.set()
     a, b = await asyncio.gather(first, second)
     assert_vectors(["same", "x"], a.vectors)

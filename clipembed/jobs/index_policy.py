@@ -1,0 +1,80 @@
+"""Whether a backfill drops the HNSW index and builds it once at the end, and the build itself.
+
+When most of a large table is unembedded and the load will run faster than PostgreSQL can
+maintain the graph row by row, building the index once after loading is several times faster
+(docs/benchmarks.md). Below that rate (a remote provider under its request limit) the database
+keeps up with the provider and maintaining the index while waiting for the limit is free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Literal
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from clipembed.db import queries
+
+if TYPE_CHECKING:
+    from clipembed.service import EmbeddingService
+
+IndexMode = Literal["auto", "keep", "rebuild"]
+INDEX_MODES: tuple[str, ...] = ("auto", "keep", "rebuild")
+
+REBUILD_MIN_ROWS = 1_000  # below this the index is cheap either way; keep it for live search
+REBUILD_FRACTION = 0.5  # rebuild when more than this fraction of live clips needs embedding
+#: Above this many clips/s allowed by the request limit, index maintenance would slow the load.
+INCREMENTAL_INDEX_RATE = 1000.0
+
+
+def load_outpaces_index(
+    service: EmbeddingService, requests_per_minute: int, batch_size: int
+) -> bool:
+    """Will this load go faster than the database can maintain the index incrementally?
+
+    A local model competes with PostgreSQL for the same cores; a remote provider is bound by
+    its request limit, and below INCREMENTAL_INDEX_RATE clips/s the index keeps up for free.
+    """
+    if not getattr(service.provider, "parallel_requests", True):
+        return True
+    per_request = min(batch_size, service.provider.max_inputs_per_request)
+    return bool(requests_per_minute / 60 * per_request >= INCREMENTAL_INDEX_RATE)
+
+
+def wants_rebuild(mode: str, *, live: int, expected: int, outpaces: bool) -> bool:
+    """The decision, pure: ``rebuild`` always; ``auto`` for a large, mostly empty table."""
+    if mode == "rebuild":
+        return True
+    return (
+        mode == "auto"
+        and live >= REBUILD_MIN_ROWS
+        and expected > REBUILD_FRACTION * live
+        and outpaces
+    )
+
+
+async def index_exists(pool: AsyncConnectionPool) -> bool:
+    async with pool.connection() as conn:
+        cur = await conn.execute(queries.HNSW_EXISTS, (queries.HNSW_INDEX,))
+        row = await cur.fetchone()
+        return bool(row and row[0])
+
+
+async def drop_index(pool: AsyncConnectionPool) -> None:
+    async with pool.connection() as conn:
+        await conn.execute(queries.DROP_HNSW)
+
+
+async def rebuild_index(pool: AsyncConnectionPool) -> None:
+    """Build the HNSW index with enough memory and parallel workers to do it in one pass."""
+    async with pool.connection() as conn:
+        await conn.set_autocommit(True)
+        try:
+            for setting in queries.INDEX_BUILD_SETTINGS:
+                # a server that refuses a setting still builds the index, only slower
+                with contextlib.suppress(psycopg.Error):
+                    await conn.execute(setting)
+            await conn.execute(queries.CREATE_HNSW)
+        finally:
+            await conn.set_autocommit(False)

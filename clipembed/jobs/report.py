@@ -1,0 +1,105 @@
+"""What a backfill did: the summary (the original's lines, or JSON) and the exit code."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass
+class Summary:
+    """What a run did; printed as the original's summary, or as JSON."""
+
+    total: int = 0
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    duration: float = 0.0
+    last_error: str | None = None
+    requests: int = 0
+    tokens: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    estimated_cost_usd: float = 0.0
+    interrupted: bool = False
+    dry_run: bool = False
+    would_embed: int = 0
+    estimated_seconds: float | None = None
+    index_rebuilt: bool = False
+    superseded: int = 0  # embedded, but the clip was edited meanwhile: left for the next run
+
+    @property
+    def average_ms(self) -> float:
+        return self.duration * 1000 / self.processed if self.processed else 0.0
+
+    @property
+    def cache_hit_rate(self) -> float:
+        looked = self.cache_hits + self.cache_misses
+        return self.cache_hits / looked if looked else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["average_ms_per_clip"] = round(self.average_ms, 3)
+        out["cache_hit_rate"] = round(self.cache_hit_rate, 4)
+        out["duration"] = round(self.duration, 3)
+        out["estimated_cost_usd"] = round(self.estimated_cost_usd, 6)
+        return out
+
+    def fill_service_stats(self, before: Any, after: Any, price: float) -> None:
+        """Requests, tokens, cache and retries: the service's counters over the run."""
+        self.requests = after.requests - before.requests
+        self.tokens = after.tokens - before.tokens
+        self.cache_hits = after.cache_hits - before.cache_hits
+        self.cache_misses = after.cache_misses - before.cache_misses
+        self.retries = after.retries - before.retries
+        self.rate_limited = after.rate_limited - before.rate_limited
+        self.estimated_cost_usd = self.tokens * price / 1_000_000
+
+    def lines(self) -> list[str]:
+        if self.dry_run:
+            eta = "n/a" if self.estimated_seconds is None else duration(self.estimated_seconds)
+            return [
+                "Backfill dry run (nothing sent, nothing written)",
+                f"  Total:            {self.total}",
+                f"  Would embed:      {self.would_embed}",
+                f"  Skipped:          {self.skipped}",
+                f"  Already cached:   {self.cache_hits}",
+                f"  API requests:     {self.requests}",
+                f"  Tokens:           {self.tokens}",
+                f"  Estimated cost:   ${self.estimated_cost_usd:.4f}",
+                f"  Estimated time:   {eta} at the configured rate limits",
+            ]
+        return [
+            "Backfill " + ("interrupted" if self.interrupted else "complete"),
+            f"  Total:            {self.total}",
+            f"  Processed:        {self.processed}",
+            f"  Skipped:          {self.skipped}",
+            f"  Failed:           {self.failed}",
+            f"  Duration:         {duration(self.duration)}",
+            f"  Average per clip: {self.average_ms:.2f} ms",
+            f"  Last error:       {self.last_error or '-'}",
+            f"  API requests:     {self.requests}",
+            f"  Tokens:           {self.tokens}",
+            f"  Cache hit rate:   {self.cache_hit_rate:.1%}",
+            f"  Estimated cost:   ${self.estimated_cost_usd:.4f}",
+        ]
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.2f}s"
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return (
+        f"{int(hours)}h{int(minutes):02d}m{secs:04.1f}s"
+        if hours
+        else f"{int(minutes)}m{secs:04.1f}s"
+    )
+
+
+def exit_code(summary: Summary) -> int:
+    if summary.failed or summary.interrupted:
+        return 1
+    return 0
