@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from clipembed import runtime, settings
-from clipembed.search import beir, core
+from clipembed.eval import beir
+from clipembed.search import core
 
 KEYWORD_WEIGHTS = (0.5, 0.7, 0.8, 1.0, 1.2, 1.3, 1.5, 2.0)
 RRF_KS = (10, 30, 60, 100)

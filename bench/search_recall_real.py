@@ -17,7 +17,8 @@ from typing import Any
 from psycopg import sql
 
 from clipembed import runtime, settings
-from clipembed.search import beir, core
+from clipembed.eval import beir
+from clipembed.search import core
 
 EF_SEARCH = (10, 20, 40, 64, 100)
 K = 10

@@ -26,7 +26,8 @@ import numpy as np
 
 from bench.search_fusion import ndcg
 from clipembed import runtime, settings
-from clipembed.search import beir, core
+from clipembed.eval import beir
+from clipembed.search import core
 
 VECTOR_NOISE = (0.0, 0.04, 0.08, 0.12, 0.16)  # per-dimension sigma (384 dims, unit vectors)
 WORD_DROP = (0.0, 0.2, 0.35, 0.5, 0.65)

@@ -38,7 +38,7 @@ def main() -> None:
         os.environ["REDIS_URL"] = "embedded"
     from clipembed import demo_data, logs, runtime, settings
     from clipembed.cli import common
-    from clipembed.db import connection, migrations
+    from clipembed.db import connection, migrations, queries
     from clipembed.jobs import backfill, importer, progress
     from clipembed.jobs import stats as stats_mod
 
@@ -62,7 +62,7 @@ def main() -> None:
         conn = await connection.connect(url, autocommit=True)
         async with conn:
             await migrations.up(conn, dimensions=dims)
-            cur = await conn.execute("SELECT count(*) FROM clips")
+            cur = await conn.execute(queries.COUNT_CLIPS)
             have = (await cur.fetchone() or (0,))[0]
         if have < wanted:
             with tempfile.TemporaryDirectory() as tmp:

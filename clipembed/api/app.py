@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clipembed import runtime as runtime_mod
 from clipembed.api import search_routes
+from clipembed.db import queries
 from clipembed.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def create_app(settings: Settings) -> FastAPI:
         report: dict[str, Any] = {}
         try:
             async with rt.pool.connection() as conn:
-                await conn.execute("SELECT 1")
+                await conn.execute(queries.PING)
             report["database"] = {"ok": True}
         except Exception as exc:
             report["database"] = {"ok": False, "error": type(exc).__name__}

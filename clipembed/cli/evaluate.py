@@ -14,7 +14,8 @@ import typer
 
 from clipembed import runtime
 from clipembed.cli import common
-from clipembed.search import beir, bm25, core, fusion
+from clipembed.eval import beir
+from clipembed.search import bm25, core, fusion
 
 
 def register(app: typer.Typer) -> None:

@@ -19,6 +19,7 @@ from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import embedded, errors
+from clipembed.db import queries
 from clipembed.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> AsyncC
     conn = await connect(url)
     try:
         async with conn.cursor() as cur:
-            await cur.execute("SELECT 1 FROM pg_type WHERE typname = 'vector'")
+            await cur.execute(queries.HAS_PGVECTOR)
             if await cur.fetchone() is None:
                 raise errors.SchemaError(
                     "the pgvector extension is not installed in this database: "

@@ -3,8 +3,9 @@
 One module of named queries (procrastinate's ``sql/queries.sql``) so a reviewer reads every
 statement the jobs send without hunting through Python. Nothing here is built from user input:
 the only composed parts are column lists taken from our own model and an integer dimension,
-both passed through :mod:`psycopg.sql`. The real-time queue keeps its own statements in
-``clipembed.jobs.queue``.
+both passed through :mod:`psycopg.sql`. Each area keeps its SQL in one module: this one (jobs,
+connections, health), ``clipembed.db.migrations`` (its bookkeeping table) and ``schema/*.sql``,
+``clipembed.jobs.queue`` (the real-time queue's protocol) and ``clipembed.search.queries``.
 """
 
 from __future__ import annotations
@@ -168,3 +169,9 @@ SELECT id FROM unnest(%s::uuid[]) AS t(id)
 WHERE NOT EXISTS (SELECT 1 FROM embedding_queue q WHERE q.clip_id = t.id)
   AND NOT EXISTS (SELECT 1 FROM embedding_dead_letters d WHERE d.clip_id = t.id)
 """
+
+# ---------------------------------------------------------------- connections and health
+
+PING = "SELECT 1"
+HAS_PGVECTOR = "SELECT 1 FROM pg_type WHERE typname = 'vector'"
+COUNT_CLIPS = "SELECT count(*) FROM clips"

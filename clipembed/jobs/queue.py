@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from psycopg import sql
 from psycopg.rows import dict_row
 
 from clipembed import errors
@@ -72,11 +73,12 @@ UPDATE embedding_queue SET leased_until = now() + make_interval(secs => %(lease)
 WHERE clip_id = ANY(%(ids)s) AND leased_by = %(worker)s
 """
 
-CREATE_STAGE = """
+CREATE_STAGE = sql.SQL("""
 CREATE TEMP TABLE queue_stage (
     id uuid, generation bigint, embedding vector({dims}), content_hash bytea, model text
 ) ON COMMIT DROP
-"""
+""")
+NOTIFY = "SELECT pg_notify(%s, '')"
 
 COPY_STAGE = "COPY queue_stage (id, generation, embedding, content_hash, model) FROM STDIN WITH (FORMAT BINARY)"
 
@@ -257,7 +259,7 @@ async def complete(
     if not done:
         return set()
     async with conn.transaction(), conn.cursor() as cur:
-        await cur.execute(CREATE_STAGE.format(dims=int(dimensions)).encode())
+        await cur.execute(CREATE_STAGE.format(dims=sql.Literal(int(dimensions))))
         async with cur.copy(COPY_STAGE) as copy:
             copy.set_types(["uuid", "int8", "vector", "bytea", "text"])
             for item, vec, digest in done:
@@ -306,7 +308,7 @@ async def enqueue(conn: psycopg.AsyncConnection[Any], ids: Sequence[Any]) -> int
     async with conn.transaction():
         cur = await conn.execute(ENQUEUE, (list(ids),))
         count = cur.rowcount
-        await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        await conn.execute(NOTIFY, (CHANNEL,))
     return count
 
 
@@ -338,5 +340,5 @@ async def replay(conn: psycopg.AsyncConnection[Any], ids: Sequence[Any] | None) 
     async with conn.transaction():
         cur = await conn.execute(REPLAY, {"all": ids is None, "ids": list(ids or [])})
         moved = len(await cur.fetchall())
-        await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+        await conn.execute(NOTIFY, (CHANNEL,))
     return moved

@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from clipembed import clips as clips_mod
 from clipembed import errors
 from clipembed import service as service_mod
-from clipembed.search import core
+from clipembed.search import core, queries
 
 CLIPS = core.Corpus(
     table="clips",
@@ -35,11 +35,6 @@ CLIPS = core.Corpus(
 MAX_QUERY_CHARS = 500
 MAX_LIMIT = 100
 MAX_WINDOW = 1000
-
-RESULT_COLUMNS = """
-id, twitch_clip_id, twitch_clip_url, embed_url, title, creator_name, broadcaster_name,
-game_name, language, thumbnail_url, duration, view_count, vote_score, created_at, is_nsfw
-"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,7 +109,7 @@ async def _rows(pool: AsyncConnectionPool, ids: list[Any]) -> dict[Any, dict[str
     if not ids:
         return {}
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT {RESULT_COLUMNS} FROM clips WHERE id = ANY(%s)", (ids,))
+        await cur.execute(queries.CLIP_ROWS, (ids,))
         return {r["id"]: r for r in await cur.fetchall()}
 
 
@@ -184,9 +179,7 @@ async def similar(
     """Clips nearest to a clip's own vector; None when the clip does not exist or has none."""
     check_params(dataclasses.replace(params, mode="semantic"))
     async with pool.connection() as conn:
-        cur = await conn.execute(
-            "SELECT embedding FROM clips WHERE id = %s AND NOT is_removed", (clip_id,)
-        )
+        cur = await conn.execute(queries.CLIP_EMBEDDING, (clip_id,))
         row = await cur.fetchone()
         await conn.commit()
         if row is None or row[0] is None:

@@ -29,7 +29,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from clipembed.search import bm25, fusion
+from clipembed.search import bm25, fusion, queries
 
 Mode = Literal["hybrid", "keyword", "semantic"]
 MODES: tuple[str, ...] = ("hybrid", "keyword", "semantic")
@@ -46,11 +46,17 @@ class Corpus:
     table: str
     postings: str
     doclen: str
+    #: the schema of the three tables (None: the connection's search_path, as for ``clips``)
+    schema: str | None = None
     embedding_column: str = "embedding"
     #: weight of each tsvector class (A, B, C, D) in term frequency and document length
     field_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     #: SQL always applied to documents (alias ``d``), e.g. ``NOT d.is_removed``
     base_filter: str = "TRUE"
+
+    def ident(self, name: str) -> sql.Identifier:
+        """``name`` as an identifier, qualified with the corpus's schema when it has one."""
+        return sql.Identifier(self.schema, name) if self.schema else sql.Identifier(name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,14 +110,12 @@ async def corpus_stats(conn: psycopg.AsyncConnection[Any], corpus: Corpus) -> tu
     if cached and now - cached[2] < STATS_TTL:
         return cached[0], cached[1]
     wa, wb, wc, wd = corpus.field_weights
-    query = sql.SQL(
-        "SELECT count(*), coalesce(avg({wa} * len_a + {wb} * len_b + {wc} * len_c + {wd} * len_d), 0) FROM {t}"
-    ).format(
+    query = queries.CORPUS_STATS.format(
         wa=sql.Literal(wa),
         wb=sql.Literal(wb),
         wc=sql.Literal(wc),
         wd=sql.Literal(wd),
-        t=sql.Identifier(corpus.doclen),
+        t=corpus.ident(corpus.doclen),
     )
     cur = await conn.execute(query)
     n, avgdl = await cur.fetchone() or (0, 0)
@@ -122,79 +126,6 @@ async def corpus_stats(conn: psycopg.AsyncConnection[Any], corpus: Corpus) -> tu
 
 def clear_stats_cache() -> None:
     _stats_cache.clear()
-
-
-LEXEMES = (
-    "SELECT coalesce(array_agg(DISTINCT lexeme), '{}') FROM unnest(to_tsvector('english', %s))"
-)
-
-# One index-only range scan of the covering primary key per query term gives tf, the document's
-# lengths and (by a window count) the term's document frequency; scores are summed per document,
-# and the filters are a semi-join on the corpus table's primary key. The final ORDER BY is
-# explicit: an earlier version relied on a nested loop preserving the CTE's order, and the
-# planner did not always oblige (8 of 50 SciFact queries got a wrong top 200).
-KEYWORD = """
-WITH p AS (
-    SELECT p.doc_id,
-           count(*) OVER (PARTITION BY p.lexeme) AS df,
-           %(wa)s * p.tf_a + %(wb)s * p.tf_b + %(wc)s * p.tf_c + %(wd)s * p.tf_d AS tf,
-           %(wa)s * p.len_a + %(wb)s * p.len_b + %(wc)s * p.len_c + %(wd)s * p.len_d AS dl
-    FROM {postings} p
-    WHERE p.lexeme = ANY(%(lexemes)s)
-), ranked AS MATERIALIZED (
-    SELECT doc_id,
-           sum(ln(1 + (%(n)s - df + 0.5) / (df + 0.5))
-               * (tf * (%(k1)s + 1)) / (tf + %(k1)s * (1 - %(b)s + %(b)s * dl / %(avgdl)s))) AS score
-    FROM p
-    WHERE tf > 0
-    GROUP BY doc_id
-    ORDER BY score DESC, doc_id
-)
-SELECT r.doc_id, r.score
-FROM ranked r
-WHERE EXISTS (SELECT 1 FROM {table} d WHERE d.id = r.doc_id AND ({base}) AND ({where}))
-ORDER BY r.score DESC, r.doc_id
-LIMIT %(n_results)s
-"""
-
-SEMANTIC = """
-SELECT id, distance FROM (
-    SELECT d.id, d.{emb} <=> %(v)s AS distance
-    FROM {table} d
-    WHERE d.{emb} IS NOT NULL AND ({base}) AND ({where}) AND ({exclude})
-    ORDER BY d.{emb} <=> %(v)s
-    LIMIT %(n_results)s
-) t
-ORDER BY distance, id
-"""
-
-
-# The same ranking for a selective filter (one game, one broadcaster): probing documents in
-# score order until the window is full costs one primary-key lookup per candidate, ~7,400 of
-# them for a game holding 2.7% of 100,000 clips (keyword p95 40 ms); materialising the filtered
-# ids first (an index scan) and hash-joining them is 3x faster there (p95 12 ms), but far
-# slower without a selective filter (it would materialise every live clip). The caller knows
-# which case it has (``filter_first``). df is still counted over all postings, before the join.
-KEYWORD_FILTER_FIRST = """
-WITH p AS MATERIALIZED (
-    SELECT p.doc_id,
-           count(*) OVER (PARTITION BY p.lexeme) AS df,
-           %(wa)s * p.tf_a + %(wb)s * p.tf_b + %(wc)s * p.tf_c + %(wd)s * p.tf_d AS tf,
-           %(wa)s * p.len_a + %(wb)s * p.len_b + %(wc)s * p.len_c + %(wd)s * p.len_d AS dl
-    FROM {postings} p
-    WHERE p.lexeme = ANY(%(lexemes)s)
-), f AS MATERIALIZED (
-    SELECT d.id FROM {table} d WHERE ({base}) AND ({where})
-)
-SELECT p.doc_id,
-       sum(ln(1 + (%(n)s - df + 0.5) / (df + 0.5))
-           * (tf * (%(k1)s + 1)) / (tf + %(k1)s * (1 - %(b)s + %(b)s * dl / %(avgdl)s))) AS score
-FROM p JOIN f ON f.id = p.doc_id
-WHERE tf > 0
-GROUP BY p.doc_id
-ORDER BY score DESC, p.doc_id
-LIMIT %(n_results)s
-"""
 
 
 async def keyword_branch(
@@ -214,16 +145,16 @@ async def keyword_branch(
     n_docs, avgdl = await corpus_stats(conn, corpus)
     if n_docs == 0:
         return []
-    cur = await conn.execute(LEXEMES, (query,))
+    cur = await conn.execute(queries.LEXEMES, (query,))
     row = await cur.fetchone()
     lexemes = list(row[0]) if row and row[0] else []
     if not lexemes:
         await conn.commit()
         return []
     wa, wb, wc, wd = corpus.field_weights
-    stmt = sql.SQL(KEYWORD_FILTER_FIRST if filter_first else KEYWORD).format(
-        postings=sql.Identifier(corpus.postings),
-        table=sql.Identifier(corpus.table),
+    stmt = (queries.KEYWORD_FILTER_FIRST if filter_first else queries.KEYWORD).format(
+        postings=corpus.ident(corpus.postings),
+        table=corpus.ident(corpus.table),
         base=sql.SQL(corpus.base_filter),
         where=where[0],
     )
@@ -251,7 +182,7 @@ async def keyword_branch(
 async def _pgvector_version(conn: psycopg.AsyncConnection[Any]) -> tuple[int, ...]:
     key = _database_key(conn)
     if key not in _vector_version:
-        cur = await conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'")
+        cur = await conn.execute(queries.PGVECTOR_VERSION)
         row = await cur.fetchone()
         parts = (row[0] if row else "0").split(".")
         _vector_version[key] = tuple(int(p) for p in parts if p.isdigit())
@@ -271,20 +202,18 @@ async def semantic_branch(
     """Top ``n`` (id, cosine similarity) by HNSW among documents matching ``where``."""
     version = await _pgvector_version(conn)
     exclude = sql.SQL("d.id <> %(exclude)s") if exclude_id is not None else sql.SQL("TRUE")
-    stmt = sql.SQL(SEMANTIC).format(
+    stmt = queries.SEMANTIC.format(
         emb=sql.Identifier(corpus.embedding_column),
-        table=sql.Identifier(corpus.table),
+        table=corpus.ident(corpus.table),
         base=sql.SQL(corpus.base_filter),
         where=where[0],
         exclude=exclude,
     )
     async with conn.transaction():
-        await conn.execute(
-            "SELECT set_config('hnsw.ef_search', %s, true)", (str(max(params.ef_search, 1)),)
-        )
+        await conn.execute(queries.SET_EF_SEARCH, (str(max(params.ef_search, 1)),))
         if version >= (0, 8):
             # keep scanning the index until enough rows pass the filters (pgvector >= 0.8)
-            await conn.execute("SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)")
+            await conn.execute(queries.SET_ITERATIVE_SCAN)
         cur = await conn.execute(
             stmt,
             {

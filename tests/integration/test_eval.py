@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from clipembed import runtime, settings
-from clipembed.search import beir
+from clipembed.eval import beir
 from tests.conftest import ROOT
+from tests.plugins.jobs import clip_record, load_clips
 
 pytestmark = pytest.mark.local_model
 
@@ -44,7 +48,28 @@ async def test_harness_scores_known_answers(
     json.dumps(report)  # the CLI prints it as JSON
 
 
-def test_cli_eval(tmp_path, database_factory):
+def production_snapshot(url: str) -> dict[str, tuple[int, str]]:
+    """Row count and an md5 of the contents of every table outside the eval schema."""
+    with psycopg.connect(url) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT format('%%I.%%I', schemaname, tablename) FROM pg_tables "
+                "WHERE schemaname NOT IN ('pg_catalog', 'information_schema', %s) ORDER BY 1",
+                (beir.SCHEMA_NAME,),
+            )
+        ]
+        out = {}
+        for table in tables:
+            query = sql.SQL(
+                "SELECT count(*), coalesce(md5(string_agg(t::text, ',' ORDER BY t::text)), '')"
+                " FROM {} t"
+            ).format(sql.SQL(table))
+            out[table] = conn.execute(query).fetchone()
+        return out
+
+
+async def test_cli_eval_leaves_the_product_tables_untouched(tmp_path, database_factory):
     import os
     import subprocess
     import sys
@@ -54,13 +79,18 @@ def test_cli_eval(tmp_path, database_factory):
         for k, v in os.environ.items()
         if not k.startswith(("EMBEDDING_", "OPENAI_", "CLIPEMBED_"))
     }
+    url = database_factory.new(dimensions=384)
+    await load_clips(url, [clip_record(i) for i in range(25)], tmp_path)
+    before = production_snapshot(url)
+    assert before["public.clips"][0] == 25 and before["public.clip_postings"][0] > 0
     env.update(
-        DATABASE_URL=database_factory.new(dimensions=384),
+        DATABASE_URL=url,
         EMBEDDING_PROVIDER="local",
         REDIS_URL="none",
         CLIPEMBED_HOME=str(tmp_path),
     )
-    out = subprocess.run(
+    out = await asyncio.to_thread(
+        subprocess.run,
         [
             sys.executable,
             "-m",
@@ -80,7 +110,9 @@ def test_cli_eval(tmp_path, database_factory):
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert set(report["modes"]) == {"keyword"}
-    bad = subprocess.run(
+    assert production_snapshot(url) == before
+    bad = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "clipembed", "eval", "beir", str(FIXTURE), "--mode", "fuzzy"],
         env=env,
         capture_output=True,

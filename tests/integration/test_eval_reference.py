@@ -12,8 +12,10 @@ import sys
 import pytest
 
 from clipembed import runtime, settings
-from clipembed.search import beir, core
+from clipembed.eval import beir
+from clipembed.eval import reference as reference_mod
 from clipembed.search import clips as clip_search
+from clipembed.search import core
 from tests.conftest import ROOT
 
 FIXTURE = ROOT / "tests" / "fixtures" / "beir_small"
@@ -46,7 +48,10 @@ async def test_keyword_only_evaluation_with_reference_needs_no_model(database_fa
     assert keyword["ndcg@10"] == pytest.approx(1.0)
     assert keyword["recall@100"] == pytest.approx(1.0)
     assert reference["ndcg@10"] == pytest.approx(1.0) and reference["recall@100"] == 1.0
-    assert reference["k1"] == beir.REFERENCE_K1 and reference["b"] == beir.REFERENCE_B
+    assert (
+        reference["k1"] == reference_mod.REFERENCE_K1
+        and reference["b"] == reference_mod.REFERENCE_B
+    )
 
 
 def _cli(args, env):
@@ -137,8 +142,8 @@ async def test_bm25_statistics_follow_each_database_and_the_first_documents(
 
 
 async def test_bulk_postings_equal_what_the_trigger_writes(database_factory, tmp_path):
-    """prepare() loads with the row trigger off and builds postings set-based; inserting the
-    same documents through the trigger must give exactly the same rows."""
+    """prepare() builds postings set-based (its tables have no trigger); inserting the same
+    documents through the product's row trigger must give exactly the same rows."""
     import shutil
 
     directory = tmp_path / "beir_bulk"
@@ -159,6 +164,12 @@ async def test_bulk_postings_equal_what_the_trigger_writes(database_factory, tmp
         await beir.prepare(rt.pool, data, None, dimensions=rt.dimensions)
         async with rt.pool.connection() as conn:
             docs, postings, doclen = corpus.table, corpus.postings, corpus.doclen
+            # the trigger function names its tables unqualified: resolve them in the eval schema
+            await conn.execute(f"SET search_path = {beir.SCHEMA_NAME}, public")
+            await conn.execute(
+                f"CREATE TRIGGER product_postings AFTER INSERT ON {docs} FOR EACH ROW "
+                f"EXECUTE FUNCTION clipembed_postings_update('{postings}', '{doclen}')"
+            )
             await conn.execute(f"CREATE TEMP TABLE bulk_p AS SELECT * FROM {postings}")
             await conn.execute(f"CREATE TEMP TABLE bulk_l AS SELECT * FROM {doclen}")
             await conn.execute(f"CREATE TEMP TABLE copy_d AS SELECT id, title, body FROM {docs}")

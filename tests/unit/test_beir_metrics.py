@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from clipembed.search import beir
+from clipembed.eval import beir
 
 
 def test_ndcg_hand_computed():

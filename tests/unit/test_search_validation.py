@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
 
-from clipembed.search import beir, core
+from clipembed.eval import beir
 from clipembed.search import clips as clip_search
+from clipembed.search import core
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from clipembed import errors
 from clipembed import service as service_mod
+from clipembed.eval.reference import reference_bm25
 from clipembed.search import core
+
+__all__ = ["reference_bm25"]  # re-exported: the report puts both side by side
 
 EMBED_CHUNK = 256  # documents per embedding call
 TITLE_WEIGHT = 2.0  # a title term counts twice a body term (BM25F-style)
@@ -131,8 +134,14 @@ def judged(query_id: str, ranked: Sequence[str]) -> list[str]:
 # --- tables ---------------------------------------------------------------------------------
 
 
+#: Every table the harness makes lives in this schema: an evaluation run on a production
+#: database never touches the product's own tables.
+SCHEMA_NAME = "clipembed_eval"
+
+
 def corpus_for(name: str) -> core.Corpus:
     return core.Corpus(
+        schema=SCHEMA_NAME,
         table=f"beir_{name}_docs",
         postings=f"beir_{name}_postings",
         doclen=f"beir_{name}_doclen",
@@ -141,6 +150,7 @@ def corpus_for(name: str) -> core.Corpus:
 
 
 SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS {schema};
 CREATE TABLE IF NOT EXISTS {docs} (
     id text PRIMARY KEY,
     title text NOT NULL,
@@ -161,9 +171,6 @@ CREATE TABLE IF NOT EXISTS {doclen} (
     doc_id text PRIMARY KEY REFERENCES {docs} (id) ON DELETE CASCADE,
     len_a integer NOT NULL, len_b integer NOT NULL, len_c integer NOT NULL, len_d integer NOT NULL
 );
-DROP TRIGGER IF EXISTS beir_postings ON {docs};
-CREATE TRIGGER beir_postings AFTER INSERT ON {docs}
-    FOR EACH ROW EXECUTE FUNCTION clipembed_postings_update({postings_name}, {doclen_name});
 """
 
 
@@ -196,9 +203,9 @@ def bulk_postings(corpus: core.Corpus) -> sql.Composed:
     including a zero-length row for a document without lexemes.
     """
     return sql.SQL(BULK_POSTINGS).format(
-        docs=sql.Identifier(corpus.table),
-        postings=sql.Identifier(corpus.postings),
-        doclen=sql.Identifier(corpus.doclen),
+        docs=corpus.ident(corpus.table),
+        postings=corpus.ident(corpus.postings),
+        doclen=corpus.ident(corpus.doclen),
     )
 
 
@@ -223,43 +230,35 @@ async def prepare(
         cur = await conn.execute(
             "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
             "WHERE attrelid = to_regclass(%s) AND attname = 'embedding'",
-            (corpus.table,),
+            (f"{corpus.schema}.{corpus.table}",),
         )
         row = await cur.fetchone()
         if row and service is not None and row[0] != f"vector({dims})":
-            await conn.execute(
-                sql.SQL("DROP TABLE {} CASCADE").format(sql.Identifier(corpus.table))
-            )
+            await conn.execute(sql.SQL("DROP TABLE {} CASCADE").format(corpus.ident(corpus.table)))
         await conn.execute(
             sql.SQL(SCHEMA).format(
-                docs=sql.Identifier(corpus.table),
-                postings=sql.Identifier(corpus.postings),
-                doclen=sql.Identifier(corpus.doclen),
+                schema=sql.Identifier(SCHEMA_NAME),
+                docs=corpus.ident(corpus.table),
+                postings=corpus.ident(corpus.postings),
+                doclen=corpus.ident(corpus.doclen),
                 dims=sql.Literal(dims),
-                postings_name=sql.Literal(corpus.postings),
-                doclen_name=sql.Literal(corpus.doclen),
             )
         )
         cur = await conn.execute(
-            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(corpus.table))
+            sql.SQL("SELECT count(*) FROM {}").format(corpus.ident(corpus.table))
         )
         have = (await cur.fetchone() or (0,))[0]
         await conn.commit()
         t = time.monotonic()
         if have != len(data.corpus):
-            await conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(sql.Identifier(corpus.table)))
-            # The row trigger costs ~16 ms per long document (84 s for SciFact on a busy box):
-            # load with it off and build the postings in two set-based statements instead.
-            await conn.execute(
-                sql.SQL("ALTER TABLE {} DISABLE TRIGGER beir_postings").format(
-                    sql.Identifier(corpus.table)
-                )
-            )
+            await conn.execute(sql.SQL("TRUNCATE {} CASCADE").format(corpus.ident(corpus.table)))
+            # No row trigger: a row-by-row postings update costs ~16 ms per long document (84 s
+            # for SciFact on a busy box); the postings are built in two set-based statements.
             async with (
                 conn.cursor() as c,
                 c.copy(
                     sql.SQL("COPY {} (id, title, body) FROM STDIN").format(
-                        sql.Identifier(corpus.table)
+                        corpus.ident(corpus.table)
                     )
                 ) as copy,
             ):
@@ -268,24 +267,19 @@ async def prepare(
                         (doc_id, title.replace("\x00", ""), text.replace("\x00", ""))
                     )
             await conn.execute(bulk_postings(corpus))
-            await conn.execute(
-                sql.SQL("ALTER TABLE {} ENABLE TRIGGER beir_postings").format(
-                    sql.Identifier(corpus.table)
-                )
-            )
             await conn.commit()
         timings["load_seconds"] = round(time.monotonic() - t, 2)
         if service is None:
             timings["embedded_documents"] = 0
             timings["embed_seconds"] = 0.0
-            await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(corpus.postings)))
+            await conn.execute(sql.SQL("ANALYZE {}").format(corpus.ident(corpus.postings)))
             await conn.commit()
             core.clear_stats_cache()
             return timings
         key = f"{service.model}:{service.dimensions}"
         cur = await conn.execute(
             sql.SQL("SELECT id FROM {} WHERE embedding_key IS DISTINCT FROM %s ORDER BY id").format(
-                sql.Identifier(corpus.table)
+                corpus.ident(corpus.table)
             ),
             (key,),
         )
@@ -299,7 +293,7 @@ async def prepare(
         async with pool.connection() as conn, conn.cursor() as c:
             await c.executemany(
                 sql.SQL("UPDATE {} SET embedding = %s, embedding_key = %s WHERE id = %s").format(
-                    sql.Identifier(corpus.table)
+                    corpus.ident(corpus.table)
                 ),
                 [(v, key, i) for v, i in zip(vectors, ids, strict=True)],
             )
@@ -311,9 +305,9 @@ async def prepare(
             sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {} ON {} USING hnsw (embedding vector_cosine_ops) "
                 "WITH (m = 16, ef_construction = 64)"
-            ).format(sql.Identifier(f"{corpus.table}_hnsw"), sql.Identifier(corpus.table))
+            ).format(sql.Identifier(f"{corpus.table}_hnsw"), corpus.ident(corpus.table))
         )
-        await conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(corpus.postings)))
+        await conn.execute(sql.SQL("ANALYZE {}").format(corpus.ident(corpus.postings)))
     core.clear_stats_cache()
     return timings
 
@@ -376,58 +370,6 @@ async def evaluate(
             "seconds": round(time.monotonic() - t, 2),
         }
     return report
-
-
-# --- an independent reference -----------------------------------------------------------------
-
-REFERENCE_K1 = 1.5  # bm25s's (and Lucene's classic) defaults: the reference is used as shipped
-REFERENCE_B = 0.75
-
-
-def reference_bm25(data: Dataset) -> dict[str, Any]:
-    """nDCG@10 and recall@100 of bm25s on the same documents (``title + " " + text``) and queries.
-
-    bm25s is a development dependency: without it the report says so instead of failing the
-    evaluation. PyStemmer, when installed, gives it the Snowball English stemmer (PostgreSQL's
-    ``english`` configuration uses the same algorithm), which is how the published 0.686 on
-    SciFact was measured; without it the reference runs unstemmed and the report says that too.
-    """
-    try:
-        import bm25s
-    except ImportError:
-        return {"error": "bm25s is not installed (pip install bm25s PyStemmer)"}
-    stemmer: Any = None
-    try:
-        import Stemmer
-
-        stemmer = Stemmer.Stemmer("english")
-    except ImportError:
-        pass
-    t = time.monotonic()
-    ids = list(data.corpus)
-    texts = [f"{title} {text}".strip() for title, text in data.corpus.values()]
-    qids = sorted(data.queries)
-    options: dict[str, Any] = {"stopwords": "en", "stemmer": stemmer, "show_progress": False}
-    retriever = bm25s.BM25(k1=REFERENCE_K1, b=REFERENCE_B)
-    retriever.index(bm25s.tokenize(texts, **options), show_progress=False)
-    query_tokens = bm25s.tokenize([data.queries[q] for q in qids], **options)
-    found, scores = retriever.retrieve(
-        query_tokens, k=min(EVAL_DEPTH + 1, len(ids)), show_progress=False, n_threads=1
-    )
-    ndcg, recall = [], []
-    for row, row_scores, q in zip(found, scores, qids, strict=True):
-        # a score of 0 matched no query term: not retrieved (bm25s pads the list with them)
-        ranked = judged(q, [ids[int(j)] for j, x in zip(row, row_scores, strict=True) if x > 0])
-        ndcg.append(ndcg_at(ranked, data.qrels[q], 10))
-        recall.append(recall_at(ranked, data.qrels[q], 100))
-    return {
-        "ndcg@10": round(sum(ndcg) / len(ndcg), 4) if ndcg else 0.0,
-        "recall@100": round(sum(recall) / len(recall), 4) if recall else 0.0,
-        "seconds": round(time.monotonic() - t, 2),
-        "k1": REFERENCE_K1,
-        "b": REFERENCE_B,
-        "stemmer": "snowball english" if stemmer is not None else None,
-    }
 
 
 def verdict(report: dict[str, Any]) -> dict[str, Any]:
