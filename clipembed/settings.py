@@ -49,6 +49,14 @@ class Settings(BaseSettings):
         description="Default: text-embedding-3-small (openai), all-MiniLM-L6-v2 (local).",
     )
     embedding_dimensions: int | None = Field(default=None, ge=1, le=16_000)
+    embedding_local_model_path: Path | None = Field(
+        default=None,
+        description="A sentence-transformers model directory for EMBEDDING_PROVIDER=local.",
+    )
+    embedding_multilingual: bool | None = Field(
+        default=None,
+        description="Whether the model is multilingual (default: known from its name).",
+    )
     embedding_api_base_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("embedding_api_base_url", "openai_base_url"),
@@ -119,6 +127,8 @@ class Settings(BaseSettings):
     @property
     def model(self) -> str:
         """The model name in effect (the provider's default when unset)."""
+        if self.embedding_provider == "local" and self.embedding_local_model_path is not None:
+            return str(self.embedding_local_model_path)
         if self.embedding_model:
             return self.embedding_model
         return OPENAI_DEFAULT_MODEL if self.embedding_provider == "openai" else LOCAL_DEFAULT_MODEL
@@ -131,6 +141,13 @@ class Settings(BaseSettings):
         if self.embedding_provider == "openai":
             return OPENAI_DEFAULT_DIMENSIONS
         return None
+
+    @property
+    def multilingual(self) -> bool:
+        """Whether the model embeds many languages (decides CJK fusion, search.languages)."""
+        if self.embedding_multilingual is not None:
+            return self.embedding_multilingual
+        return models.is_multilingual(self.model)
 
     @property
     def redis_enabled(self) -> bool:

@@ -14,7 +14,7 @@ import typer
 
 from clipembed import runtime
 from clipembed.cli import common
-from clipembed.eval import beir
+from clipembed.eval import beir, known_item
 from clipembed.search import bm25, core, fusion
 
 
@@ -96,5 +96,64 @@ def register(app: typer.Typer) -> None:
                 common.stdout.print(f"  reference skipped: {ref['error']}")
             for check, value in report["verdict"].items():
                 common.stdout.print(f"  {check}: {value}", markup=False)
+
+        common.run(main, debug=debug)
+
+    @evaluate.command("known-item")
+    def known_item_command(
+        path: Path = typer.Argument(
+            ..., exists=True, dir_okay=False, help="Clips or stream titles, JSONL[.gz]."
+        ),
+        mode: list[str] = typer.Option(
+            list(core.MODES), "--mode", help="Modes to evaluate (repeatable)."
+        ),
+        seed: int = typer.Option(7, "--seed", help="Which titles and words are drawn."),
+        per_language: int = typer.Option(
+            150, "--per-language", min=1, help="Queries per language."
+        ),
+        limit: int | None = typer.Option(None, "--limit", min=1, help="Read at most N records."),
+        as_json: bool = typer.Option(False, "--json"),
+        debug: bool = common.DebugOption,
+    ) -> None:
+        """success@10 and MRR@10 of words cut from inside real titles, per mode and language."""
+        bad = [m for m in mode if m not in core.MODES]
+        if bad:
+            common.stderr.print(f"error: unknown mode {bad[0]!r}: use hybrid, keyword or semantic")
+            raise typer.Exit(common.EXIT_CONFIG)
+        try:
+            docs = known_item.read(path, limit=limit)
+        except (OSError, ValueError) as exc:
+            common.stderr.print(f"error: cannot read {path}: {exc}", markup=False)
+            raise typer.Exit(common.EXIT_CONFIG) from None
+        queries = known_item.build_queries(docs, seed=seed, per_language=per_language)
+        cfg = common.load_settings()
+        name = "".join(c if c.isalnum() else "_" for c in path.name.split(".")[0]).lower()
+
+        async def main() -> None:
+            needs_vectors = any(m != "keyword" for m in mode)
+            async with runtime.open_runtime(cfg, with_service=needs_vectors) as rt:
+                await known_item.prepare(rt.pool, name, docs, rt.service, dimensions=rt.dimensions)
+                report = await known_item.evaluate(
+                    rt.pool,
+                    name,
+                    docs,
+                    queries,
+                    rt.service,
+                    modes=mode,
+                    multilingual=cfg.multilingual,
+                )
+            if as_json:
+                print(json.dumps(report))
+                return
+            common.stdout.print(
+                f"{report['dataset']}: {report['documents']} titles, {report['queries']} queries "
+                f"({report['inflected_queries']} inflected), model {report['model']}"
+            )
+            for m, per_lang in report["modes"].items():
+                for lang, r in per_lang.items():
+                    common.stdout.print(
+                        f"  {m:<9} {lang:<4} n={r['queries']:<4} success@10 "
+                        f"{r['success@10']:.3f}  MRR@10 {r['mrr@10']:.3f}"
+                    )
 
         common.run(main, debug=debug)

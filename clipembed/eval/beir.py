@@ -156,7 +156,8 @@ CREATE TABLE IF NOT EXISTS {docs} (
     title text NOT NULL,
     body text NOT NULL,
     search_vector tsvector GENERATED ALWAYS AS (
-        setweight(to_tsvector('english', title), 'A') || setweight(to_tsvector('english', body), 'D')
+        setweight(clipembed_tsvector('english', title), 'A')
+        || setweight(clipembed_tsvector('english', body), 'D')
     ) STORED,
     embedding vector({dims}),
     embedding_key text

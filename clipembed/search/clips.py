@@ -22,7 +22,7 @@ from psycopg_pool import AsyncConnectionPool
 from clipembed import clips as clips_mod
 from clipembed import errors
 from clipembed import service as service_mod
-from clipembed.search import core, queries
+from clipembed.search import core, languages, queries
 
 CLIPS = core.Corpus(
     table="clips",
@@ -30,6 +30,7 @@ CLIPS = core.Corpus(
     doclen="clip_doclen",
     field_weights=(2.0, 1.0, 0.5, 1.0),
     base_filter="NOT d.is_removed",
+    query_configs=languages.QUERY_CONFIGS,
 )
 
 MAX_QUERY_CHARS = 500
@@ -124,6 +125,8 @@ async def search(
     """Ranked clips for a text query: each clip's columns plus score, rank and branch detail."""
     text = clean_query(query, required=True)
     check_params(params)
+    multilingual = service.settings.multilingual if service is not None else False
+    params = languages.fusion_for(text, params, multilingual=multilingual)
 
     async def embed() -> np.ndarray:
         if service is None:

@@ -53,6 +53,8 @@ class Corpus:
     field_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     #: SQL always applied to documents (alias ``d``), e.g. ``NOT d.is_removed``
     base_filter: str = "TRUE"
+    #: the text-search configurations a query is analysed under (lexemes OR-ed, deduplicated)
+    query_configs: tuple[str, ...] = ("english",)
 
     def ident(self, name: str) -> sql.Identifier:
         """``name`` as an identifier, qualified with the corpus's schema when it has one."""
@@ -145,7 +147,7 @@ async def keyword_branch(
     n_docs, avgdl = await corpus_stats(conn, corpus)
     if n_docs == 0:
         return []
-    cur = await conn.execute(queries.LEXEMES, (query,))
+    cur = await conn.execute(queries.LEXEMES, (query, list(corpus.query_configs)))
     row = await cur.fetchone()
     lexemes = list(row[0]) if row and row[0] else []
     if not lexemes:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from psycopg import sql
 
-#: The query's lexemes, by PostgreSQL's own parser and stemmer: user text never reaches the
-#: tsquery parser, so quotes, operators and SQL fragments are plain words.
-LEXEMES = sql.SQL(
-    "SELECT coalesce(array_agg(DISTINCT lexeme), '{{}}') FROM unnest(to_tsvector('english', %s))"
-)
+#: The query's lexemes under each of the corpus's configurations (CJK as bigrams), by
+#: PostgreSQL's own parser and stemmers (migration 0005): user text never reaches the tsquery
+#: parser, so quotes, operators and SQL fragments are plain words.
+LEXEMES = "SELECT clipembed_query_lexemes(%s, %s::regconfig[])"
 
 #: (N, avgdl) for BM25 with the corpus's field weights ({wa}..{wd} literals, {t} the doclen).
 CORPUS_STATS = sql.SQL(
