@@ -14,8 +14,10 @@ catch one type. Driver and SDK errors are translated at the edge that sees them
     └── ProviderError             the embedding provider failed
         ├── RetryableProviderError    429, 5xx, timeout, connection: try again
         │   ├── RateLimitedError      429, carries the provider's retry-after
-        │   └── InvalidResponseError  wrong count, length, order, garbage or non-finite values
+        │   ├── InvalidResponseError  wrong count, length, order, garbage or non-finite values
+        │   └── QueryEmbeddingUnavailable  a search's query embedding missed its deadline
         └── PermanentProviderError    400/401/403/404: fails at once
+            └── QuotaExceededError    429 insufficient_quota: no input is to blame, none will pass
 
 An invalid response is retried (bounded by the same attempt budget): in practice it is a
 transient fault of a proxy or a provider, like a 5xx, and a retry usually gets a good answer.
@@ -76,3 +78,18 @@ class PermanentProviderError(ProviderError):
 
 class InvalidResponseError(RetryableProviderError):
     """The provider answered, but with vectors we must not store."""
+
+
+class QuotaExceededError(PermanentProviderError):
+    """The account is out of quota (429 ``insufficient_quota``): every request will fail alike.
+
+    Not a rate limit: retrying or splitting the batch (to find a poison input) only multiplies
+    requests that cannot succeed, so a batch fails whole and says so.
+    """
+
+
+class QueryEmbeddingUnavailable(RetryableProviderError):
+    """A search's query embedding missed its deadline or its provider failed.
+
+    The message is safe for anonymous API clients: it never carries provider text.
+    """

@@ -33,3 +33,13 @@ QUEUE_DEPTH = Gauge("clipembed_queue_pending", "Clips waiting in the embedding q
 QUEUE_OLDEST = Gauge("clipembed_queue_oldest_seconds", "Age of the oldest pending queue item.")
 DEAD_LETTERS = Gauge("clipembed_queue_dead_letters", "Items that exhausted their attempts.")
 COVERAGE = Gauge("clipembed_coverage_ratio", "Fraction of live clips with a current embedding.")
+SEARCH_DEGRADED = Counter(
+    "clipembed_search_degraded_total",
+    "Searches answered without a branch (the query embedding missed its deadline or failed).",
+    ["branch", "reason"],
+)
+QUERY_EMBED_BATCH = Histogram(
+    "clipembed_query_embed_batch_size",
+    "Queries embedded per provider request by the query lane (coalescing).",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)

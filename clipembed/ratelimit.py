@@ -133,8 +133,14 @@ class RateLimiter:
         key: str = "clipembed:ratelimit",
         enabled: bool = True,
         reserve_requests: int = 1,
+        share: float = 1.0,
     ) -> None:
         self.enabled = enabled  # a local model has no provider limits to respect
+        #: the part of the provider's budget this limiter may use (bulk work leaves the query
+        #: lane its reserve, EMBEDDING_QUERY_RESERVE); applied to configured and announced limits
+        self.share = share
+        requests_per_minute = max(1, int(requests_per_minute * share))
+        tokens_per_minute = max(1, int(tokens_per_minute * share))
         self.requests_per_minute = requests_per_minute
         self.tokens_per_minute = tokens_per_minute
         self.req_interval, self.tok_interval = intervals(requests_per_minute, tokens_per_minute)
@@ -207,10 +213,12 @@ class RateLimiter:
         """
         rpm = self.requests_per_minute
         tpm = self.tokens_per_minute
-        if info.limit_requests and 0 < info.limit_requests < rpm:
-            rpm = info.limit_requests
-        if info.limit_tokens and 0 < info.limit_tokens < tpm:
-            tpm = info.limit_tokens
+        announced_rpm = int((info.limit_requests or 0) * self.share)
+        announced_tpm = int((info.limit_tokens or 0) * self.share)
+        if 0 < announced_rpm < rpm:
+            rpm = announced_rpm
+        if 0 < announced_tpm < tpm:
+            tpm = announced_tpm
         if (rpm, tpm) != (self.requests_per_minute, self.tokens_per_minute):
             logger.info(
                 "the provider's rate limit is lower than configured: using it",
@@ -228,9 +236,9 @@ class RateLimiter:
         # already keeps the budget from running out: at full speed "remaining" sits at 0 by
         # design, and holding on it added one provider latency to every request (0.84 of the
         # ceiling instead of 0.99, docs/benchmarks.md). The hold is for budgets we cannot pace.
-        if info.limit_requests and self.requests_per_minute <= info.limit_requests:
+        if info.limit_requests and self.requests_per_minute <= info.limit_requests * self.share:
             info = dataclasses.replace(info, remaining_requests=None)
-        if info.limit_tokens and self.tokens_per_minute <= info.limit_tokens:
+        if info.limit_tokens and self.tokens_per_minute <= info.limit_tokens * self.share:
             info = dataclasses.replace(info, remaining_tokens=None)
         hold = hold_seconds(info, reserve_requests=self.reserve_requests, next_tokens=next_tokens)
         if hold > 0:

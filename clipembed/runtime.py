@@ -45,6 +45,13 @@ class Runtime:
     dimensions: int
     service: EmbeddingService | None = None
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: the pool search reads from (short statement timeout); the jobs' pool when not opened
+    search_pool: AsyncConnectionPool | None = None
+
+    @property
+    def reader(self) -> AsyncConnectionPool:
+        """The pool for search queries."""
+        return self.search_pool or self.pool
 
     def require_service(self) -> EmbeddingService:
         assert self.service is not None, "runtime opened without an embedding service"
@@ -57,6 +64,7 @@ async def open_runtime(
     *,
     with_service: bool = True,
     pool_max_size: int = 8,
+    search: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Connect, check the schema matches the settings, and build the embedding service."""
     url = connection.database_url(cfg)
@@ -64,15 +72,31 @@ async def open_runtime(
     conn = await connection.connect(url, autocommit=True)
     async with conn:
         await migrations.check_current(conn, dimensions=dims)
-    pool = await connection.open_pool(url, max_size=pool_max_size)
+    pool = await connection.open_pool(
+        url, max_size=pool_max_size, statement_timeout_ms=cfg.jobs_statement_timeout_ms
+    )
+    search_pool = None
     service = None
     try:
+        if search:
+            search_pool = await connection.open_pool(
+                url, max_size=pool_max_size, statement_timeout_ms=cfg.search_statement_timeout_ms
+            )
         if with_service:
             from clipembed import service as service_mod
 
             service = await service_mod.open_service(cfg)
-        yield Runtime(settings=cfg, database_url=url, pool=pool, dimensions=dims, service=service)
+        yield Runtime(
+            settings=cfg,
+            database_url=url,
+            pool=pool,
+            dimensions=dims,
+            service=service,
+            search_pool=search_pool,
+        )
     finally:
         if service is not None:
             await service.aclose()
+        if search_pool is not None:
+            await search_pool.close()
         await pool.close()

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from clipembed import batching, clips, embedded, errors, metrics, providers
+from clipembed import batching, clips, embedded, errors, metrics, providers, query_lane
 from clipembed.cache import EmbeddingCache, RedisLink
 from clipembed.providers import base
 from clipembed.ratelimit import RateLimiter
@@ -123,6 +123,8 @@ class EmbeddingService:
         self._semaphore = asyncio.Semaphore(settings.embedding_max_concurrency if parallel else 1)
         self._max_attempts = settings.embedding_max_attempts
         self._inflight: dict[str, asyncio.Future[np.ndarray | BaseException]] = {}
+        #: search's query embeddings (set by open_service; None for a bare service in tests)
+        self.queries: query_lane.QueryEmbedder | None = None
 
     def __repr__(self) -> str:
         return f"EmbeddingService({self.provider!r}, cache={self.cache is not None})"
@@ -198,6 +200,8 @@ class EmbeddingService:
         return EmbedOutcome(vectors, errs, cached, stats)
 
     async def aclose(self) -> None:
+        if self.queries is not None:
+            await self.queries.aclose()
         await self.provider.aclose()
         if self.link is not None:
             await self.link.aclose()
@@ -268,7 +272,9 @@ class EmbeddingService:
         except errors.PermanentProviderError as exc:
             if len(batch) == 1:
                 return [exc]
-            if exc.status_code in (401, 403, 404):  # the key or model is wrong: no text is to blame
+            # the key, the model or the account is wrong: no text is to blame, so splitting
+            # would only multiply requests that cannot succeed (~2n for a batch of n)
+            if isinstance(exc, errors.QuotaExceededError) or exc.status_code in (401, 403, 404):
                 return [exc] * len(batch)
             mid = len(batch) // 2
             left, right = await asyncio.gather(
@@ -383,15 +389,32 @@ async def open_service(settings: Settings) -> EmbeddingService:
         if link is not None
         else None
     )
+    remote = provider.name != "local"
+    reserve = settings.embedding_query_reserve if remote else 0.0
     limiter = RateLimiter(
         requests_per_minute=settings.embedding_requests_per_minute,
         tokens_per_minute=settings.embedding_tokens_per_minute,
         link=link,
         key=f"{settings.redis_key_prefix}ratelimit:{provider.model}",
-        enabled=provider.name != "local",
+        enabled=remote,
         # Hold only when the provider's request budget is exhausted: our own pacing already
         # keeps it near zero at full speed, and holding earlier (at "fewer left than requests
         # in flight") cost 8% of throughput under a binding limit (docs/benchmarks.md).
         reserve_requests=1,
+        share=1.0 - reserve,  # the query lane's reserve is never taken by bulk work
     )
-    return EmbeddingService(provider, settings=settings, limiter=limiter, cache=cache, link=link)
+    service = EmbeddingService(provider, settings=settings, limiter=limiter, cache=cache, link=link)
+    service.queries = query_lane.QueryEmbedder(
+        service,
+        limiter=RateLimiter(
+            requests_per_minute=settings.embedding_requests_per_minute,
+            tokens_per_minute=settings.embedding_tokens_per_minute,
+            link=link,
+            key=f"{settings.redis_key_prefix}ratelimit:{provider.model}:queries",
+            enabled=remote and reserve > 0,
+            share=max(reserve, 0.001),
+        ),
+        timeout_seconds=settings.search_embed_timeout_ms / 1000,
+        coalesce_seconds=settings.search_coalesce_ms / 1000,
+    )
+    return service

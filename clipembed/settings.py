@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     embedding_cache_ttl_days: int = Field(default=30, ge=0)
     embedding_price_per_million_tokens: float | None = Field(default=None, ge=0)
 
+    # --- search ----------------------------------------------------------------------------
+    # the query lane (clipembed.query_lane): reserved budget, deadline, coalescing window
+    embedding_query_reserve: float = Field(default=0.1, ge=0.0, lt=1.0)
+    search_embed_timeout_ms: int = Field(default=1000, ge=10, le=60_000)
+    search_coalesce_ms: float = Field(default=3.0, ge=0.0, le=100.0)
+    search_statement_timeout_ms: int = Field(default=2000, ge=0)
+    jobs_statement_timeout_ms: int = Field(default=300_000, ge=0)
+
     # --- jobs ------------------------------------------------------------------------------
     # `backfill --batch/--concurrency` default to these; a flag wins (and lifts the service caps)
     clipembed_backfill_batch_size: int = Field(default=50, ge=1, le=OPENAI_MAX_INPUTS_PER_REQUEST)

@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime_mod.open_runtime(settings) as rt:
+        async with runtime_mod.open_runtime(settings, search=True) as rt:
             app.state.runtime = rt
             stop = asyncio.Event()
             tasks: list[asyncio.Task[Any]] = []

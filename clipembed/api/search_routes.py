@@ -19,6 +19,8 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
+import psycopg
+import psycopg_pool
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
@@ -62,6 +64,12 @@ class SearchResponse(BaseModel):
     limit: int
     offset: int
     results: list[ClipHit]
+    #: branches that could not answer (e.g. ["semantic"] when the query embedding missed its
+    #: deadline): the results come from the others
+    degraded: list[str] = []
+
+
+RETRY_AFTER_SECONDS = 5  # a provider blip or a busy database: worth a retry soon
 
 
 def _params(mode: str, limit: int, offset: int) -> core.Params:
@@ -70,6 +78,12 @@ def _params(mode: str, limit: int, offset: int) -> core.Params:
 
 def _unprocessable(message: str) -> HTTPException:
     return HTTPException(status_code=422, detail=message)
+
+
+def _unavailable(message: str) -> HTTPException:
+    return HTTPException(
+        status_code=503, detail=message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
 
 
 def query_filters(
@@ -108,18 +122,29 @@ async def search(
     """Hybrid (default), keyword (BM25) or semantic (vector) search with filters in both branches."""
     rt = request.app.state.runtime
     try:
-        results = await clip_search.search(
-            rt.pool, rt.service, q, params=_params(mode, limit, offset), filters=filters
+        outcome = await clip_search.search_detailed(
+            rt.reader, rt.service, q, params=_params(mode, limit, offset), filters=filters
         )
     except clip_search.InvalidQuery as exc:
         raise _unprocessable(str(exc)) from None
-    except errors.ProviderError as exc:
-        raise HTTPException(
-            status_code=503, detail=f"the embedding provider is unavailable: {exc}"
-        ) from None
+    except clip_search.SemanticUnavailable as exc:
+        raise _unavailable(str(exc)) from None
+    except errors.ProviderError:  # never the provider's own text: it may echo anything
+        raise _unavailable("the embedding provider is unavailable: try again shortly") from None
     except errors.ConfigurationError as exc:  # no embedding service in this runtime
         raise HTTPException(status_code=503, detail=str(exc)) from None
-    return {"query": q, "mode": mode, "limit": limit, "offset": offset, "results": results}
+    except psycopg.errors.QueryCanceled:
+        raise _unavailable("the search took too long: try a more specific query") from None
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
+        raise _unavailable("the database is unavailable: try again shortly") from None
+    return {
+        "query": q,
+        "mode": mode,
+        "limit": limit,
+        "offset": offset,
+        "results": outcome.results,
+        "degraded": outcome.degraded,
+    }
 
 
 @router.get("/clips/{clip_id}/similar", response_model=SearchResponse)
@@ -134,7 +159,7 @@ async def similar(
     rt = request.app.state.runtime
     try:
         results = await clip_search.similar(
-            rt.pool, clip_id, params=_params("semantic", limit, offset), filters=filters
+            rt.reader, clip_id, params=_params("semantic", limit, offset), filters=filters
         )
     except clip_search.InvalidQuery as exc:
         raise _unprocessable(str(exc)) from None

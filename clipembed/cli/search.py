@@ -37,10 +37,10 @@ def register(app: typer.Typer) -> None:
             filters = clip_search.Filters(
                 game=game, broadcaster=broadcaster, language=language, include_nsfw=include_nsfw
             )
-            async with runtime.open_runtime(cfg, with_service=mode != "keyword") as rt:
+            async with runtime.open_runtime(cfg, with_service=mode != "keyword", search=True) as rt:
                 try:
                     results = await clip_search.search(
-                        rt.pool, rt.service, query, params=params, filters=filters
+                        rt.reader, rt.service, query, params=params, filters=filters
                     )
                 except clip_search.InvalidQuery as exc:
                     common.stderr.print(f"error: {exc}")

@@ -57,8 +57,14 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.commit()
 
 
-async def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> AsyncConnectionPool:
+async def open_pool(
+    url: str, *, min_size: int = 1, max_size: int = 8, statement_timeout_ms: int = 0
+) -> AsyncConnectionPool:
     """A pool whose connections know pgvector's types. The schema must be migrated first.
+
+    ``statement_timeout_ms`` (0: none) bounds every statement on its connections: search pools
+    get a short one, job pools a long one (SEARCH_/JOBS_STATEMENT_TIMEOUT_MS), so a runaway
+    query is cancelled by PostgreSQL instead of holding a connection forever.
 
     Checks connectivity first so a wrong URL fails with one clear line, not a pool timeout.
     """
@@ -78,7 +84,10 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 8) -> AsyncC
         min_size=min_size,
         max_size=max_size,
         configure=_configure,
-        kwargs={"connect_timeout": CONNECT_TIMEOUT},
+        kwargs={
+            "connect_timeout": CONNECT_TIMEOUT,
+            "options": f"-c statement_timeout={int(statement_timeout_ms)}",
+        },
         open=False,
         # A connection broken by a server restart is detected and replaced before use.
         check=AsyncConnectionPool.check_connection,

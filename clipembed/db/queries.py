@@ -173,5 +173,7 @@ WHERE NOT EXISTS (SELECT 1 FROM embedding_queue q WHERE q.clip_id = t.id)
 # ---------------------------------------------------------------- connections and health
 
 PING = "SELECT 1"
+NO_STATEMENT_TIMEOUT = "SET statement_timeout = 0"
+RESET_STATEMENT_TIMEOUT = "RESET statement_timeout"
 HAS_PGVECTOR = "SELECT 1 FROM pg_type WHERE typname = 'vector'"
 COUNT_CLIPS = "SELECT count(*) FROM clips"

@@ -75,6 +75,9 @@ async def rebuild_index(pool: AsyncConnectionPool) -> None:
                 # a server that refuses a setting still builds the index, only slower
                 with contextlib.suppress(psycopg.Error):
                     await conn.execute(setting)
+            await conn.execute(queries.NO_STATEMENT_TIMEOUT)  # a build takes what it takes
             await conn.execute(queries.CREATE_HNSW)
         finally:
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute(queries.RESET_STATEMENT_TIMEOUT)
             await conn.set_autocommit(False)

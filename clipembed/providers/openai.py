@@ -228,7 +228,7 @@ class OpenAIProvider:
         detail = scrub(_error_message(exc), self._secret)
         if status == 429 and _error_code(exc) == "insufficient_quota":
             # Out of credit: waiting does not help, and retrying only burns the attempt budget.
-            return errors.PermanentProviderError(
+            return errors.QuotaExceededError(
                 f"provider quota exhausted (429 insufficient_quota): {detail}", status_code=status
             )
         if status == 429:

@@ -6,23 +6,23 @@ broadcaster (B) above game (C) — applied BM25F-style at query time.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator
+import logging
 from typing import Any
 
 import numpy as np
-import psycopg
-import psycopg_pool
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import clips as clips_mod
-from clipembed import errors
+from clipembed import errors, metrics
 from clipembed import service as service_mod
 from clipembed.search import core, languages, queries
+
+logger = logging.getLogger(__name__)
 
 CLIPS = core.Corpus(
     table="clips",
@@ -114,6 +114,19 @@ async def _rows(pool: AsyncConnectionPool, ids: list[Any]) -> dict[Any, dict[str
         return {r["id"]: r for r in await cur.fetchall()}
 
 
+class SemanticUnavailable(errors.ClipembedError):
+    """Semantic-only search without a query embedding: the API answers 503 with Retry-After.
+
+    The message is safe to show anyone (no provider text)."""
+
+
+@dataclasses.dataclass
+class SearchOutcome:
+    results: list[dict[str, Any]]
+    #: branches that could not answer ("semantic"): the results come from the others
+    degraded: list[str] = dataclasses.field(default_factory=list)
+
+
 async def search(
     pool: AsyncConnectionPool,
     service: service_mod.EmbeddingService | None,
@@ -123,57 +136,80 @@ async def search(
     filters: Filters,
 ) -> list[dict[str, Any]]:
     """Ranked clips for a text query: each clip's columns plus score, rank and branch detail."""
+    return (await search_detailed(pool, service, query, params=params, filters=filters)).results
+
+
+async def search_detailed(
+    pool: AsyncConnectionPool,
+    service: service_mod.EmbeddingService | None,
+    query: str,
+    *,
+    params: core.Params,
+    filters: Filters,
+) -> SearchOutcome:
+    """:func:`search`, saying which branch it had to do without.
+
+    The query embedding starts first and runs while the keyword branch holds a connection;
+    no connection is held while waiting for it. In hybrid mode a query embedding that misses
+    its deadline (or fails) degrades the answer to the keyword branch; in semantic mode it is
+    :class:`SemanticUnavailable`.
+    """
     text = clean_query(query, required=True)
     check_params(params)
     multilingual = service.settings.multilingual if service is not None else False
     params = languages.fusion_for(text, params, multilingual=multilingual)
-
-    async def embed() -> np.ndarray:
-        if service is None:
-            raise errors.ConfigurationError("semantic search needs an embedding service")
-        result = await service.embed([text])
-        vector: np.ndarray = result.vectors[0]
-        return vector
-
-    async with pool.connection() as conn, _spare_connection(pool, params.mode) as second:
-        hits = await core.rank(
-            conn,
-            CLIPS,
-            query=text,
-            embed_query=embed,
-            where=filters.where(),
-            params=params,
-            selective=filters.selective,
-            semantic_conn=second,
-        )
-    return await _hydrate(pool, hits)
-
-
-SPARE_CONNECTION_WAIT = 0.002  # seconds: take an idle connection, never queue for one
-
-
-@contextlib.asynccontextmanager
-async def _spare_connection(
-    pool: AsyncConnectionPool, mode: str
-) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
-    """A second connection for hybrid's vector branch, only if one is free right now.
-
-    Holding one connection while waiting for another would deadlock a busy pool (every
-    request holding its first, all waiting for a second); without a spare connection the
-    branches simply run one after the other on the first.
-    """
-    if mode != "hybrid":
-        yield None
-        return
+    wants_keyword = params.mode in ("keyword", "hybrid")
+    wants_semantic = params.mode in ("semantic", "hybrid")
+    if wants_semantic and service is None:
+        raise errors.ConfigurationError("semantic search needs an embedding service")
+    embedding: asyncio.Task[np.ndarray] | None = None
+    if wants_semantic and service is not None:
+        embedding = asyncio.create_task(_embed_query(service, text))
+    degraded: list[str] = []
+    where = filters.where()
+    keyword: list[tuple[Any, float]] = []
+    semantic: list[tuple[Any, float]] = []
     try:
-        conn = await pool.getconn(timeout=SPARE_CONNECTION_WAIT)
-    except psycopg_pool.PoolTimeout:
-        yield None
-        return
-    try:
-        yield conn
+        if wants_keyword:
+            async with pool.connection() as conn:
+                keyword = await core.keyword_branch(
+                    conn, CLIPS, text, where, params, params.window, filter_first=filters.selective
+                )
+        if embedding is not None:
+            try:
+                vector = await embedding
+            except errors.ProviderError as exc:
+                reason = type(exc).__name__
+                metrics.SEARCH_DEGRADED.labels("semantic", reason).inc()
+                logger.warning(
+                    "search degraded: no query embedding",
+                    extra={"mode": params.mode, "reason": reason},
+                )
+                if params.mode == "semantic":
+                    raise SemanticUnavailable(
+                        "semantic search is unavailable right now: try again shortly, "
+                        "or use mode=keyword"
+                    ) from exc
+                degraded.append("semantic")
+            else:
+                async with pool.connection() as conn:
+                    semantic = await core.semantic_branch(
+                        conn, CLIPS, vector, where, params, params.window
+                    )
     finally:
-        await pool.putconn(conn)
+        if embedding is not None and not embedding.done():
+            embedding.cancel()
+    hits = core.fuse(keyword, semantic, params)
+    return SearchOutcome(await _hydrate(pool, hits), degraded)
+
+
+async def _embed_query(service: service_mod.EmbeddingService, text: str) -> np.ndarray:
+    """Through the query lane when the service has one (it always has, from open_service)."""
+    if service.queries is not None:
+        return await service.queries.embed(text)
+    result = await service.embed([text])
+    vector: np.ndarray = result.vectors[0]
+    return vector
 
 
 async def similar(

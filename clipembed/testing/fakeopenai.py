@@ -10,7 +10,7 @@ Vectors are deterministic (:func:`expected_vector`), so a test can check that th
 for a clip is the one for that clip's text. Faults are set at construction, by CLI flags, or at
 run time with ``POST /_control`` (so a test can steer a server in another process):
 
-- ``plan``: the next responses, in order: ``"429"``, ``"500"``, ``"slow"``, ``"wrong_dims"``,
+- ``plan``: the next responses, in order: ``"429"``, ``"quota"`` (429 insufficient_quota), ``"500"``, ``"slow"``, ``"wrong_dims"``,
   ``"nan"``, ``"garbage"``, ``"wrong_count"``, ``"shuffled"`` (right vectors, out of order: a
   correct client reorders by ``index``), ``"ok"``;
 - random rates: ``fail_rate_500``, ``fail_rate_429``, ``wrong_dims_rate``, ``nan_rate`` (seeded).
@@ -60,7 +60,7 @@ WINDOW = 60.0  # seconds: the limits are per minute
 GRACEFUL_SHUTDOWN_SECONDS = 1  # uvicorn takes whole seconds
 #: What a ``plan`` entry may say (anything else is a 400 from /_control, to catch typos).
 FAULTS = frozenset(
-    {"ok", "429", "500", "slow", "wrong_dims", "nan", "garbage", "wrong_count", "shuffled"}
+    {"ok", "429", "500", "slow", "wrong_dims", "nan", "garbage", "wrong_count", "shuffled", "quota"}
 )
 
 
@@ -341,6 +341,19 @@ def create_app(options: Options | None = None) -> Starlette:
                 },
             )
             return _error(429, "Rate limit reached (injected)", "requests", hdr)
+        if fault == "quota":  # the account is out of credit: the real API's body and code
+            with state.lock:
+                state.by_status[429] += 1
+            body_quota = {
+                "error": {
+                    "message": "You exceeded your current quota, please check your plan and "
+                    "billing details.",
+                    "type": "insufficient_quota",
+                    "param": None,
+                    "code": "insufficient_quota",
+                }
+            }
+            return JSONResponse(body_quota, status_code=429, headers=headers)
         if fault == "500":
             with state.lock:
                 state.by_status[500] += 1

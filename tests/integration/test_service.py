@@ -197,7 +197,8 @@ async def test_provider_429_storm_is_ridden_out(make_service, fake_openai):
 async def test_provider_headers_tighten_a_too_generous_configured_limit(make_service, fake_openai):
     # The key's real tier allows 2 requests a minute; the configuration believes 100,000.
     fake_openai.control(rpm=2)
-    svc = await make_service(embedding_max_concurrency=1)
+    # no query reserve here: bulk work gets the whole (tiny) budget
+    svc = await make_service(embedding_max_concurrency=1, embedding_query_reserve=0.0)
     await svc.embed(["a"])
     assert svc.limiter.requests_per_minute == 2  # adopted from x-ratelimit-limit-requests
     await svc.embed(["b"])

@@ -90,3 +90,13 @@ def test_request_intervals(rpm, ms_per_request):
 def test_repr_shows_limits_not_the_redis_url():
     limiter = ratelimit.RateLimiter(requests_per_minute=60, tokens_per_minute=1000)
     assert repr(limiter) == "RateLimiter(rpm=60, tpm=1000, shared=False)"
+
+
+def test_a_share_leaves_the_rest_of_the_budget_to_the_query_lane():
+    bulk = ratelimit.RateLimiter(requests_per_minute=500, tokens_per_minute=1_000_000, share=0.9)
+    assert (bulk.requests_per_minute, bulk.tokens_per_minute) == (450, 900_000)
+    # the provider announces a lower tier: the share applies to it too
+    bulk.adopt(RateLimitInfo(limit_requests=100, limit_tokens=200_000))
+    assert (bulk.requests_per_minute, bulk.tokens_per_minute) == (90, 180_000)
+    queries = ratelimit.RateLimiter(requests_per_minute=500, tokens_per_minute=1_000_000, share=0.1)
+    assert (queries.requests_per_minute, queries.tokens_per_minute) == (50, 100_000)

@@ -1,0 +1,166 @@
+"""The query lane: search's query embeddings, apart from bulk work, coalesced, with a deadline.
+
+A search waiting behind a backfill's batch (for the concurrency semaphore, for a token budget
+the batch holds, through three 30-second retries) is an outage for its user. So query texts do
+not go through :meth:`EmbeddingService.embed`:
+
+- **coalescing**: queries arriving within ``SEARCH_COALESCE_MS`` of each other (or until
+  ``max_batch`` wait) go out as one provider request, or one local encode: 64 concurrent
+  searches cost a few batched encodes, not 64 single ones. Identical texts share one future;
+- **their own budget**: a limiter holding ``EMBEDDING_QUERY_RESERVE`` of the provider's RPM and
+  TPM under its own key; bulk work runs on the rest (its limiter's ``share``), so it can never
+  take the queries' part, and a query never queues behind a bulk budget;
+- **one attempt within a deadline** (``SEARCH_EMBED_TIMEOUT_MS``): a miss, a 429, a 5xx or a
+  hang raises :class:`~clipembed.errors.QueryEmbeddingUnavailable` with a message safe to show
+  anyone; the search degrades to its keyword branch. A request still in flight when a caller
+  gives up goes on, and its vector is cached for the next identical query.
+
+The cache is the service's (same keys: a text embedded by a backfill is a hit here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from clipembed import errors, metrics
+from clipembed.providers import base
+from clipembed.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from clipembed.service import EmbeddingService
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 64  # queries per request; one local encode of 64 short texts is ~0.2 s on 2 cores
+
+
+class QueryEmbedder:
+    def __init__(
+        self,
+        service: EmbeddingService,
+        *,
+        limiter: RateLimiter,
+        timeout_seconds: float,
+        coalesce_seconds: float,
+        max_batch: int = MAX_BATCH,
+    ) -> None:
+        self.service = service
+        self.limiter = limiter
+        self.timeout = timeout_seconds
+        self.coalesce = coalesce_seconds
+        self.max_batch = max(1, min(max_batch, service.provider.max_inputs_per_request))
+        self._pending: dict[str, asyncio.Future[np.ndarray]] = {}
+        self._flush_scheduled: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.requests = 0
+        self.texts = 0
+
+    def __repr__(self) -> str:
+        return f"QueryEmbedder(timeout={self.timeout}s, coalesce={self.coalesce * 1000:.0f}ms)"
+
+    async def embed(self, text: str) -> np.ndarray:
+        """The vector of one query text, within the deadline, or QueryEmbeddingUnavailable."""
+        prepared = self.service.prepare(text)
+        if not prepared:
+            raise errors.PermanentProviderError("empty text: nothing to embed")
+        deadline = time.monotonic() + self.timeout
+        if self.service.cache is not None:
+            (cached,) = await self.service.cache.get_many([prepared])
+            if cached is not None:
+                return cached
+        future = self._pending.get(prepared)
+        if future is None:
+            future = asyncio.get_running_loop().create_future()
+            self._pending[prepared] = future
+            self._schedule()
+        try:
+            return await asyncio.wait_for(
+                asyncio.shield(future), max(0.0, deadline - time.monotonic())
+            )
+        except TimeoutError:
+            raise errors.QueryEmbeddingUnavailable(
+                f"the query embedding took longer than {self.timeout * 1000:.0f} ms"
+            ) from None
+
+    # --- coalescing ---------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        if len(self._pending) >= self.max_batch:
+            self._flush_now()
+        elif self._flush_scheduled is None:
+            loop = asyncio.get_running_loop()
+            self._flush_scheduled = loop.call_later(self.coalesce, self._flush_now)
+
+    def _flush_now(self) -> None:
+        if self._flush_scheduled is not None:
+            self._flush_scheduled.cancel()
+            self._flush_scheduled = None
+        if not self._pending:
+            return
+        batch = dict(list(self._pending.items())[: self.max_batch])
+        for text in batch:
+            del self._pending[text]
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self._pending:  # more than one batch's worth arrived at once
+            self._schedule()
+
+    async def _send(self, batch: dict[str, asyncio.Future[np.ndarray]]) -> None:
+        texts = list(batch)
+        provider = self.service.provider
+        try:
+            async with asyncio.timeout(self.timeout):
+                sent, counts = provider.prepare_batch(texts)
+                await self.limiter.acquire(sum(counts))
+                self.requests += 1
+                self.texts += len(texts)
+                metrics.QUERY_EMBED_BATCH.observe(len(texts))
+                response = await provider.embed(sent)
+                vectors = base.validate_vectors(
+                    response.vectors, count=len(texts), dimensions=self.service.dimensions
+                )
+        except (errors.ProviderError, TimeoutError) as exc:
+            reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            logger.warning(
+                "query embedding failed",
+                extra={"queries": len(texts), "reason": reason, "detail": str(exc)[:200]},
+            )
+            failure = errors.QueryEmbeddingUnavailable(
+                "the embedding provider did not answer in time"
+                if reason == "timeout"
+                else "the embedding provider is unavailable"
+            )
+            for future in batch.values():
+                if not future.done():
+                    future.set_exception(failure)
+                if not future.cancelled():
+                    future.exception()  # retrieved: no "never retrieved" warning later
+            return
+        except BaseException as exc:  # cancelled at shutdown, or a bug: fail the waiters
+            for future in batch.values():
+                if not future.done():
+                    future.set_exception(errors.QueryEmbeddingUnavailable("search is stopping"))
+                if not future.cancelled():
+                    future.exception()
+            if not isinstance(exc, Exception):
+                raise
+            logger.exception("query embedding failed unexpectedly")
+            return
+        for vector, future in zip(vectors, batch.values(), strict=True):
+            if not future.done():
+                future.set_result(vector)
+        if self.service.cache is not None:
+            await self.service.cache.set_many(list(zip(texts, vectors, strict=True)))
+
+    async def aclose(self) -> None:
+        if self._flush_scheduled is not None:
+            self._flush_scheduled.cancel()
+            self._flush_scheduled = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
