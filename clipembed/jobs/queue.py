@@ -18,6 +18,11 @@ Rules that keep every clip embedded with its current text and none lost:
   outage costs latency, never a pile of dead letters (pg_vectorize drops work after two
   failures; we must not), while a text that fails forever still ends in the dead letters
   instead of being retried for ever (Supabase's recipe).
+- **Claim limit**: an item whose processing kills the worker is never passed to ``fail``. Each
+  claim raises ``claims`` (reset by a recorded failure, an edit, a replay); an item already
+  claimed ``CLIPEMBED_QUEUE_MAX_ATTEMPTS`` times without finishing is moved to the dead letters
+  by the claim statement instead of being leased again, and an item claimed before without
+  finishing is claimed alone so that it cannot take its batch-mates down with it.
 """
 
 from __future__ import annotations
@@ -45,21 +50,62 @@ TRANSIENT_BACKOFF_MAX = (
 TRANSIENT_GIVE_UP = 3600.0  # seconds an item keeps retrying transient errors past its budget
 ERROR_TEXT_MAX = 2000  # characters of an error kept on the row
 
+CLAIM_LIMIT_REASON = (
+    "claimed %s times without finishing: the worker processing it crashed or was killed each "
+    "time (its lease expired without a result or a recorded failure)"
+)  # a format() pattern for PostgreSQL: %s is the number of claims
+
+# One statement, one short transaction. ``candidates`` locks up to ``limit`` ready rows (SKIP
+# LOCKED: rows another claimer holds are not waited for). Of those, the rows already claimed
+# ``max_claims`` times without finishing are moved to the dead letters instead of being claimed
+# again; of the rest, a *suspect* (claimed before without finishing: it may be what killed its
+# worker) at the head of the queue is claimed alone, otherwise only clean rows are claimed, so a
+# poison item cannot take the other items of its batch to the dead letters with it. Locked
+# candidates not claimed are released at commit.
 CLAIM = """
-WITH picked AS (
-    SELECT clip_id FROM embedding_queue
+WITH candidates AS (
+    SELECT clip_id, claims, next_attempt_at, enqueued_at FROM embedding_queue
     WHERE next_attempt_at <= now() AND (leased_until IS NULL OR leased_until < now())
     ORDER BY next_attempt_at, enqueued_at
     FOR UPDATE SKIP LOCKED
     LIMIT %(limit)s
+),
+exhausted AS (
+    DELETE FROM embedding_queue q
+    USING candidates c
+    WHERE q.clip_id = c.clip_id AND c.claims >= %(max_claims)s
+    RETURNING q.clip_id, q.attempts, q.claims, q.enqueued_at
+),
+buried AS (
+    INSERT INTO embedding_dead_letters (clip_id, attempts, last_error, enqueued_at)
+    SELECT clip_id, attempts, format(%(reason)s, claims), enqueued_at FROM exhausted
+    ON CONFLICT (clip_id) DO UPDATE
+        SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()
+),
+live AS (
+    SELECT clip_id, claims, next_attempt_at, enqueued_at FROM candidates
+    WHERE claims < %(max_claims)s
+),
+head AS (
+    SELECT clip_id, claims FROM live ORDER BY next_attempt_at, enqueued_at, clip_id LIMIT 1
+),
+picked AS (
+    SELECT l.clip_id FROM live l CROSS JOIN head h
+    WHERE CASE WHEN h.claims > 0 THEN l.clip_id = h.clip_id ELSE l.claims = 0 END
+),
+claimed AS (
+    UPDATE embedding_queue q
+    SET leased_until = now() + make_interval(secs => %(lease)s),
+        leased_by = %(worker)s,
+        attempts = q.attempts + 1,
+        claims = q.claims + 1
+    FROM picked
+    WHERE q.clip_id = picked.clip_id
+    RETURNING q.clip_id, q.generation, q.attempts, q.claims, q.enqueued_at
 )
-UPDATE embedding_queue q
-SET leased_until = now() + make_interval(secs => %(lease)s),
-    leased_by = %(worker)s,
-    attempts = q.attempts + 1
-FROM picked
-WHERE q.clip_id = picked.clip_id
-RETURNING q.clip_id, q.generation, q.attempts, q.enqueued_at
+SELECT true AS claimed, clip_id, generation, attempts, claims, enqueued_at FROM claimed
+UNION ALL
+SELECT false, clip_id, NULL, attempts, claims, enqueued_at FROM exhausted
 """
 
 READ_CLIPS = """
@@ -68,9 +114,19 @@ SELECT id, title, broadcaster_name, creator_name, game_name, is_removed,
 FROM clips WHERE id = ANY(%s)
 """
 
+# Extends the leases still ours and reports, per id, whether it did and who holds the row now
+# (the outer SELECT sees the rows as they were before the UPDATE: another holder, or none when
+# the row is gone).
 EXTEND = """
-UPDATE embedding_queue SET leased_until = now() + make_interval(secs => %(lease)s)
-WHERE clip_id = ANY(%(ids)s) AND leased_by = %(worker)s
+WITH extended AS (
+    UPDATE embedding_queue SET leased_until = now() + make_interval(secs => %(lease)s)
+    WHERE clip_id = ANY(%(ids)s) AND leased_by = %(worker)s
+    RETURNING clip_id
+)
+SELECT i.id, e.clip_id IS NOT NULL, q.leased_by
+FROM unnest(%(ids)s::uuid[]) AS i (id)
+LEFT JOIN extended e ON e.clip_id = i.id
+LEFT JOIN embedding_queue q ON q.clip_id = i.id
 """
 
 CREATE_STAGE = sql.SQL("""
@@ -107,7 +163,7 @@ WHERE q.clip_id = s.id AND q.leased_by = %(worker)s
 
 RETRY_LATER = """
 UPDATE embedding_queue
-SET leased_until = NULL, leased_by = NULL, last_error = %(error)s,
+SET leased_until = NULL, leased_by = NULL, last_error = %(error)s, claims = 0,
     next_attempt_at = now() + make_interval(secs => %(delay)s)
 WHERE clip_id = %(id)s AND generation = %(generation)s AND leased_by = %(worker)s
 """
@@ -155,7 +211,8 @@ WITH moved AS (
 )
 INSERT INTO embedding_queue AS q (clip_id)
 SELECT clip_id FROM moved
-ON CONFLICT (clip_id) DO UPDATE SET attempts = 0, next_attempt_at = now(), last_error = NULL
+ON CONFLICT (clip_id) DO UPDATE
+    SET attempts = 0, claims = 0, next_attempt_at = now(), last_error = NULL
 RETURNING q.clip_id
 """
 
@@ -168,6 +225,30 @@ class Claimed:
     generation: int
     attempts: int
     enqueued_at: dt.datetime | None = None
+    claims: int = 1  # claims of this text without a recorded outcome, this one included
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadLettered:
+    """An item the claim moved to the dead letters: claimed ``claims`` times, never finished."""
+
+    clip_id: Any
+    attempts: int
+    claims: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimResult:
+    items: list[Claimed]  # leased to us
+    dead_lettered: list[DeadLettered]  # claim limit reached: moved to the dead letters instead
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LostLease:
+    """A lease the heartbeat could not extend; ``held_by`` is None when the row is gone."""
+
+    clip_id: Any
+    held_by: str | None
 
 
 class ErrorKind(enum.Enum):
@@ -218,12 +299,34 @@ def decide(
 
 
 async def claim(
-    conn: psycopg.AsyncConnection[Any], *, worker: str, limit: int, lease: float
-) -> list[Claimed]:
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    worker: str,
+    limit: int,
+    lease: float,
+    max_claims: int,
+) -> ClaimResult:
+    """Lease up to ``limit`` ready items; dead-letter those already claimed ``max_claims`` times.
+
+    A claim that ends without a result or a recorded failure (the worker crashed, was killed, or
+    its lease lapsed) leaves ``claims`` raised; :func:`fail` and an edit of the clip reset it.
+    An item already claimed ``max_claims`` times is moved to ``embedding_dead_letters`` by the
+    claim itself instead of being handed out again. An item claimed before without finishing is
+    claimed alone, so that one that kills its worker does not take its batch down with it.
+    """
+    params = {
+        "limit": limit,
+        "lease": lease,
+        "worker": worker,
+        "max_claims": max(1, max_claims),
+        "reason": CLAIM_LIMIT_REASON,
+    }
     async with conn.transaction():
-        cur = await conn.execute(CLAIM, {"limit": limit, "lease": lease, "worker": worker})
+        cur = await conn.execute(CLAIM, params)
         rows = await cur.fetchall()
-    return [Claimed(r[0], int(r[1]), int(r[2]), r[3]) for r in rows]
+    items = [Claimed(r[1], int(r[2]), int(r[3]), r[5], int(r[4])) for r in rows if r[0]]
+    dead = [DeadLettered(r[1], int(r[3]), int(r[4])) for r in rows if not r[0]]
+    return ClaimResult(items, dead)
 
 
 async def read_clips(
@@ -238,9 +341,12 @@ async def read_clips(
 
 async def extend(
     conn: psycopg.AsyncConnection[Any], ids: Sequence[Any], *, worker: str, lease: float
-) -> None:
+) -> list[LostLease]:
+    """Extend our leases on ``ids``; returns those no longer ours (re-claimed, or gone)."""
     async with conn.transaction():
-        await conn.execute(EXTEND, {"ids": list(ids), "lease": lease, "worker": worker})
+        cur = await conn.execute(EXTEND, {"ids": list(ids), "lease": lease, "worker": worker})
+        rows = await cur.fetchall()
+    return [LostLease(r[0], r[2]) for r in rows if not r[1]]
 
 
 async def complete(

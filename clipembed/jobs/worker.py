@@ -14,6 +14,8 @@ embedded, costs nothing.
 Faults: a lost database connection is logged and retried (the pool replaces broken
 connections); Redis going away only makes the service uncached; a provider failure counts an
 attempt against the affected items only; SIGTERM stops claiming and finishes what is in flight.
+An item claimed ``CLIPEMBED_QUEUE_MAX_ATTEMPTS`` times without finishing (it crashes or kills
+its worker) is dead-lettered by the next claim; a lease the heartbeat finds lost is logged.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class WorkerStats:
     failed: int = 0
     dead_lettered: int = 0
     superseded: int = 0  # lease lost or text changed meanwhile: someone else finishes it
+    leases_lost: int = 0  # the heartbeat found the item re-claimed by another worker, or gone
     db_errors: int = 0
     errors: int = 0  # unexpected exceptions (logged with a traceback)
 
@@ -240,28 +243,60 @@ class Worker:
             )
 
     async def _heartbeat(self, ids: list[Any]) -> None:
-        """Extend our leases while a slow (rate-limited) batch is in flight."""
-        while True:
+        """Extend our leases while a slow (rate-limited) batch is in flight.
+
+        A lease that can no longer be extended (it lapsed and another worker claimed the item,
+        or the item left the queue) is logged once and no longer extended. Nothing else is
+        needed: completion writes only rows still leased by us *and* of the claimed generation,
+        so the result of an item whose lease was lost is dropped, never written twice.
+        """
+        pending = list(ids)
+        while pending:
             await asyncio.sleep(self.lease / 3)
             try:
                 async with self.runtime.pool.connection() as conn:
-                    await queue.extend(conn, ids, worker=self.name, lease=self.lease)
+                    lost = await queue.extend(conn, pending, worker=self.name, lease=self.lease)
             except (psycopg.Error, OSError):
-                pass  # the lease may lapse; completion then checks ownership
+                continue  # the lease may lapse; completion then checks ownership
+            for item in lost:
+                self.stats.leases_lost += 1
+                logger.warning(
+                    "lease lost: the clip was claimed by another worker or left the queue; "
+                    "this worker's result for it will be discarded",
+                    extra={
+                        "clip": str(item.clip_id),
+                        "worker": self.name,
+                        "held_by": item.held_by,
+                    },
+                )
+            gone = {item.clip_id for item in lost}
+            pending = [i for i in pending if i not in gone]
 
     async def run_once(self) -> int:
-        """Claim and process one batch; returns how many items were claimed."""
+        """Claim and process one batch; returns how many items were claimed or dead-lettered."""
         # Cleared before the claim, not after an empty one: a NOTIFY arriving while the claim
         # runs must still wake us, or the item waits a whole poll interval.
         self._wake.clear()
         async with self.runtime.pool.connection() as conn:
-            items = await queue.claim(
-                conn, worker=self.name, limit=self.batch_size, lease=self.lease
+            result = await queue.claim(
+                conn,
+                worker=self.name,
+                limit=self.batch_size,
+                lease=self.lease,
+                max_claims=self.max_attempts,
             )
-        if items:
-            self.stats.claimed += len(items)
-            await self._process(items)
-        return len(items)
+        for dead in result.dead_lettered:
+            self.stats.dead_lettered += 1
+            logger.error(
+                "clip moved to dead letters: claimed %d times without finishing "
+                "(its worker crashed or was killed each time)",
+                dead.claims,
+                extra={"clip": str(dead.clip_id), "claims": dead.claims, "worker": self.name},
+            )
+        if result.items:
+            self.stats.claimed += len(result.items)
+            await self._process(result.items)
+        return len(result.items) + len(result.dead_lettered)
 
     async def drain(self) -> WorkerStats:
         """Process until the queue has nothing ready (tests and ``worker --drain``)."""

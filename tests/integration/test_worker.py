@@ -115,8 +115,11 @@ async def test_an_expired_lease_is_taken_over_and_the_late_result_discarded(
 ):
     [cid] = insert_clips(database_url, 1)
     async with queue_runtime.pool.connection() as conn:
-        [stale] = await queue.claim(conn, worker="crashed", limit=10, lease=0.3)
-        assert await queue.claim(conn, worker="other", limit=10, lease=5) == []  # leased
+        [stale] = (
+            await queue.claim(conn, worker="crashed", limit=10, lease=0.3, max_claims=5)
+        ).items
+        claimed = await queue.claim(conn, worker="other", limit=10, lease=5, max_claims=5)
+        assert claimed == queue.ClaimResult([], [])  # leased
     await wait_for(
         lambda: lease_expired(database_url, cid),
         timeout=5,
@@ -158,7 +161,8 @@ async def test_a_slow_batch_keeps_its_lease(openai_settings, database_url, fake_
             if task.done():
                 break
             async with rt.pool.connection() as conn:
-                assert await queue.claim(conn, worker="thief", limit=10, lease=5) == []
+                claimed = await queue.claim(conn, worker="thief", limit=10, lease=5, max_claims=5)
+                assert claimed == queue.ClaimResult([], [])
         await task
     assert slow.stats.embedded == 1 and fake_openai.stats()["requests"] == 1
     assert embedding_of(database_url, cid)[0] is not None
