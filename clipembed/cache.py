@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -23,7 +22,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
 
-from clipembed import clips
+from clipembed import clips, redaction
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ REDIS_ERRORS = (redis_errors.RedisError, OSError, TimeoutError)
 
 def redact(url: str) -> str:
     """The URL with its password replaced by ``***``: safe for logs and reprs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return redaction.redact_url(url) or url
 
 
 class RedisLink:

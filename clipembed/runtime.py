@@ -40,7 +40,7 @@ async def resolve_dimensions(cfg: settings_mod.Settings) -> int:
 @dataclasses.dataclass
 class Runtime:
     settings: settings_mod.Settings
-    database_url: str
+    database_url: str = dataclasses.field(repr=False)  # may hold a password
     pool: AsyncConnectionPool
     dimensions: int
     service: EmbeddingService | None = None

@@ -363,7 +363,7 @@ async def open_service(settings: Settings) -> EmbeddingService:
     """Build the provider, the Redis link (if any), the cache and the shared limiter."""
     provider = providers.create(settings)
     link: RedisLink | None = None
-    url = settings.redis_url if settings.redis_enabled else None
+    url = settings.redis_url_value if settings.redis_enabled else None
     if url and url.strip().lower() == "embedded":
         try:
             # starts a redis-server and waits for its port: off the event loop

@@ -98,9 +98,9 @@ class Settings(BaseSettings):
     clipembed_serve_worker: bool = False
 
     # --- infrastructure --------------------------------------------------------------------
-    database_url: str | None = None
-    redis_url: str | None = Field(
-        default="redis://127.0.0.1:6379/0",
+    database_url: SecretStr | None = None
+    redis_url: SecretStr | None = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
         description="redis://... ; 'embedded' starts a private redis-server; 'none' disables.",
     )
     redis_key_prefix: str = Field(
@@ -159,8 +159,13 @@ class Settings(BaseSettings):
 
     @property
     def redis_enabled(self) -> bool:
-        url = (self.redis_url or "").strip().lower()
+        url = self.redis_url_value.strip().lower()
         return bool(url) and url not in ("none", "off", "false")
+
+    @property
+    def redis_url_value(self) -> str:
+        """REDIS_URL as text (it may hold a password: never log it, see clipembed.redaction)."""
+        return self.redis_url.get_secret_value() if self.redis_url is not None else ""
 
     @property
     def cache_ttl_seconds(self) -> int:

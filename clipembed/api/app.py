@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from clipembed import redaction
 from clipembed import runtime as runtime_mod
 from clipembed.api import search_routes
 from clipembed.db import queries
@@ -103,12 +103,4 @@ def create_app(settings: Settings) -> FastAPI:
 
 def _redact(url: str | None) -> str | None:
     """A base URL without credentials: a user may have put them in it (https://user:key@host)."""
-    if not url:
-        return url
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
+    return redaction.redact_url(url, keep_user=False)

@@ -69,6 +69,21 @@ class SearchResponse(BaseModel):
     degraded: list[str] = []
 
 
+class ErrorBody(BaseModel):
+    """Every error: ``detail`` is a readable message, or FastAPI's list of field errors."""
+
+    detail: str | list[dict[str, Any]]
+
+
+#: Documented on every route: the OpenAPI schema says what each error looks like.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorBody, "description": "Invalid request (a message or field errors)."},
+    503: {
+        "model": ErrorBody,
+        "description": "A dependency is unavailable; retry after the Retry-After header.",
+    },
+}
+
 RETRY_AFTER_SECONDS = 5  # a provider blip or a busy database: worth a retry soon
 
 
@@ -110,10 +125,14 @@ def query_filters(
     )
 
 
-@router.get("/search", response_model=SearchResponse)
+@router.get("/search", response_model=SearchResponse, responses=ERRORS)
 async def search(
     request: Request,
-    q: str = Query(..., description="What to look for (1-500 characters).", max_length=10_000),
+    q: str = Query(
+        ...,
+        description="What to look for (1-500 characters).",
+        max_length=clip_search.MAX_QUERY_CHARS,
+    ),
     mode: Literal["hybrid", "keyword", "semantic"] = "hybrid",
     filters: clip_search.Filters = Depends(query_filters),
     limit: int = Query(20, ge=1, le=clip_search.MAX_LIMIT),
@@ -147,7 +166,14 @@ async def search(
     }
 
 
-@router.get("/clips/{clip_id}/similar", response_model=SearchResponse)
+@router.get(
+    "/clips/{clip_id}/similar",
+    response_model=SearchResponse,
+    responses={
+        **ERRORS,
+        404: {"model": ErrorBody, "description": "No such clip, or it has no embedding yet."},
+    },
+)
 async def similar(
     request: Request,
     clip_id: uuid.UUID,

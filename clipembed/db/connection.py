@@ -11,14 +11,13 @@ callback, so every query can send and receive numpy vectors in binary.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool
 
-from clipembed import embedded, errors
+from clipembed import embedded, errors, redaction
 from clipembed.db import queries
 from clipembed.settings import Settings
 
@@ -29,13 +28,13 @@ CONNECT_TIMEOUT = 10  # seconds
 
 def redact_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return redaction.redact_url(url) or url
 
 
 def database_url(settings: Settings) -> str:
     """``DATABASE_URL``, or the embedded server's URL (starting it if needed)."""
-    if settings.database_url:
-        return settings.database_url
+    if settings.database_url is not None and settings.database_url.get_secret_value():
+        return settings.database_url.get_secret_value()
     return embedded.postgres_url(settings.clipembed_home)
 
 

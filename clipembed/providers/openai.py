@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import openai
 
-from clipembed import errors, models
+from clipembed import errors, models, redaction
 from clipembed.providers import base, tokens
 from clipembed.settings import (
     OPENAI_MAX_TOKENS_PER_INPUT,
@@ -28,7 +28,6 @@ from clipembed.settings import (
 KEEPALIVE_SECONDS = 30.0  # idle connections are closed after this; servers drop them at ~60 s
 CONNECT_TIMEOUT_SECONDS = 10.0  # a TCP/TLS handshake that takes longer is a dead endpoint
 
-_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{4})[A-Za-z0-9_\-]+")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 
 
@@ -78,10 +77,8 @@ def parse_ratelimit_headers(headers: Mapping[str, str]) -> base.RateLimitInfo:
 
 
 def scrub(message: str, secret: str | None) -> str:
-    """Remove the key (and anything that looks like an OpenAI key) from a message."""
-    if secret:
-        message = message.replace(secret, "***")
-    return _KEYLIKE.sub(r"\1***", message)
+    """Remove the key (and anything that looks like an OpenAI key or a URL password)."""
+    return redaction.scrub(message, secret)
 
 
 def _http_client(settings: Settings) -> openai.DefaultAsyncHttpxClient:

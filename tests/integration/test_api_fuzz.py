@@ -11,16 +11,13 @@ must:
 
 - never be a 5xx;
 - for a 4xx, be JSON with a human-readable ``detail``;
-- conform to the schema (status code, content type, body), except the documented gaps below.
+- conform to the schema (status code, content type, body).
 
-Known schema gaps (the app is right, its OpenAPI document is incomplete; tolerated in the fuzz
-run, each pinned by a strict xfail below so fixing it fails that xfail and this list is updated):
-
-- GET /clips/{clip_id}/similar answers 404 for an unknown clip; the schema documents 200 and 422.
-- The app's own 422s (blank query, query over 500 characters, 'from' not before 'to', offset
-  past the ranking window) carry ``{"detail": "<message>"}``; the schema documents every 422 as
-  FastAPI's HTTPValidationError, whose ``detail`` is an array. The same rules are stricter than
-  the schema (``q`` has maxLength 10000), so schema-valid requests can get those 422s.
+The one tolerance: rules OpenAPI cannot express (a query that is blank after cleaning, 'from'
+not before 'to', offset + limit past the ranking window) reject some schema-valid requests with
+the app's own 422 ``{"detail": "<message>"}``; schemathesis's "positive data accepted" check is
+waived for exactly those. The tests at the end pin what the first fuzz run found missing from
+the schema (404 of similar, the app's string 422s, the 500-character limit), now documented.
 
 /metrics (Prometheus text) is not in the schema (``include_in_schema=False``), so it is not fuzzed.
 
@@ -46,7 +43,6 @@ import pytest
 import schemathesis
 import uvicorn
 from hypothesis import strategies as st
-from schemathesis.errors import FailureGroup
 
 from clipembed import runtime, settings
 from clipembed.api.app import create_app
@@ -135,11 +131,9 @@ def _string_detail(response) -> bool:
 
 @schema.hook
 def filter_failure(context, failure, case, response) -> bool:
-    """Drop exactly the known schema gaps (module docstring); keep every other failure."""
+    """Drop exactly the app's cross-field 422s (module docstring); keep every other failure."""
     kind = type(failure).__name__
-    if kind == "UndefinedStatusCode" and case.operation.path == SIMILAR:
-        return not (response.status_code == 404 and _string_detail(response))
-    if kind in ("JsonSchemaError", "RejectedPositiveData") and response.status_code == 422:
+    if kind == "RejectedPositiveData" and response.status_code == 422:
         return not _string_detail(response)
     return True
 
@@ -160,7 +154,7 @@ def flatmap_path_parameters(context, path_parameters):
 def map_case(context, case):
     """In a schema-valid case, 'from' not before 'to' becomes a valid range (swapped, or no 'to').
 
-    The rule is the app's, not the schema's (its 422 is pinned by a strict xfail below); left
+    The rule is the app's, not the schema's (its 422 is pinned by a test below); left
     alone, half the cases with both dates would stop at it and never reach the search.
     """
     query = case.query
@@ -282,62 +276,32 @@ def test_served_schema_is_the_fuzzed_schema(served_url):
     assert set(served["paths"]) == {"/search", SIMILAR, "/healthz"}  # /metrics is hidden
 
 
-class KnownSchemaGap(Exception):
-    """schemathesis reported exactly the gap a strict xfail below names, and nothing else."""
-
-
-def _strict_call(served_url, path, expected, **kwargs):
+def _strict_call(served_url, path, **kwargs):
     """One request validated with every default check and no tolerance (``strict_schema``)."""
     case = strict_schema[path]["GET"].Case(**kwargs)
-    try:
-        case.call_and_validate(
-            base_url=served_url, additional_checks=[four_xx_has_readable_detail], timeout=30
-        )
-    except FailureGroup as exc:
-        kinds = {type(failure).__name__ for failure in exc.exceptions}
-        if kinds != expected:
-            raise
-        raise KnownSchemaGap(str(exc)) from None
-
-
-@pytest.mark.xfail(
-    raises=KnownSchemaGap,
-    strict=True,
-    reason="schema gap: /clips/{clip_id}/similar answers 404, the schema documents 200 and 422",
-)
-def test_schema_documents_the_404_of_similar(served_url):
-    _strict_call(
-        served_url,
-        SIMILAR,
-        {"UndefinedStatusCode"},
-        path_parameters={"clip_id": str(uuid.UUID(int=0))},
+    return case.call_and_validate(
+        base_url=served_url, additional_checks=[four_xx_has_readable_detail], timeout=30
     )
 
 
-@pytest.mark.xfail(
-    raises=KnownSchemaGap,
-    strict=True,
-    reason="schema gap: the app's own 422s have a string detail, the schema documents an array",
-)
+def test_schema_documents_the_404_of_similar(served_url):
+    r = _strict_call(served_url, SIMILAR, path_parameters={"clip_id": str(uuid.UUID(int=0))})
+    assert r.status_code == 404
+
+
 def test_schema_documents_the_apps_own_422(served_url):
-    _strict_call(
+    r = _strict_call(
         served_url,
         "/search",
-        {"JsonSchemaError"},
         query={"q": "x", "from": "2024-02-01T00:00:00Z", "to": "2024-01-01T00:00:00Z"},
     )
+    assert r.status_code == 422 and "before" in r.json()["detail"]
 
 
-@pytest.mark.xfail(
-    raises=KnownSchemaGap,
-    strict=True,
-    reason="schema gap: q is documented up to 10000 characters, the app takes at most 500",
-)
 def test_schema_documents_the_500_character_query_limit(served_url):
     (q,) = [p for p in _openapi()["paths"]["/search"]["get"]["parameters"] if p["name"] == "q"]
-    documented = q["schema"]["maxLength"]
-    longest = "x" * documented
-    r = httpx.get(f"{served_url}/search", params={"q": longest}, timeout=30)
-    if r.status_code == 422 and "longer than" in r.json()["detail"]:
-        raise KnownSchemaGap(f"q of {documented} characters (documented maxLength): {r.text}")
-    assert r.status_code == 200, r.text
+    assert q["schema"]["maxLength"] == 500
+    ok = httpx.get(f"{served_url}/search", params={"q": "x" * 500}, timeout=30)
+    assert ok.status_code == 200, ok.text
+    too_long = _strict_call(served_url, "/search", query={"q": "x" * 501})
+    assert too_long.status_code == 422

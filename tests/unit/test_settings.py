@@ -82,7 +82,7 @@ def test_env_example_is_a_valid_env_file(tmp_path, monkeypatch):
     assert cfg.openai_api_key is not None
     assert cfg.openai_api_key.get_secret_value() == "sk-from-env-file"
     assert cfg.dimensions == 768
-    assert cfg.redis_url == "redis://127.0.0.1:6379/0"
+    assert cfg.redis_url_value == "redis://127.0.0.1:6379/0"
 
 
 def test_env_example_documents_every_setting():
