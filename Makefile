@@ -5,8 +5,10 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
+# Browser tests use Debian's /usr/bin/chromium (`make browser`); playwright never downloads one.
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
 
-.PHONY: install demo test test-fast lint format bench clean
+.PHONY: install browser demo test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -14,9 +16,24 @@ $(STAMP): pyproject.toml Makefile
 	# torch first and pinned: this machine ships a CPU build of 2.13.0; anything else pulls CUDA.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[local,dev]'
+	-@$(MAKE) --no-print-directory browser
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian's chromium for the browser tests (tests/plugins/browser.py), when missing and we may
+# install it (root, apt-get). Never fails: without it the browser tests skip with the reason.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "browser: /usr/bin/chromium missing and apt-get unusable here; browser tests will skip"; \
+	else \
+	  echo "browser: installing Debian's chromium"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq chromium >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
+	  || echo "browser: could not install chromium; browser tests will skip"; \
+	fi
 
 demo: $(STAMP)
 	$(BIN)/python -m clipembed.demo

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clipembed import redaction
 from clipembed import runtime as runtime_mod
-from clipembed.api import search_routes
+from clipembed.api import docs, search_routes
 from clipembed.db import queries
 from clipembed.settings import Settings
 
@@ -62,7 +62,10 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Hybrid keyword + semantic search over Twitch clips.",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    docs.install(app)
     app.include_router(search_routes.router)
 
     @app.get("/healthz", tags=["operations"])
