@@ -79,8 +79,21 @@ async def open_runtime(
     service = None
     try:
         if search:
+            # SEARCH_DATABASE_URL: a read replica (hot standby) serves search; jobs keep writing
+            # through ``pool`` on the primary. Search only reads (SET LOCAL/set_config and
+            # commits of read-only transactions are allowed on a standby).
+            search_url = url
+            replica = cfg.search_database_url
+            if replica is not None and replica.get_secret_value().strip():
+                search_url = replica.get_secret_value().strip()
+                # a replica of another database, or one not yet caught up with a migration
+                check = await connection.connect(search_url, autocommit=True)
+                async with check:
+                    await migrations.check_current(check, dimensions=dims)
             search_pool = await connection.open_pool(
-                url, max_size=pool_max_size, statement_timeout_ms=cfg.search_statement_timeout_ms
+                search_url,
+                max_size=pool_max_size,
+                statement_timeout_ms=cfg.search_statement_timeout_ms,
             )
         if with_service:
             from clipembed import service as service_mod

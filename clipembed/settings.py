@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     search_coalesce_ms: float = Field(default=3.0, ge=0.0, le=100.0)
     search_statement_timeout_ms: int = Field(default=2000, ge=0)
     jobs_statement_timeout_ms: int = Field(default=300_000, ge=0)
+    # a read replica for search (default: DATABASE_URL); jobs always write to DATABASE_URL
+    search_database_url: SecretStr | None = None
 
     # --- jobs ------------------------------------------------------------------------------
     # `backfill --batch/--concurrency` default to these; a flag wins (and lifts the service caps)

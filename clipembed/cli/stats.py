@@ -17,12 +17,16 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="One JSON object."),
         debug: bool = common.DebugOption,
     ) -> None:
-        """Coverage, recent and stale embeddings, counts by model, and the queue."""
+        """Coverage, recent and stale embeddings, counts by model, the queue, the replica's lag."""
         cfg = common.load_settings()
 
         async def main() -> None:
             async with runtime.open_runtime(cfg, with_service=False) as rt:
                 data = await stats_mod.collect(rt.pool, model=cfg.model, dimensions=rt.dimensions)
+            replica = cfg.search_database_url
+            if replica is not None and replica.get_secret_value().strip():
+                url = replica.get_secret_value().strip()
+                data["replica_lag_seconds"] = await stats_mod.replica_lag(url)
             if as_json:
                 print(json.dumps(data))
             else:

@@ -8,7 +8,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import clips, metrics
-from clipembed.db import queries
+from clipembed.db import connection, queries
 
 STALE_PAGE = 5000  # rows per keyset page of the stale count
 
@@ -82,4 +82,31 @@ def lines(stats: dict[str, Any]) -> list[str]:
             f"Oldest pending:         {queue['oldest_pending_seconds']:.1f}s",
             f"Dead letters:           {queue['dead_letters']}",
         ]
+    if "replica_lag_seconds" in stats:
+        lag = stats["replica_lag_seconds"]
+        shown = "unknown (nothing replayed yet)" if lag is None else f"{lag:.1f}s"
+        out.append(f"Search replica lag:     {shown}")
     return out
+
+
+# On a hot standby: 0 when every WAL record received is replayed (nothing waits, even if the
+# primary has been idle for hours), else the age of the last replayed transaction. On a server
+# that is not in recovery (SEARCH_DATABASE_URL naming the primary): 0. NULL: nothing replayed yet.
+REPLICA_LAG = """
+SELECT CASE
+    WHEN NOT pg_is_in_recovery() THEN 0.0
+    WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0.0
+    ELSE greatest(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0.0)::float8
+END
+"""
+
+
+async def replica_lag(url: str) -> float | None:
+    """Seconds the search replica at ``url`` is behind its primary (see REPLICA_LAG)."""
+    conn = await connection.connect(url, autocommit=True)
+    async with conn:
+        cur = await conn.execute(REPLICA_LAG)
+        row = await cur.fetchone()
+    if row is None or row[0] is None:
+        return None
+    return round(float(row[0]), 3)
