@@ -57,6 +57,10 @@ class QueryEmbedder:
         self._pending: dict[str, asyncio.Future[np.ndarray]] = {}
         self._flush_scheduled: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # A local model encodes one batch at a time (it uses every core): while one is running,
+        # queries accumulate into the next batch instead of queueing as many small ones.
+        self._max_in_flight = 8 if getattr(service.provider, "parallel_requests", True) else 1
+        self._in_flight = 0
         self.requests = 0
         self.texts = 0
 
@@ -89,6 +93,8 @@ class QueryEmbedder:
 
     # --- coalescing ---------------------------------------------------------------------------
     def _schedule(self) -> None:
+        if self._in_flight >= self._max_in_flight:
+            return  # the request in flight flushes what gathered when it ends
         if len(self._pending) >= self.max_batch:
             self._flush_now()
         elif self._flush_scheduled is None:
@@ -104,6 +110,7 @@ class QueryEmbedder:
         batch = dict(list(self._pending.items())[: self.max_batch])
         for text in batch:
             del self._pending[text]
+        self._in_flight += 1
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -111,6 +118,14 @@ class QueryEmbedder:
             self._schedule()
 
     async def _send(self, batch: dict[str, asyncio.Future[np.ndarray]]) -> None:
+        try:
+            await self._send_batch(batch)
+        finally:
+            self._in_flight -= 1
+            if self._pending and self._flush_scheduled is None:
+                self._flush_now()  # these waited for the request that just ended: go now
+
+    async def _send_batch(self, batch: dict[str, asyncio.Future[np.ndarray]]) -> None:
         texts = list(batch)
         provider = self.service.provider
         try:

@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     # a read replica for search (default: DATABASE_URL); jobs always write to DATABASE_URL
     search_database_url: SecretStr | None = None
 
+    # --- the operations console (clipembed.admin) ---------------------------------------------
+    clipembed_admin_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    #: the session cookie's Secure flag; unset: set when the request came over https
+    clipembed_admin_cookie_secure: bool | None = None
+    #: when set, /search and /clips/{id}/similar need `Authorization: Bearer <this>`
+    clipembed_search_token: SecretStr | None = None
+
     # --- jobs ------------------------------------------------------------------------------
     # `backfill --batch/--concurrency` default to these; a flag wins (and lifts the service caps)
     clipembed_backfill_batch_size: int = Field(default=50, ge=1, le=OPENAI_MAX_INPUTS_PER_REQUEST)

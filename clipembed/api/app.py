@@ -14,12 +14,14 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clipembed import redaction
 from clipembed import runtime as runtime_mod
+from clipembed.admin import auth
+from clipembed.admin import routes as admin_routes
 from clipembed.api import docs, search_routes
 from clipembed.db import queries
 from clipembed.settings import Settings
@@ -66,6 +68,8 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     docs.install(app)
+    admin_routes.install(app)
+    admin_routes.register_handlers(app)
     app.include_router(search_routes.router)
 
     @app.get("/healthz", tags=["operations"])
@@ -80,6 +84,13 @@ def create_app(settings: Settings) -> FastAPI:
             report["database"] = {"ok": True}
         except Exception as exc:
             report["database"] = {"ok": False, "error": type(exc).__name__}
+        if rt.search_pool is not None and rt.search_pool is not rt.pool:
+            try:  # the pool search reads (a replica when SEARCH_DATABASE_URL is set)
+                async with rt.search_pool.connection() as conn:
+                    await conn.execute(queries.PING)
+                report["search_database"] = {"ok": True}
+            except Exception as exc:
+                report["search_database"] = {"ok": False, "error": type(exc).__name__}
         if svc.link is None:
             report["redis"] = {"ok": None, "detail": "not configured: uncached"}
         else:
@@ -94,11 +105,14 @@ def create_app(settings: Settings) -> FastAPI:
             "api_key_set": settings.openai_api_key is not None,
         }
         report["scheduler"] = {"enabled": settings.embedding_enabled}
-        ok = report["database"]["ok"] is True
+        ok = report["database"]["ok"] is True and report.get("search_database", {}).get("ok", True)
         return JSONResponse({"ok": ok, **report}, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
-    async def metrics_endpoint() -> Response:
+    async def metrics_endpoint(
+        _: auth.Principal = Depends(admin_routes.api_principal),
+    ) -> Response:
+        """Prometheus metrics; scrape with an admin token (`authorization` / bearer_token)."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -16,6 +16,7 @@ gets results or a 422, never a 500.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import uuid
 from typing import Any, Literal
 
@@ -28,7 +29,22 @@ from clipembed import errors
 from clipembed.search import clips as clip_search
 from clipembed.search import core
 
-router = APIRouter(tags=["search"])
+
+async def search_access(request: Request) -> None:
+    """Public unless CLIPEMBED_SEARCH_TOKEN is set; then `Authorization: Bearer <it>`."""
+    token = request.app.state.runtime.settings.clipembed_search_token
+    if token is None or not token.get_secret_value():
+        return
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.get_secret_value().encode()
+    ):
+        raise HTTPException(
+            status_code=401, detail="search needs a token", headers={"WWW-Authenticate": "Bearer"}
+        )
+
+
+router = APIRouter(tags=["search"], dependencies=[Depends(search_access)])
 
 
 class BranchDetail(BaseModel):
@@ -77,6 +93,7 @@ class ErrorBody(BaseModel):
 
 #: Documented on every route: the OpenAPI schema says what each error looks like.
 ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "CLIPEMBED_SEARCH_TOKEN is set and was not sent."},
     422: {"model": ErrorBody, "description": "Invalid request (a message or field errors)."},
     503: {
         "model": ErrorBody,

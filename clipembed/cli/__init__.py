@@ -10,6 +10,7 @@ from __future__ import annotations
 import typer
 
 from clipembed.cli import (
+    admin,
     backfill,
     embed,
     embedded,
@@ -21,6 +22,7 @@ from clipembed.cli import (
     search,
     serve,
     stats,
+    status,
     worker,
 )
 
@@ -40,11 +42,13 @@ for _module in (
     scheduler,
     serve,
     stats,
+    status,
     search,
     evaluate,
     worker,
     failed,
     embedded,
+    admin,
 ):
     _module.register(app)
 

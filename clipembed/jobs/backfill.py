@@ -32,6 +32,7 @@ from clipembed.jobs import estimate, index_policy, pipeline
 from clipembed.jobs import progress as progress_mod
 from clipembed.jobs.report import Summary, exit_code
 from clipembed.runtime import Runtime
+from clipembed.status import rollups
 
 __all__ = ["Summary", "effective_settings", "exit_code", "run"]
 
@@ -170,7 +171,9 @@ async def run(
             logger.info("building the HNSW index")
             await index_policy.rebuild_index(pool)
             summary.index_rebuilt = True
-            logger.info("HNSW index built", extra={"seconds": round(time.monotonic() - t, 1)})
+            seconds = round(time.monotonic() - t, 1)
+            logger.info("HNSW index built", extra={"seconds": seconds})
+            await rollups.event(pool, "index_build", {"seconds": seconds, "by": "backfill"})
         if progress is not None:
             progress.stop()
 

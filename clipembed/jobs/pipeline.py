@@ -26,6 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from clipembed import clips
 from clipembed.db import queries
+from clipembed.status import rollups
 
 if TYPE_CHECKING:
     from clipembed.service import EmbeddingService
@@ -156,8 +157,12 @@ async def embed_and_write(
     batch: Sequence[Pending],
     *,
     force: bool = False,
+    source: str = "backfill",
 ) -> BatchOutcome:
     """Embed one batch and store what succeeded. Per-clip failures are counted and logged.
+
+    The batch's figures go to this minute's rollup (``source``: backfill or scheduler), which
+    the status page and ``clipembed status`` read.
 
     A database failure on write is counted against the batch's clips (they stay for the next
     run) rather than raised: one bad write must not end a backfill of millions.
@@ -186,4 +191,13 @@ async def embed_and_write(
         written = 0
     outcome.written = written
     outcome.superseded = len(good) - written
+    await rollups.record(
+        pool,
+        model=service.model,
+        source=source,
+        clips=written,
+        failed=outcome.failed,
+        stats=result.stats,
+        price_per_million=service.settings.price_per_million_tokens,
+    )
     return outcome

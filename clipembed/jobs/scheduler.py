@@ -21,8 +21,9 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from clipembed.db import queries
-from clipembed.jobs import pipeline
+from clipembed.jobs import pipeline, queue
 from clipembed.runtime import Runtime
+from clipembed.status import rollups
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +67,13 @@ async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
                 for r in rows
             ]
             if items:
-                outcome = await pipeline.embed_and_write(svc, runtime.pool, items)
+                outcome = await pipeline.embed_and_write(
+                    svc, runtime.pool, items, source="scheduler"
+                )
                 result.embedded = outcome.written
                 result.failed = outcome.failed
                 result.last_error = outcome.last_error
+            await _housekeeping(runtime)
             if reconcile:
                 from clipembed.jobs import reconcile as reconcile_mod
 
@@ -121,3 +125,14 @@ def describe(results: list[CycleResult]) -> dict[str, Any]:
         "failed": sum(r.failed for r in results),
         "enqueued": sum(r.enqueued for r in results),
     }
+
+
+async def _housekeeping(runtime: Runtime) -> None:
+    """A queue sample for the charts, and old history pruned (best effort)."""
+    try:
+        async with runtime.pool.connection() as conn:
+            stats = await queue.queue_stats(conn)
+        await rollups.sample_queue(runtime.pool, stats)
+        await rollups.prune(runtime.pool)
+    except Exception as exc:
+        logger.warning("status housekeeping failed", extra={"reason": type(exc).__name__})

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime as dt
 import logging
 import os
 import socket
@@ -36,12 +37,15 @@ from psycopg import sql
 from clipembed import clips, metrics
 from clipembed.jobs import queue
 from clipembed.runtime import Runtime
+from clipembed.status import rollups
 
 logger = logging.getLogger(__name__)
 
 RECONNECT_DELAY = 1.0  # seconds between attempts to re-establish LISTEN
 ERROR_DELAY = 1.0  # seconds to pause after a database error in the claim loop
 SETTLE_RETRY_MIN = 30.0  # seconds a finished batch keeps retrying its completion through an outage
+REPORT_SECONDS = 15.0  # gauges, heartbeat and queue sample; at most a third of the lease
+PRUNE_EVERY = 40  # reports between two prunings of old status history (~10 min)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +131,8 @@ class Worker:
         self.max_attempts = cfg.clipembed_queue_max_attempts
         self.stats = WorkerStats()
         self._wake = asyncio.Event()
+        self._in_flight = 0
+        self._started_at = dt.datetime.now(dt.UTC)
 
     # --- LISTEN -------------------------------------------------------------------------------
     async def _listen(self, stop: asyncio.Event) -> None:
@@ -154,6 +160,13 @@ class Worker:
 
     # --- processing ---------------------------------------------------------------------------
     async def _process(self, items: list[queue.Claimed]) -> None:
+        self._in_flight += len(items)
+        try:
+            await self._process_batch(items)
+        finally:
+            self._in_flight -= len(items)
+
+    async def _process_batch(self, items: list[queue.Claimed]) -> None:
         svc = self.service
         async with self.runtime.pool.connection() as conn:
             rows = await queue.read_clips(conn, [i.clip_id for i in items])
@@ -176,7 +189,18 @@ class Worker:
                     retire.append((item, vec, digest))
                 else:
                     failures.append((item, err or RuntimeError("no vector and no error")))
+        embedded_before, failed_before = self.stats.embedded, self.stats.failed
         await self._settle(retire, failures)
+        if work.embed:
+            await rollups.record(
+                self.runtime.pool,
+                model=svc.model,
+                source="worker",
+                clips=self.stats.embedded - embedded_before,
+                failed=self.stats.failed - failed_before,
+                stats=outcome.stats,
+                price_per_million=svc.settings.price_per_million_tokens,
+            )
 
     async def _settle(
         self,
@@ -363,11 +387,15 @@ class Worker:
                     task.cancel()
         except BaseExceptionGroup as group:
             raise group.exceptions[0] from group
+        with contextlib.suppress(Exception):
+            await rollups.stopped(self.runtime.pool, self.name)
         logger.info("worker stopped", extra={"worker": self.name, **dataclasses.asdict(self.stats)})
         return self.stats
 
     async def _report(self, stop: asyncio.Event) -> None:
-        """Keep the queue gauges current for /metrics."""
+        """Keep the queue gauges current for /metrics, and the status tables: this worker's
+        heartbeat (host, pid, in flight), a queue sample per minute, old history pruned."""
+        beats = 0
         while not stop.is_set():
             with contextlib.suppress(Exception):
                 async with self.runtime.pool.connection() as conn:
@@ -375,5 +403,22 @@ class Worker:
                 metrics.QUEUE_DEPTH.set(s["pending"])
                 metrics.QUEUE_OLDEST.set(s["oldest_pending_seconds"])
                 metrics.DEAD_LETTERS.set(s["dead_letters"])
+                await rollups.sample_queue(self.runtime.pool, s)
+            with contextlib.suppress(Exception):
+                await self._beat()
+                if beats % PRUNE_EVERY == 0:
+                    await rollups.prune(self.runtime.pool)
+            beats += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 15)
+                await asyncio.wait_for(stop.wait(), min(REPORT_SECONDS, self.lease / 3))
+
+    async def _beat(self) -> None:
+        await rollups.beat(
+            self.runtime.pool,
+            name=self.name,
+            started_at=self._started_at,
+            lease=self.lease,
+            in_flight=self._in_flight,
+            embedded=self.stats.embedded,
+            failed=self.stats.failed,
+        )

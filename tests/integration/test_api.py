@@ -12,6 +12,7 @@ import uvicorn
 from clipembed import settings
 from clipembed.api.app import create_app
 from clipembed.testing import servers
+from tests.plugins.admin import admin_token, bearer
 
 pytestmark = pytest.mark.local_model
 
@@ -123,7 +124,7 @@ def test_similar_and_404(api):
     assert client.get("/clips/not-a-uuid/similar").status_code == 422
 
 
-def test_openapi_healthz_metrics(api):
+def test_openapi_healthz_metrics(api, search_db):
     client, _ = api
     spec = client.get("/openapi.json").json()
     assert "/search" in spec["paths"] and "/clips/{clip_id}/similar" in spec["paths"]
@@ -134,5 +135,7 @@ def test_openapi_healthz_metrics(api):
         and health["provider"]["model"] == "all-MiniLM-L6-v2"
     )
     client.get("/search", params={"q": "clutch"})
-    metrics = client.get("/metrics").text
+    assert client.get("/metrics").status_code == 401  # an admin token is needed
+    token = admin_token(search_db[0])
+    metrics = client.get("/metrics", headers=bearer(token)).text
     assert "clipembed_texts_total" in metrics

@@ -14,6 +14,7 @@ import uvicorn
 
 from clipembed.api import app as app_mod
 from clipembed.testing import servers
+from tests.plugins.admin import admin_token, bearer
 from tests.plugins.jobs import clip_record, load_clips
 from tests.plugins.provider import TEST_KEY
 
@@ -88,7 +89,8 @@ def test_healthz_degrades_when_redis_is_gone_and_redacts_url_credentials(
 
 def test_metrics_are_prometheus_text(openai_settings, database_url):
     with Served(openai_settings(database_url=database_url)) as client:
-        r = client.get("/metrics")
+        assert client.get("/metrics").status_code == 401
+        r = client.get("/metrics", headers=bearer(admin_token(database_url)))
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
         assert "# TYPE" in r.text
 

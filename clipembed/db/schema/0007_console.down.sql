@@ -1,0 +1,11 @@
+DROP TABLE IF EXISTS clipembed_admin_sessions;
+DROP TABLE IF EXISTS clipembed_admin_tokens;
+DROP TABLE IF EXISTS clipembed_events;
+DROP TABLE IF EXISTS clipembed_workers;
+DROP TABLE IF EXISTS clipembed_queue_samples;
+DROP TABLE IF EXISTS clipembed_rollups;
+DROP TRIGGER IF EXISTS clips_counters_delete ON clips;
+DROP TRIGGER IF EXISTS clips_counters_update ON clips;
+DROP TRIGGER IF EXISTS clips_counters_insert ON clips;
+DROP FUNCTION IF EXISTS clipembed_counters_apply();
+DROP TABLE IF EXISTS clipembed_counters;

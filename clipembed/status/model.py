@@ -1,0 +1,194 @@
+"""The status model: one function, :func:`collect`, read by ``clipembed status``, ``GET /status``
+and the admin pages, so the three can never disagree.
+
+Figures (all exact; "stale" means text changed since the vector was made, which the queue
+triggers record the moment it happens):
+
+- coverage per model in use: live, embedded, missing, stale, removed;
+- backlog: pending, leased, retrying (with the highest attempt count), dead, oldest pending age;
+- throughput and error rate over 1, 15 and 60 minutes (from the jobs' rollups);
+- the last errors; the provider budget (configured, reserved for queries, used in the last
+  minute, 429s in the last hour); tokens and dollars today and over 30 days, cache hit rate;
+- workers (lost when silent for longer than their lease); the HNSW index (size, last build);
+- 24 hours of history in 15-minute buckets for the charts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from clipembed import settings as settings_mod
+from clipembed.db import queries as db_queries
+from clipembed.search import core
+from clipembed.status import queries
+
+WINDOWS = (1, 15, 60)  # minutes
+HISTORY_BUCKET = 15  # minutes per chart point (96 points over 24 h)
+LAST_ERRORS = 10
+
+
+async def collect(
+    pool: AsyncConnectionPool,
+    cfg: settings_mod.Settings,
+    *,
+    dimensions: int,
+    history: bool = True,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    model = cfg.model
+    now = dt.datetime.now(dt.UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    async with pool.connection() as conn:
+        counters = {
+            r[0]: (int(r[1]), int(r[2]), int(r[3]))
+            for r in await (await conn.execute(queries.COUNTERS)).fetchall()
+        }
+        live, removed, _ = counters.get("", (0, 0, 0))
+        stale = (await (await conn.execute(queries.STALE, (model,))).fetchone() or (0,))[0]
+        backlog_row = await (await conn.execute(queries.BACKLOG)).fetchone()
+        errors = await (await conn.execute(queries.LAST_ERRORS, (LAST_ERRORS,))).fetchall()
+        windows = {}
+        for minutes in WINDOWS:
+            cur = await conn.execute(queries.WINDOW, {"model": model, "minutes": minutes})
+            clips, failed, requests, limited, tokens = await cur.fetchone() or (0,) * 5
+            windows[f"{minutes}m"] = {
+                "clips_per_minute": round(clips / minutes, 2),
+                "tokens_per_minute": round(tokens / minutes, 1),
+                "requests": int(requests),
+                "rate_limited": int(limited),
+                "error_rate": round(failed / (clips + failed), 4) if clips + failed else 0.0,
+                "failed": int(failed),
+            }
+        spend = {}
+        for label, since in (("today", today), ("30d", now - dt.timedelta(days=30))):
+            tokens, cost, hits, misses = await (
+                await conn.execute(queries.SPEND, (since,))
+            ).fetchone() or (0, 0.0, 0, 0)
+            spend[label] = {
+                "tokens": int(tokens),
+                "usd": round(float(cost), 4),
+                "cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+            }
+        workers = [_worker(r) for r in await (await conn.execute(queries.WORKERS)).fetchall()]
+        index_row = await (await conn.execute(queries.INDEX, (db_queries.HNSW_INDEX,))).fetchone()
+        build = await (await conn.execute(queries.LAST_EVENT, ("index_build",))).fetchone()
+        points = []
+        if history:
+            cur = await conn.execute(queries.HISTORY, {"bucket": HISTORY_BUCKET})
+            points = [
+                {
+                    "at": r[0].isoformat(),
+                    "clips": int(r[1]),
+                    "failed": int(r[2]),
+                    "tokens": int(r[3]),
+                    "pending": None if r[4] is None else int(r[4]),
+                    "lag_seconds": None if r[5] is None else round(float(r[5]), 1),
+                }
+                for r in await cur.fetchall()
+            ]
+    leased, pending, retrying, max_attempts, oldest, dead = backlog_row or (0, 0, 0, 0, 0, 0)
+    models = {
+        name: {
+            "embedded": embedded,
+            "current": name == model,
+        }
+        for name, (_, _, embedded) in counters.items()
+        if name and embedded
+    }
+    embedded_current = counters.get(model, (0, 0, 0))[2]
+    minute = windows["1m"]
+    return {
+        "generated_at": now.isoformat(),
+        "model": model,
+        "dimensions": dimensions,
+        "coverage": {
+            "total": live + removed,
+            "live": live,
+            "embedded": embedded_current,
+            "missing": max(0, live - embedded_current),
+            "stale": int(stale),
+            "removed": removed,
+            "ratio": round(embedded_current / live, 6) if live else 1.0,
+        },
+        "models": models,
+        "backlog": {
+            "pending": int(pending),
+            "leased": int(leased),
+            "retrying": int(retrying),
+            "retrying_max_attempts": int(max_attempts),
+            "dead": int(dead),
+            "oldest_pending_seconds": round(float(oldest), 1),
+        },
+        "throughput": windows,
+        "last_errors": [
+            {
+                "state": r[0],
+                "clip_id": str(r[1]),
+                "title": r[2],
+                "attempts": int(r[3]),
+                "reason": (r[4] or "")[:500],
+                "at": r[5].isoformat() if r[5] else None,
+            }
+            for r in errors
+        ],
+        "provider": {
+            "name": cfg.embedding_provider,
+            "requests_per_minute": cfg.embedding_requests_per_minute,
+            "tokens_per_minute": cfg.embedding_tokens_per_minute,
+            "query_reserve": cfg.embedding_query_reserve,
+            "used_last_minute": {
+                "requests": minute["requests"],
+                "tokens": round(minute["tokens_per_minute"]),
+            },
+            "rate_limited_last_hour": windows["60m"]["rate_limited"],
+        },
+        "spend": spend,
+        "workers": workers,
+        "index": {
+            "type": "hnsw",
+            "exists": index_row is not None,
+            "size_bytes": int(index_row[0]) if index_row else 0,
+            "definition": index_row[1] if index_row else None,
+            "last_build": build[0].isoformat() if build else None,
+            "last_build_seconds": (build[1] or {}).get("seconds") if build else None,
+            "ef_search": core.DEFAULT_EF_SEARCH,
+        },
+        "history": {"bucket_minutes": HISTORY_BUCKET, "points": points},
+        "took_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
+def _worker(r: Any) -> dict[str, Any]:
+    (
+        name,
+        host,
+        pid,
+        version,
+        started,
+        beat,
+        lease,
+        in_flight,
+        embedded,
+        failed,
+        stopped,
+        silent,
+    ) = r
+    state = "stopped" if stopped else ("lost" if float(silent) > float(lease) else "running")
+    return {
+        "name": name,
+        "host": host,
+        "pid": int(pid),
+        "version": version,
+        "started_at": started.isoformat(),
+        "heartbeat_at": beat.isoformat(),
+        "silent_seconds": round(float(silent), 1),
+        "lease_seconds": float(lease),
+        "in_flight": int(in_flight),
+        "embedded": int(embedded),
+        "failed": int(failed),
+        "state": state,
+    }
