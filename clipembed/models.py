@@ -72,6 +72,10 @@ def native_dimensions(model: str) -> int | None:
     return known.native_dimensions if known else None
 
 
+#: The Batch API bills the same tokens at half the standard price (OpenAI's pricing page).
+BATCH_PRICE_FACTOR = 0.5
+
+
 def price_per_million(model: str) -> float:
     """Standard price of a known OpenAI model; 0 for an unknown one."""
     known = OPENAI_MODELS.get(model)

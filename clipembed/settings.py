@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     embedding_scheduler_window_days: float = Field(default=7, gt=0)
     embedding_scheduler_limit: int = Field(default=100, ge=1)
 
+    # --- the Batch API backfill (clipembed.batches) ------------------------------------------
+    #: `backfill --via auto` uses the Batch API above this many clips to embed
+    embedding_batch_api_min_clips: int = Field(default=10_000, ge=1)
+    #: tokens our batches may hold at the provider at once (its enqueued-token limit)
+    embedding_batch_queue_tokens: int = Field(default=3_000_000, ge=1)
+    #: inputs per batch (the API allows 50,000)
+    embedding_batch_api_max_inputs: int = Field(default=50_000, ge=1, le=50_000)
+    embedding_batch_poll_seconds: float = Field(default=30.0, gt=0)
+
     # --- real-time queue and workers -------------------------------------------------------
     clipembed_queue_lease_seconds: float = Field(default=60, gt=0)
     clipembed_queue_max_attempts: int = Field(default=5, ge=1)
@@ -158,6 +167,11 @@ class Settings(BaseSettings):
         if self.embedding_provider == "openai":
             return OPENAI_DEFAULT_DIMENSIONS
         return None
+
+    @property
+    def batch_price_per_million_tokens(self) -> float:
+        """The Batch API's price: half the synchronous one."""
+        return self.price_per_million_tokens * models.BATCH_PRICE_FACTOR
 
     @property
     def multilingual(self) -> bool:

@@ -12,6 +12,7 @@ import typer
 from clipembed.cli import (
     admin,
     backfill,
+    batches,
     embed,
     embedded,
     evaluate,
@@ -49,6 +50,7 @@ for _module in (
     failed,
     embedded,
     admin,
+    batches,
 ):
     _module.register(app)
 

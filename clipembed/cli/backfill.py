@@ -8,6 +8,7 @@ import json
 import typer
 
 from clipembed import runtime
+from clipembed.batches.runner import BatchBackfill
 from clipembed.cli import common
 from clipembed.jobs import backfill as backfill_mod
 from clipembed.jobs import index_policy
@@ -42,10 +43,25 @@ def register(app: typer.Typer) -> None:
         index: str = typer.Option(
             "auto", "--index", help="HNSW index during loading: auto, keep or rebuild."
         ),
+        via: str = typer.Option(
+            "sync",
+            "--via",
+            help="sync (the embeddings endpoint), batch (the Batch API: half price, within 24 h)"
+            " or auto (batch above EMBEDDING_BATCH_API_MIN_CLIPS clips to embed).",
+        ),
+        wait: bool = typer.Option(
+            True,
+            "--wait/--no-wait",
+            help="--via batch: stay until every batch is applied, or submit and exit"
+            " (a later run resumes).",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
         debug: bool = common.DebugOption,
     ) -> None:
         """Embed every live clip whose embedding is missing or stale. Resumable; Ctrl-C stops cleanly."""
+        if via not in ("sync", "batch", "auto"):
+            common.stderr.print("error: --via must be sync, batch or auto")
+            raise typer.Exit(common.EXIT_CONFIG)
         if index not in index_policy.INDEX_MODES:
             common.stderr.print("error: --index must be auto, keep or rebuild")
             raise typer.Exit(common.EXIT_CONFIG)
@@ -62,6 +78,15 @@ def register(app: typer.Typer) -> None:
                 else progress_mod.Progress("backfill", terminal=common.is_terminal())
             )
             async with runtime.open_runtime(cfg) as rt:
+                chosen = await backfill_mod.choose_via(rt, via, force=force)
+                if chosen == "batch" and not dry_run:
+                    batch_summary = await BatchBackfill(rt).run(limit=limit, wait=wait, stop=stop)
+                    if as_json:
+                        print(json.dumps(batch_summary.as_dict()))
+                    else:
+                        for line in batch_summary.lines():
+                            common.stdout.print(line)
+                    return common.EXIT_FAILED if batch_summary.interrupted else common.EXIT_OK
                 summary = await backfill_mod.run(
                     rt,
                     force=force,
@@ -71,6 +96,10 @@ def register(app: typer.Typer) -> None:
                     stop=stop,
                     progress=progress,
                 )
+                if dry_run and chosen == "batch":
+                    summary.batch_cost_usd = (
+                        summary.tokens * cfg.batch_price_per_million_tokens / 1e6
+                    )
             if as_json:
                 print(json.dumps(summary.as_dict()))
             else:

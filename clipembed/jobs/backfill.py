@@ -61,6 +61,21 @@ def effective_settings(
     )
 
 
+async def choose_via(runtime: Runtime, via: str, *, force: bool = False) -> str:
+    """``--via auto``: the Batch API when more than EMBEDDING_BATCH_API_MIN_CLIPS clips wait
+    (and the provider is OpenAI), else the embeddings endpoint."""
+    if via != "auto":
+        return via
+    svc = runtime.require_service()
+    if svc.provider.name != "openai":
+        return "sync"
+    async with runtime.pool.connection() as conn:
+        cur = await conn.execute(queries.BACKFILL_COUNT)
+        live, missing = await cur.fetchone() or (0, 0)
+    backlog = live if force else missing
+    return "batch" if backlog > runtime.settings.embedding_batch_api_min_clips else "sync"
+
+
 async def run(
     runtime: Runtime,
     *,

@@ -29,6 +29,7 @@ class Summary:
     estimated_seconds: float | None = None
     index_rebuilt: bool = False
     superseded: int = 0  # embedded, but the clip was edited meanwhile: left for the next run
+    batch_cost_usd: float | None = None  # --dry-run --via batch: the Batch API's price
 
     @property
     def average_ms(self) -> float:
@@ -70,7 +71,14 @@ class Summary:
                 f"  Tokens:           {self.tokens}",
                 f"  Estimated cost:   ${self.estimated_cost_usd:.4f}",
                 f"  Estimated time:   {eta} at the configured rate limits",
-            ]
+            ] + (
+                [
+                    f"  Via Batch API:    ${self.batch_cost_usd:.4f} (half price, within 24 h;"
+                    " no synchronous requests)"
+                ]
+                if self.batch_cost_usd is not None
+                else []
+            )
         return [
             "Backfill " + ("interrupted" if self.interrupted else "complete"),
             f"  Total:            {self.total}",

@@ -199,7 +199,7 @@ class Worker:
                 clips=self.stats.embedded - embedded_before,
                 failed=self.stats.failed - failed_before,
                 stats=outcome.stats,
-                price_per_million=svc.settings.price_per_million_tokens,
+                price_per_million=self.runtime.settings.price_per_million_tokens,
             )
 
     async def _settle(

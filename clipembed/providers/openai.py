@@ -124,6 +124,8 @@ class OpenAIProvider:
         # ada-002 rejects `dimensions`; every other model gets it on every request.
         known = models.OPENAI_MODELS.get(self.model)
         self._send_dimensions = known is None or known.shortenable
+        #: public: the Batch API's request lines carry the same body as a synchronous request
+        self.send_dimensions = self._send_dimensions
         self._secret = settings.openai_api_key.get_secret_value()
         self._tokenizer = tokens.TiktokenTokenizer()
         self._client = openai.AsyncOpenAI(

@@ -22,6 +22,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import settings as settings_mod
+from clipembed.batches import queries as batch_queries
 from clipembed.db import queries as db_queries
 from clipembed.search import core
 from clipembed.status import queries
@@ -48,9 +49,9 @@ async def collect(
             for r in await (await conn.execute(queries.COUNTERS)).fetchall()
         }
         live, removed, _ = counters.get("", (0, 0, 0))
-        stale = (await (await conn.execute(queries.STALE, (model,))).fetchone() or (0,))[0]
+        stale = (await (await conn.execute(queries.STALE)).fetchone() or (0,))[0]
         backlog_row = await (await conn.execute(queries.BACKLOG)).fetchone()
-        errors = await (await conn.execute(queries.LAST_ERRORS, (LAST_ERRORS,))).fetchall()
+        errors = await (await conn.execute(queries.LAST_ERRORS, {"n": LAST_ERRORS})).fetchall()
         windows = {}
         for minutes in WINDOWS:
             cur = await conn.execute(queries.WINDOW, {"model": model, "minutes": minutes})
@@ -76,6 +77,8 @@ async def collect(
         workers = [_worker(r) for r in await (await conn.execute(queries.WORKERS)).fetchall()]
         index_row = await (await conn.execute(queries.INDEX, (db_queries.HNSW_INDEX,))).fetchone()
         build = await (await conn.execute(queries.LAST_EVENT, ("index_build",))).fetchone()
+        batch_rows = await (await conn.execute(batch_queries.SUMMARY)).fetchall()
+        waiting = (await (await conn.execute(batch_queries.WAITING_CLIPS)).fetchone() or (0,))[0]
         points = []
         if history:
             cur = await conn.execute(queries.HISTORY, {"bucket": HISTORY_BUCKET})
@@ -156,6 +159,13 @@ async def collect(
             "last_build": build[0].isoformat() if build else None,
             "last_build_seconds": (build[1] or {}).get("seconds") if build else None,
             "ef_search": core.DEFAULT_EF_SEARCH,
+        },
+        "batches": {
+            "by_state": {r[0]: int(r[1]) for r in batch_rows},
+            "clips_waiting": int(waiting),
+            "tokens": sum(int(r[3]) for r in batch_rows),
+            "cost_usd": round(sum(float(r[4]) for r in batch_rows), 4),
+            "saving_usd": round(sum(float(r[5]) - float(r[4]) for r in batch_rows), 4),
         },
         "history": {"bucket_minutes": HISTORY_BUCKET, "points": points},
         "took_ms": round((time.perf_counter() - started) * 1000, 1),

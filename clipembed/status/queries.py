@@ -10,11 +10,8 @@ SELECT model, sum(live)::bigint, sum(removed)::bigint, sum(embedded)::bigint
 FROM clipembed_counters GROUP BY model
 """
 
-#: Clips holding a vector of the model whose text changed since (the trigger queued them).
-STALE = """
-SELECT count(*) FROM embedding_queue q JOIN clips c ON c.id = q.clip_id
-WHERE c.embedding IS NOT NULL AND c.embedding_model = %s AND NOT c.is_removed
-"""
+#: Clips whose text changed after they got a vector: the enqueue trigger flagged them.
+STALE = "SELECT count(*) FROM embedding_queue WHERE had_vector"
 
 BACKLOG = """
 SELECT count(*) FILTER (WHERE leased_until >= now()) AS leased,
@@ -34,12 +31,13 @@ LAST_ERRORS = """
 SELECT * FROM (
     SELECT 'retrying' AS state, q.clip_id, c.title, q.attempts, q.last_error,
            q.next_attempt_at AS at
-    FROM embedding_queue q JOIN clips c ON c.id = q.clip_id
-    WHERE q.last_error IS NOT NULL
+    FROM (SELECT * FROM embedding_queue WHERE last_error IS NOT NULL
+          ORDER BY next_attempt_at DESC LIMIT %(n)s) q JOIN clips c ON c.id = q.clip_id
     UNION ALL
     SELECT 'dead', d.clip_id, c.title, d.attempts, d.last_error, d.failed_at
-    FROM embedding_dead_letters d JOIN clips c ON c.id = d.clip_id
-) e ORDER BY at DESC LIMIT %s
+    FROM (SELECT * FROM embedding_dead_letters ORDER BY failed_at DESC LIMIT %(n)s) d
+    JOIN clips c ON c.id = d.clip_id
+) e ORDER BY at DESC LIMIT %(n)s
 """
 
 # ---------------------------------------------------------------- rates and money

@@ -149,3 +149,32 @@ CREATE TABLE clipembed_admin_sessions (
     created_at timestamptz NOT NULL DEFAULT now(),
     expires_at timestamptz NOT NULL
 );
+
+-- "Stale" (text changed since the vector was made) without joining the queue to the clips: the
+-- enqueue trigger records whether the clip held a vector when its text changed.
+ALTER TABLE embedding_queue ADD COLUMN had_vector boolean NOT NULL DEFAULT false;
+UPDATE embedding_queue q SET had_vector = true
+FROM clips c WHERE c.id = q.clip_id AND c.embedding IS NOT NULL;
+
+CREATE OR REPLACE FUNCTION clipembed_enqueue() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.is_removed THEN
+        DELETE FROM embedding_queue WHERE clip_id = NEW.id;
+        RETURN NULL;
+    END IF;
+    INSERT INTO embedding_queue AS q (clip_id, had_vector)
+    VALUES (NEW.id, NEW.embedding IS NOT NULL)
+    ON CONFLICT (clip_id) DO UPDATE
+        SET generation = q.generation + 1,
+            next_attempt_at = now(),
+            attempts = 0,
+            claims = 0,
+            last_error = NULL,
+            had_vector = q.had_vector OR EXCLUDED.had_vector;
+    DELETE FROM embedding_dead_letters WHERE clip_id = NEW.id;
+    -- identical payloads are folded into one notification per transaction
+    PERFORM pg_notify('clipembed_queue', '');
+    RETURN NULL;
+END
+$$;

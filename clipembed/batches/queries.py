@@ -1,0 +1,111 @@
+"""The Batch API backfill's SQL: batches, their items, and the clips they may take."""
+
+from __future__ import annotations
+
+#: Provider states after which nothing more will come; the batch is then applied.
+FINISHED = ("completed", "failed", "expired", "cancelled")
+#: States whose items are still owned by the batch (not to be planned again).
+OPEN = ("planned", "uploaded", "submitted", "validating", "in_progress", "finalizing", "cancelling")
+#: States in which the provider holds our tokens (the enqueued-token limit).
+ENQUEUED = ("submitted", "validating", "in_progress", "finalizing", "cancelling")
+
+#: Of these clip ids, those not already waiting in an open batch (``%s`` = uuid[]).
+NOT_IN_A_BATCH = """
+SELECT id FROM unnest(%s::uuid[]) AS t(id)
+WHERE NOT EXISTS (
+    SELECT 1 FROM embedding_batch_items i JOIN embedding_batches b ON b.id = i.batch_id
+    WHERE i.clip_id = t.id AND i.state = 'waiting' AND b.state <> 'applied'
+)
+"""
+
+CREATE_BATCH = """
+INSERT INTO embedding_batches (model, dimensions, requests, clips, tokens, cost_usd, sync_cost_usd)
+VALUES (%(model)s, %(dimensions)s, %(requests)s, %(clips)s, %(tokens)s, %(cost)s, %(sync_cost)s)
+RETURNING id
+"""
+ADD_ITEMS = """
+INSERT INTO embedding_batch_items (batch_id, clip_id, custom_id, position, content_hash, tokens)
+VALUES (%s, %s, %s, %s, %s, %s)
+"""
+
+OPEN_BATCHES = """
+SELECT id, state, provider_batch_id, input_file_id, output_file_id, error_file_id, model,
+       dimensions, tokens
+FROM embedding_batches WHERE state <> 'applied' ORDER BY id
+"""
+ENQUEUED_TOKENS = "SELECT coalesce(sum(tokens), 0) FROM embedding_batches WHERE state = ANY(%s)"
+
+#: A batch's waiting items with the clip's current text columns, in line order.
+ITEMS = """
+SELECT i.clip_id, i.custom_id, i.position, i.content_hash, i.tokens,
+       c.title, c.broadcaster_name, c.creator_name, c.game_name, c.is_removed
+FROM embedding_batch_items i LEFT JOIN clips c ON c.id = i.clip_id
+WHERE i.batch_id = %s AND i.state = 'waiting'
+ORDER BY i.custom_id, i.position
+"""
+
+SET_UPLOADED = "UPDATE embedding_batches SET state = 'uploaded', input_file_id = %s WHERE id = %s"
+SET_SUBMITTED = """
+UPDATE embedding_batches SET state = 'submitted', provider_batch_id = %s, submitted_at = now(),
+    expires_at = to_timestamp(%s)
+WHERE id = %s
+"""
+SET_PROVIDER_STATE = """
+UPDATE embedding_batches SET state = %(state)s, request_counts = %(counts)s,
+    output_file_id = %(output)s, error_file_id = %(errors)s, last_error = %(error)s,
+    finished_at = CASE WHEN %(finished)s THEN coalesce(finished_at, now()) END
+WHERE id = %(id)s AND state <> 'applied'
+"""
+SET_APPLIED = """
+UPDATE embedding_batches b SET state = 'applied', applied_at = now(),
+    applied = (SELECT count(*) FROM embedding_batch_items i WHERE i.batch_id = b.id AND i.state = 'applied'),
+    failed = (SELECT count(*) FROM embedding_batch_items i WHERE i.batch_id = b.id AND i.state = 'failed'),
+    superseded = (SELECT count(*) FROM embedding_batch_items i WHERE i.batch_id = b.id AND i.state = 'superseded')
+WHERE id = %s
+"""
+SET_ITEMS = """
+UPDATE embedding_batch_items SET state = %s
+WHERE batch_id = %s AND clip_id = ANY(%s::uuid[]) AND state = 'waiting'
+"""
+#: Before upload: items whose clip changed or vanished since planning leave the batch.
+DROP_ITEMS = "DELETE FROM embedding_batch_items WHERE batch_id = %s AND clip_id = ANY(%s::uuid[])"
+RELEASE_WAITING = """
+UPDATE embedding_batch_items SET state = 'failed' WHERE batch_id = %s AND state = 'waiting'
+"""
+
+LIST = """
+SELECT id, state, provider_batch_id, clips, requests, tokens, cost_usd, sync_cost_usd,
+       request_counts, applied, failed, superseded, created_at, submitted_at, expires_at,
+       finished_at, applied_at, last_error
+FROM embedding_batches ORDER BY id DESC LIMIT %s
+"""
+ONE = LIST.replace("ORDER BY id DESC LIMIT %s", "WHERE id = %s")
+SUMMARY = """
+SELECT state, count(*), coalesce(sum(clips), 0), coalesce(sum(tokens), 0),
+       coalesce(sum(cost_usd), 0), coalesce(sum(sync_cost_usd), 0)
+FROM embedding_batches GROUP BY state
+"""
+WAITING_CLIPS = """
+SELECT count(*) FROM embedding_batch_items i JOIN embedding_batches b ON b.id = i.batch_id
+WHERE i.state = 'waiting' AND b.state <> 'applied'
+"""
+
+#: Of these clip ids, those on the real-time queue (a worker owns them).
+QUEUED = "SELECT clip_id FROM embedding_queue WHERE clip_id = ANY(%s::uuid[])"
+BATCH_FILE = "SELECT state, input_file_id FROM embedding_batches WHERE id = %s"
+PROVIDER_ID = "SELECT provider_batch_id FROM embedding_batches WHERE id = %s"
+CLIPS_OF = "SELECT count(*) FROM embedding_batch_items WHERE batch_id = %s"
+#: Every item of a batch in line order (the order its inputs were sent in), any state.
+ALL_ITEMS = """
+SELECT clip_id, custom_id, position, content_hash, tokens, state
+FROM embedding_batch_items WHERE batch_id = %s ORDER BY custom_id, position
+"""
+CLIP_TEXTS = """
+SELECT id, title, broadcaster_name, creator_name, game_name, is_removed
+FROM clips WHERE id = ANY(%s::uuid[])
+"""
+#: Of these (clip, content hash) pairs, the clips now holding exactly that embedding.
+EMBEDDED_WITH = """
+SELECT c.id FROM unnest(%s::uuid[], %s::bytea[]) AS t(id, h)
+JOIN clips c ON c.id = t.id AND c.embedding_content_hash = t.h AND c.embedding IS NOT NULL
+"""

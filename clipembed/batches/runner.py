@@ -1,0 +1,467 @@
+"""``clipembed backfill --via batch``: plan, upload, submit, poll, apply — resumable at any line.
+
+Every step is recorded in PostgreSQL before the next one starts (``embedding_batches`` and
+``embedding_batch_items``, migration 0008), so a process killed anywhere resumes:
+
+======================  ===========================================================
+killed ...              on the next run
+======================  ===========================================================
+before upload           ``planned``: the file is rebuilt from the clips and uploaded
+after upload            ``uploaded``: the batch made from that file is looked up at the
+                        provider (``find_by_input_file``) and adopted, or created once
+after batch creation    same: found by its input file, never created twice
+during download         ``completed``: downloaded again (the provider keeps the files)
+during apply            items already applied are skipped; the rest are applied
+======================  ===========================================================
+
+A clip is in at most one open batch (planning skips clips waiting in one, and clips on the
+real-time queue, which a worker owns). Results are stored only if the clip's text still hashes
+to what was submitted; an edit made during the window sends the clip back to the normal path
+(its trigger queued it). Lines that fail go to the worker queue, whose retry table and dead
+letters apply; the unanswered clips of an expired, failed or cancelled batch are released and
+planned into a later batch. The enqueued-token limit is never exceeded: a batch is submitted
+only when its tokens fit next to those of the batches still at the provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from clipembed import batching, clips, errors
+from clipembed.batches import files, queries
+from clipembed.jobs import pipeline
+from clipembed.jobs import queue as queue_mod
+from clipembed.providers.openai import OpenAIProvider
+from clipembed.providers.openai_batch import BatchClient, BatchInfo
+from clipembed.runtime import Runtime
+from clipembed.service import EmbedStats
+from clipembed.status import rollups
+
+logger = logging.getLogger(__name__)
+
+APPLY_CHUNK = 1000  # items written per transaction while applying
+
+
+@dataclasses.dataclass
+class BatchSummary:
+    batches_submitted: int = 0
+    clips_submitted: int = 0
+    applied: int = 0
+    failed_lines: int = 0
+    released: int = 0  # unanswered clips of expired/failed/cancelled batches, re-planned later
+    superseded: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    sync_cost_usd: float = 0.0
+    open_batches: int = 0
+    interrupted: bool = False
+    duration: float = 0.0
+
+    @property
+    def saving_usd(self) -> float:
+        return self.sync_cost_usd - self.cost_usd
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["saving_usd"] = round(self.saving_usd, 6)
+        return out
+
+    def lines(self) -> list[str]:
+        return [
+            "Batch backfill " + ("interrupted" if self.interrupted else "done"),
+            f"  Batches submitted: {self.batches_submitted} ({self.clips_submitted} clips)",
+            f"  Applied:           {self.applied}",
+            f"  Failed lines:      {self.failed_lines} (back on the worker queue)",
+            f"  Re-planned:        {self.released}",
+            f"  Edited meanwhile:  {self.superseded}",
+            f"  Still open:        {self.open_batches}",
+            f"  Tokens:            {self.tokens}",
+            f"  Cost:              ${self.cost_usd:.4f} (sync price ${self.sync_cost_usd:.4f},"
+            f" saved ${self.saving_usd:.4f})",
+        ]
+
+
+class BatchBackfill:
+    def __init__(self, runtime: Runtime, *, client: BatchClient | None = None) -> None:
+        svc = runtime.require_service()
+        if not isinstance(svc.provider, OpenAIProvider):
+            raise errors.ConfigurationError(
+                "the Batch API needs EMBEDDING_PROVIDER=openai (use --via sync for a local model)"
+            )
+        self.rt = runtime
+        self.svc = svc
+        self.provider: OpenAIProvider = svc.provider
+        self.client = client or BatchClient(self.provider)
+        self.cfg = runtime.settings
+        self.summary = BatchSummary()
+
+    # ------------------------------------------------------------------ the loop
+    async def run(
+        self, *, limit: int | None = None, wait: bool = True, stop: asyncio.Event | None = None
+    ) -> BatchSummary:
+        stop = stop or asyncio.Event()
+        started = time.monotonic()
+        remaining = limit
+        exhausted = False
+        while not stop.is_set():
+            await self.advance_open()
+            if not exhausted:
+                planned = await self.plan_and_submit(remaining)
+                if remaining is not None:
+                    remaining -= planned
+                exhausted = planned == 0 or (remaining is not None and remaining <= 0)
+            open_count = len(await self._open())
+            self.summary.open_batches = open_count
+            if open_count == 0 and exhausted:
+                break
+            if not wait and (exhausted or not await self._room()):
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.cfg.embedding_batch_poll_seconds)
+        self.summary.interrupted = stop.is_set()
+        self.summary.open_batches = len(await self._open())
+        self.summary.duration = time.monotonic() - started
+        return self.summary
+
+    async def _open(self) -> list[dict[str, Any]]:
+        async with self.rt.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(queries.OPEN_BATCHES)
+            return list(await cur.fetchall())
+
+    async def _enqueued_tokens(self) -> int:
+        async with self.rt.pool.connection() as conn:
+            cur = await conn.execute(queries.ENQUEUED_TOKENS, (list(queries.ENQUEUED),))
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def _room(self) -> int:
+        return max(0, self.cfg.embedding_batch_queue_tokens - await self._enqueued_tokens())
+
+    # ------------------------------------------------------------------ plan
+    async def plan_and_submit(self, limit: int | None) -> int:
+        """Plan batches of clips needing embedding while the token budget allows; submit each."""
+        planned_total = 0
+        while limit is None or planned_total < limit:
+            room = await self._room()
+            if room <= 0:
+                break
+            want = self.cfg.embedding_batch_api_max_inputs
+            if limit is not None:
+                want = min(want, limit - planned_total)
+            batch_id, count = await self._plan_one(want, room)
+            if batch_id is None:
+                break
+            planned_total += count
+            await self._upload(batch_id)
+            await self._submit(batch_id)
+        return planned_total
+
+    async def _candidates(self, want: int) -> list[pipeline.Pending]:
+        """Clips needing embedding that no open batch and no worker holds, up to ``want``."""
+        found: list[pipeline.Pending] = []
+        page: list[pipeline.Pending] = []
+
+        async def flush() -> None:
+            if not page:
+                return
+            async with self.rt.pool.connection() as conn:
+                cur = await conn.execute(queries.NOT_IN_A_BATCH, ([p.id for p in page],))
+                free = {r[0] for r in await cur.fetchall()}
+                cur = await conn.execute(queries.QUEUED, ([p.id for p in page],))
+                queued = {r[0] for r in await cur.fetchall()}
+            found.extend(p for p in page if p.id in free and p.id not in queued)
+            page.clear()
+
+        async for item in pipeline.scan(
+            self.rt.pool, model=self.svc.model, dimensions=self.svc.dimensions
+        ):
+            page.append(item)
+            if len(page) >= 2000:
+                await flush()
+                if len(found) >= want:
+                    break
+        await flush()
+        return found[:want]
+
+    async def _plan_one(self, want: int, room: int) -> tuple[int | None, int]:
+        items = await self._candidates(want)
+        if not items:
+            return None, 0
+        _, counts = await asyncio.to_thread(self.provider.prepare_batch, [p.text for p in items])
+        # within the enqueued-token room, keeping the order
+        total, keep = 0, 0
+        for n in counts:
+            if total + n > room:
+                break
+            total += n
+            keep += 1
+        items, counts = items[:keep], counts[:keep]
+        if not items:
+            return None, 0
+        plan = batching.plan_batches(
+            counts,
+            max_inputs=self.provider.max_inputs_per_request,
+            max_tokens=self.provider.max_tokens_per_request,
+        )
+        price = self.cfg.price_per_million_tokens
+        async with self.rt.pool.connection() as conn, conn.transaction():
+            cur = await conn.execute(
+                queries.CREATE_BATCH,
+                {
+                    "model": self.svc.model,
+                    "dimensions": self.svc.dimensions,
+                    "requests": len(plan),
+                    "clips": len(items),
+                    "tokens": total,
+                    "cost": total * self.cfg.batch_price_per_million_tokens / 1e6,
+                    "sync_cost": total * price / 1e6,
+                },
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            batch_id = int(row[0])
+            rows = []
+            for r, request in enumerate(plan):
+                cid = files.custom_id(batch_id, r)
+                for position, i in enumerate(request):
+                    p = items[i]
+                    rows.append((batch_id, p.id, cid, position, p.content_hash, counts[i]))
+            async with conn.cursor() as c:
+                await c.executemany(queries.ADD_ITEMS, rows)
+        logger.info(
+            "batch planned", extra={"batch": batch_id, "clips": len(items), "tokens": total}
+        )
+        return batch_id, len(items)
+
+    # ------------------------------------------------------------------ upload and submit
+    async def _current(self, batch_id: int) -> tuple[list[dict[str, Any]], list[Any]]:
+        """The batch's waiting items whose clip still has the planned text; the others' ids."""
+        async with self.rt.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(queries.ITEMS, (batch_id,))
+            rows = list(await cur.fetchall())
+        keep, gone = [], []
+        for r in rows:
+            if r["title"] is None or r["is_removed"]:
+                gone.append(r["clip_id"])
+                continue
+            text = clips.embedding_text(clips.ClipText.from_row(r))
+            digest = clips.content_hash(text, self.svc.model, self.svc.dimensions)
+            if digest != bytes(r["content_hash"]):
+                gone.append(r["clip_id"])
+                continue
+            keep.append({**r, "text": text})
+        return keep, gone
+
+    async def _upload(self, batch_id: int) -> None:
+        keep, gone = await self._current(batch_id)
+        if gone:  # edited or removed since planning: they leave the batch before it is sent
+            async with self.rt.pool.connection() as conn:
+                await conn.execute(queries.DROP_ITEMS, (batch_id, gone))
+            self.summary.superseded += len(gone)
+        if not keep:
+            await self._finish(batch_id)
+            return
+        sent, _ = await asyncio.to_thread(self.provider.prepare_batch, [r["text"] for r in keep])
+        by_request: dict[str, list[str]] = defaultdict(list)
+        for r, text in zip(keep, sent, strict=True):
+            by_request[r["custom_id"]].append(text)
+        requests = [files.Request(cid, tuple(texts)) for cid, texts in by_request.items()]
+        data = await asyncio.to_thread(files.input_file, requests, self.client.request_body())
+        file_id = await self.client.upload(data, f"clipembed-batch-{batch_id}.jsonl")
+        async with self.rt.pool.connection() as conn:
+            await conn.execute(queries.SET_UPLOADED, (file_id, batch_id))
+        logger.info("batch file uploaded", extra={"batch": batch_id, "bytes": len(data)})
+
+    async def _submit(self, batch_id: int) -> None:
+        async with self.rt.pool.connection() as conn:
+            cur = await conn.execute(queries.BATCH_FILE, (batch_id,))
+            row = await cur.fetchone()
+        if row is None or row[0] != "uploaded":
+            return
+        file_id = str(row[1])
+        info = await self.client.find_by_input_file(file_id)  # created before a crash?
+        if info is None:
+            info = await self.client.create(file_id, {"clipembed_batch": str(batch_id)})
+        else:
+            logger.info("adopted a batch created before a restart", extra={"batch": batch_id})
+        async with self.rt.pool.connection() as conn:
+            await conn.execute(queries.SET_SUBMITTED, (info.id, info.expires_at or 0, batch_id))
+        self.summary.batches_submitted += 1
+        async with self.rt.pool.connection() as conn:
+            cur = await conn.execute(queries.CLIPS_OF, (batch_id,))
+            count = (await cur.fetchone() or (0,))[0]
+        self.summary.clips_submitted += int(count)
+        logger.info("batch submitted", extra={"batch": batch_id, "provider": info.id})
+
+    # ------------------------------------------------------------------ poll and apply
+    async def advance_open(self) -> None:
+        """Move every open batch one step: upload, submit, poll, apply."""
+        for b in await self._open():
+            state, batch_id = b["state"], int(b["id"])
+            try:
+                if state == "planned":
+                    await self._upload(batch_id)
+                    await self._submit(batch_id)
+                elif state == "uploaded":
+                    await self._submit(batch_id)
+                else:
+                    info = await self.client.retrieve(b["provider_batch_id"])
+                    await self._record(batch_id, info)
+                    if info.status in queries.FINISHED:
+                        await self._apply(batch_id, info)
+            except errors.ProviderError as exc:
+                logger.warning(
+                    "batch step failed; retried on the next poll",
+                    extra={"batch": batch_id, "state": state, "reason": str(exc)[:300]},
+                )
+
+    async def _record(self, batch_id: int, info: BatchInfo) -> None:
+        async with self.rt.pool.connection() as conn:
+            await conn.execute(
+                queries.SET_PROVIDER_STATE,
+                {
+                    "id": batch_id,
+                    "state": info.status,
+                    "counts": Jsonb(info.request_counts),
+                    "output": info.output_file_id,
+                    "errors": info.error_file_id,
+                    "error": "; ".join(info.errors)[:2000] or None,
+                    "finished": info.status in queries.FINISHED,
+                },
+            )
+
+    async def _apply(self, batch_id: int, info: BatchInfo) -> None:
+        lines: list[bytes] = []
+        for file_id in (info.output_file_id, info.error_file_id):
+            if file_id:
+                lines.extend((await self.client.content(file_id)).splitlines())
+        async with self.rt.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(queries.ALL_ITEMS, (batch_id,))
+            items = list(await cur.fetchall())
+        expected: dict[str, int] = defaultdict(int)
+        for it in items:
+            expected[it["custom_id"]] += 1
+        parsed = await asyncio.to_thread(
+            files.parse, lines, dict(expected), dimensions=self.svc.dimensions
+        )
+        index: dict[str, int] = defaultdict(int)
+        answered: list[tuple[dict[str, Any], Any]] = []
+        failed: list[Any] = []
+        unanswered: list[Any] = []
+        for it in items:
+            cid = it["custom_id"]
+            position = index[cid]
+            index[cid] += 1
+            if it["state"] != "waiting":
+                continue  # applied before a restart
+            if cid in parsed.vectors:
+                answered.append((it, parsed.vectors[cid][position]))
+            elif cid in parsed.failures:
+                failed.append(it["clip_id"])
+            else:
+                unanswered.append(it["clip_id"])
+        for start in range(0, len(answered), APPLY_CHUNK):
+            await self._write(batch_id, answered[start : start + APPLY_CHUNK])
+        async with self.rt.pool.connection() as conn:
+            if failed:  # the worker's retry table (and dead letters) take these over
+                await queue_mod.enqueue(conn, failed)
+                await conn.execute(queries.SET_ITEMS, ("failed", batch_id, failed))
+                await conn.commit()
+            await conn.execute(queries.RELEASE_WAITING, (batch_id,))  # unanswered: re-planned
+            await conn.execute(queries.SET_APPLIED, (batch_id,))
+        self.summary.failed_lines += len(failed)
+        self.summary.released += len(unanswered)
+        tokens = parsed.tokens or sum(int(it["tokens"]) for it, _ in answered)
+        self.summary.tokens += tokens
+        self.summary.cost_usd += tokens * self.cfg.batch_price_per_million_tokens / 1e6
+        self.summary.sync_cost_usd += tokens * self.cfg.price_per_million_tokens / 1e6
+        await rollups.record(
+            self.rt.pool,
+            model=self.svc.model,
+            source="batch",
+            clips=len(answered),
+            failed=len(failed),
+            stats=EmbedStats(tokens=tokens),
+            price_per_million=self.cfg.batch_price_per_million_tokens,
+        )
+        logger.info(
+            "batch applied",
+            extra={
+                "batch": batch_id,
+                "status": info.status,
+                "answered": len(answered),
+                "failed": len(failed),
+                "unanswered": len(unanswered),
+            },
+        )
+
+    async def _write(self, batch_id: int, chunk: list[tuple[dict[str, Any], Any]]) -> None:
+        """Store vectors whose clip still has the submitted text; mark the rest superseded."""
+        ids = [it["clip_id"] for it, _ in chunk]
+        async with self.rt.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(queries.CLIP_TEXTS, (ids,))
+            current = {r["id"]: r for r in await cur.fetchall()}
+        todo: list[pipeline.Pending] = []
+        vectors = []
+        stale = []
+        for it, vec in chunk:
+            row = current.get(it["clip_id"])
+            if row is None or row["is_removed"]:
+                stale.append(it["clip_id"])
+                continue
+            item = pipeline.Pending.from_row(
+                row, model=self.svc.model, dimensions=self.svc.dimensions
+            )
+            if item.content_hash != bytes(it["content_hash"]):
+                stale.append(it["clip_id"])
+                continue
+            todo.append(item)
+            vectors.append(vec)
+        written = await pipeline.write_batch(
+            self.rt.pool, todo, vectors, model=self.svc.model, dimensions=self.svc.dimensions
+        )
+        # an edit between reading the text and writing makes write_batch skip the clip: also stale
+        async with self.rt.pool.connection() as conn:
+            found = await conn.execute(
+                queries.EMBEDDED_WITH, ([p.id for p in todo], [p.content_hash for p in todo])
+            )
+            done = [r[0] for r in await found.fetchall()]
+            stale.extend(p.id for p in todo if p.id not in set(done))
+            await conn.execute(queries.SET_ITEMS, ("applied", batch_id, done))
+            if stale:
+                await conn.execute(queries.SET_ITEMS, ("superseded", batch_id, stale))
+        self.summary.applied += written
+        self.summary.superseded += len(stale)
+
+    async def _finish(self, batch_id: int) -> None:
+        async with self.rt.pool.connection() as conn:
+            await conn.execute(queries.SET_APPLIED, (batch_id,))
+
+    # ------------------------------------------------------------------ operator actions
+    async def cancel(self, batch_id: int) -> str:
+        async with self.rt.pool.connection() as conn:
+            row = await (await conn.execute(queries.BATCH_FILE, (batch_id,))).fetchone()
+            prov = await (await conn.execute(queries.PROVIDER_ID, (batch_id,))).fetchone()
+        if row is None:
+            raise errors.ConfigurationError(f"no batch {batch_id}")
+        state = str(row[0])
+        if state in ("planned", "uploaded"):  # never reached the provider: release its clips
+            async with self.rt.pool.connection() as conn:
+                await conn.execute(queries.RELEASE_WAITING, (batch_id,))
+                await conn.execute(queries.SET_APPLIED, (batch_id,))
+            return "released before submission"
+        if state == "applied" or state in queries.FINISHED:
+            return f"already {state}"
+        assert prov is not None and prov[0]
+        info = await self.client.cancel(str(prov[0]))
+        await self._record(batch_id, info)
+        return info.status
