@@ -60,7 +60,8 @@ SET_APPLIED = """
 UPDATE embedding_batches b SET state = 'applied', applied_at = now(),
     applied = (SELECT count(*) FROM embedding_batch_items i WHERE i.batch_id = b.id AND i.state = 'applied'),
     failed = (SELECT count(*) FROM embedding_batch_items i WHERE i.batch_id = b.id AND i.state = 'failed'),
-    superseded = (SELECT count(*) FROM embedding_batch_items i WHERE i.batch_id = b.id AND i.state = 'superseded')
+    superseded = (SELECT count(*) FROM embedding_batch_items i WHERE i.batch_id = b.id AND i.state = 'superseded'),
+    released = (SELECT count(*) FROM embedding_batch_items i WHERE i.batch_id = b.id AND i.state = 'released')
 WHERE id = %s
 """
 SET_ITEMS = """
@@ -70,12 +71,12 @@ WHERE batch_id = %s AND clip_id = ANY(%s::uuid[]) AND state = 'waiting'
 #: Before upload: items whose clip changed or vanished since planning leave the batch.
 DROP_ITEMS = "DELETE FROM embedding_batch_items WHERE batch_id = %s AND clip_id = ANY(%s::uuid[])"
 RELEASE_WAITING = """
-UPDATE embedding_batch_items SET state = 'failed' WHERE batch_id = %s AND state = 'waiting'
+UPDATE embedding_batch_items SET state = 'released' WHERE batch_id = %s AND state = 'waiting'
 """
 
 LIST = """
 SELECT id, state, provider_batch_id, clips, requests, tokens, cost_usd, sync_cost_usd,
-       request_counts, applied, failed, superseded, created_at, submitted_at, expires_at,
+       request_counts, applied, failed, superseded, released, created_at, submitted_at, expires_at,
        finished_at, applied_at, last_error
 FROM embedding_batches ORDER BY id DESC LIMIT %s
 """

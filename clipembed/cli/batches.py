@@ -14,7 +14,7 @@ from clipembed.cli import common
 
 COLUMNS = (
     "id", "state", "provider_batch_id", "clips", "requests", "tokens", "cost_usd",
-    "sync_cost_usd", "request_counts", "applied", "failed", "superseded", "created_at",
+    "sync_cost_usd", "request_counts", "applied", "failed", "superseded", "released", "created_at",
     "submitted_at", "expires_at", "finished_at", "applied_at", "last_error",
 )  # fmt: skip
 

@@ -45,11 +45,16 @@ def upsert_clips(columns: Sequence[str]) -> sql.Composed:
 # ---------------------------------------------------------------- backfill
 
 #: One keyset page of live clips with what the staleness rule needs (``%s`` = last id, limit).
+#: A clip waiting in an open Batch API batch belongs to that batch: no other path embeds it
+#: (it would be paid twice); the partial index on waiting items makes the check one probe.
 BACKFILL_PAGE = """
 SELECT id, title, broadcaster_name, creator_name, game_name, embedding_model,
        embedding_content_hash, embedding IS NULL AS missing
 FROM clips
 WHERE NOT is_removed AND id > %s
+  AND NOT EXISTS (
+      SELECT 1 FROM embedding_batch_items i WHERE i.clip_id = clips.id AND i.state = 'waiting'
+  )
 ORDER BY id
 LIMIT %s
 """
@@ -60,6 +65,9 @@ SELECT count(*) AS live,
        count(*) FILTER (WHERE embedding IS NULL) AS missing
 FROM clips WHERE NOT is_removed
 """
+
+#: Whether a Batch API batch is still open (``--via auto`` then resumes it).
+OPEN_BATCH_EXISTS = "SELECT EXISTS (SELECT 1 FROM embedding_batches WHERE state <> 'applied')"
 
 
 def create_stage(dimensions: int) -> sql.Composed:

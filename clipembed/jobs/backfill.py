@@ -63,13 +63,16 @@ def effective_settings(
 
 async def choose_via(runtime: Runtime, via: str, *, force: bool = False) -> str:
     """``--via auto``: the Batch API when more than EMBEDDING_BATCH_API_MIN_CLIPS clips wait
-    (and the provider is OpenAI), else the embeddings endpoint."""
+    (and the provider is OpenAI), or when a batch is still open; else the embeddings endpoint."""
     if via != "auto":
         return via
     svc = runtime.require_service()
     if svc.provider.name != "openai":
         return "sync"
     async with runtime.pool.connection() as conn:
+        row = await (await conn.execute(queries.OPEN_BATCH_EXISTS)).fetchone()
+        if row and row[0]:
+            return "batch"  # an open batch holds clips: resume it, never embed them twice
         cur = await conn.execute(queries.BACKFILL_COUNT)
         live, missing = await cur.fetchone() or (0, 0)
     backlog = live if force else missing

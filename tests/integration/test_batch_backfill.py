@@ -86,8 +86,17 @@ async def test_failing_lines_go_to_the_worker_queue_and_an_edit_is_never_overwri
         runner = BatchBackfill(rt)
         await runner.run(wait=False)  # planned, uploaded, submitted; the provider works on it
         (provider_id,) = sql(db, "SELECT provider_batch_id FROM embedding_batches")[0]
-        # an edit during the window: this clip's result must not be stored
-        sql(db, "UPDATE clips SET title = 'edited in the window' WHERE twitch_clip_id = 'Clip3'")
+        # an edit during the window (of a clip on a line that does not fail): not stored
+        ((edited_id,),) = sql(
+            db,
+            "SELECT c.twitch_clip_id FROM embedding_batch_items i JOIN clips c ON c.id = i.clip_id"
+            " WHERE i.custom_id <> 'b1-r2' ORDER BY i.custom_id, i.position LIMIT 1",
+        )
+        sql(
+            db,
+            "UPDATE clips SET title = 'edited in the window' WHERE twitch_clip_id = %s",
+            (edited_id,),
+        )
         fake_openai.control(batch_complete=provider_id)
         summary = await runner.run()
     assert summary.failed_lines == 7  # one request line of 7 inputs failed
@@ -98,7 +107,7 @@ async def test_failing_lines_go_to_the_worker_queue_and_an_edit_is_never_overwri
             db, "SELECT c.twitch_clip_id FROM embedding_queue q JOIN clips c ON c.id = q.clip_id"
         )
     }
-    assert "Clip3" in queued and len(queued) == 8  # 7 failed + the edited one (its trigger)
+    assert edited_id in queued and len(queued) == 8  # 7 failed + the edited one (its trigger)
     for row in rows(db):
         if row[5] is not None:
             assert_correct(row)  # whatever was stored is the vector of the current text

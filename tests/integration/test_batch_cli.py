@@ -216,12 +216,6 @@ async def test_batch_with_a_local_model_exits_2_with_one_line(new_db, env_for, f
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --via must be sync, batch or auto"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: --via auto (and --via sync) ignore open batches: after `backfill --via batch"
-    " --no-wait`, a later `backfill --via auto` below EMBEDDING_BATCH_API_MIN_CLIPS embeds the"
-    " open batch's clips synchronously, so the provider embeds (and bills) them twice",
-)
 def test_a_later_auto_run_resumes_an_open_batch_instead_of_embedding_its_clips_again(
     db, env_for, fake_openai
 ):

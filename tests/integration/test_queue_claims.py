@@ -316,7 +316,8 @@ async def test_migration_0006_down_and_up_again(database_factory):
             "SELECT generation FROM embedding_queue WHERE clip_id = %s", (cid,)
         )
         assert (await cur.fetchone())[0] == 2
-        assert [m.version for m in await migrations.up(conn, dimensions=768)] == [6]
+        applied = [m.version for m in await migrations.up(conn, dimensions=768)]
+        assert applied == [m.version for m in migrations.available() if m.version >= 6]
     assert counters(url, cid) == (0, 0, 2)
     with psycopg.connect(url) as conn:
         conn.execute("UPDATE embedding_queue SET claims = 4 WHERE clip_id = %s", (cid,))

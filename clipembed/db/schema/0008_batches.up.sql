@@ -20,6 +20,7 @@ CREATE TABLE embedding_batches (
     applied           integer NOT NULL DEFAULT 0,
     failed            integer NOT NULL DEFAULT 0,
     superseded        integer NOT NULL DEFAULT 0,
+    released          integer NOT NULL DEFAULT 0,  -- never answered: planned into a later batch
     last_error        text,
     created_at        timestamptz NOT NULL DEFAULT now(),
     submitted_at      timestamptz,
@@ -38,7 +39,8 @@ CREATE TABLE embedding_batch_items (
     position     integer NOT NULL,
     content_hash bytea NOT NULL,
     tokens       integer NOT NULL,
-    -- waiting | applied | superseded (edited meanwhile) | failed (back to the normal path)
+    -- waiting | applied | superseded (edited meanwhile) | failed (a failed line: the worker
+    -- queue retries it) | released (never answered: expired/cancelled/failed batch, re-planned)
     state        text NOT NULL DEFAULT 'waiting',
     PRIMARY KEY (batch_id, clip_id)
 );
