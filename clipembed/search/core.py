@@ -37,6 +37,10 @@ MODES: tuple[str, ...] = ("hybrid", "keyword", "semantic")
 STATS_TTL = 60.0  # seconds: N and avgdl move slowly; recomputing them per query costs ~10 ms
 DEFAULT_WINDOW = 200  # candidates per branch; offset + limit must fit in it
 DEFAULT_EF_SEARCH = 100
+#: A query lexeme in more than this share of the documents is dropped when rarer ones remain
+#: (the keyword branch's cost bound; docs/notes/search.md). Not applied below COMMON_MIN_POSTINGS.
+COMMON_FRACTION = 0.2
+COMMON_MIN_POSTINGS = 5_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +157,8 @@ async def keyword_branch(
     if not lexemes:
         await conn.commit()
         return []
+    if len(lexemes) > 1:
+        lexemes = await _without_very_common(conn, corpus, lexemes, n_docs)
     wa, wb, wc, wd = corpus.field_weights
     stmt = (queries.KEYWORD_FILTER_FIRST if filter_first else queries.KEYWORD).format(
         postings=corpus.ident(corpus.postings),
@@ -179,6 +185,30 @@ async def keyword_branch(
     # the LIMIT took the first rows of a score-ordered scan; make the order explicit
     ranked = sorted(((r[0], float(r[1])) for r in rows), key=lambda x: (-x[1], str(x[0])))
     return ranked
+
+
+async def _without_very_common(
+    conn: psycopg.AsyncConnection[Any], corpus: Corpus, lexemes: list[str], n_docs: float
+) -> list[str]:
+    """The query's lexemes minus those in more than COMMON_FRACTION of the documents, as long
+    as a rarer one remains: the cost bound for very common terms.
+
+    Ranking a lexeme reads all of its postings; one in half a million clips costs far more than
+    the rest of the query together and, with an IDF near ln 2, moves the ranking little. Each
+    lexeme is probed with a bounded count (at most ``cap`` index entries), so the probe itself
+    stays cheap. A query made only of very common terms keeps them all (MAX_QUERY_CHARS bounds it).
+    """
+    cap = max(COMMON_MIN_POSTINGS, int(n_docs * COMMON_FRACTION))
+    if cap >= n_docs:
+        return lexemes
+    stmt = queries.LEXEME_PROBE.format(postings=corpus.ident(corpus.postings))
+    cur = await conn.execute(stmt, {"lexemes": lexemes, "cap": cap})
+    counts = {r[0]: int(r[1]) for r in await cur.fetchall()}
+    # a variant no document has (another language's stem of the same word) is no rarer term
+    rarer = [x for x in lexemes if 0 < counts.get(x, 0) < cap]
+    if not rarer:
+        return lexemes
+    return [x for x in lexemes if counts.get(x, 0) < cap]
 
 
 async def _pgvector_version(conn: psycopg.AsyncConnection[Any]) -> tuple[int, ...]:

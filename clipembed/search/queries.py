@@ -14,6 +14,12 @@ from psycopg import sql
 #: parser, so quotes, operators and SQL fragments are plain words.
 LEXEMES = "SELECT clipembed_query_lexemes(%s, %s::regconfig[])"
 
+#: Per query lexeme, its postings counted up to %(cap)s: a bounded probe of how common it is.
+LEXEME_PROBE = sql.SQL(
+    "SELECT l, (SELECT count(*) FROM (SELECT 1 FROM {postings} p WHERE p.lexeme = l"
+    " LIMIT %(cap)s) s) FROM unnest(%(lexemes)s::text[]) AS l"
+)
+
 #: (N, avgdl) for BM25 with the corpus's field weights ({wa}..{wd} literals, {t} the doclen).
 CORPUS_STATS = sql.SQL(
     "SELECT count(*), coalesce(avg({wa} * len_a + {wb} * len_b + {wc} * len_c + {wd} * len_d), 0)"

@@ -48,3 +48,47 @@ async def test_filter_first_and_probing_give_the_same_ranking(database_factory, 
                     checked += bool(probed)
         assert checked >= 10  # the filters left something to rank
         assert clip_search.Filters(game="x").selective and not clip_search.Filters().selective
+
+
+async def test_very_common_terms_are_dropped_when_rarer_ones_remain(
+    database_factory, tmp_path, monkeypatch
+):
+    """The cost bound: a lexeme in most documents is not ranked when the query has a rarer one;
+    alone, it still is."""
+    from tests.plugins.jobs import clip_record, load_clips
+
+    url = database_factory.new(dimensions=384)
+    titles = [f"stream highlight {i}" for i in range(30)] + ["stream highlight unicorn"]
+    await load_clips(url, [clip_record(i, title=t) for i, t in enumerate(titles)], tmp_path)
+    monkeypatch.setattr(core, "COMMON_MIN_POSTINGS", 5)
+    cfg = settings.Settings(
+        _env_file=None,
+        embedding_provider="local",
+        redis_url="none",
+        database_url=url,
+        clipembed_home=tmp_path,
+    )
+    async with runtime.open_runtime(cfg, with_service=False) as rt, rt.pool.connection() as conn:
+        kept = await core._without_very_common(
+            conn, clip_search.CLIPS, ["stream", "highlight", "unicorn"], 31.0
+        )
+        assert kept == ["unicorn"]
+        assert await core._without_very_common(conn, clip_search.CLIPS, ["stream"], 31.0) == [
+            "stream"
+        ]
+        hits = await clip_search.search(
+            rt.pool,
+            None,
+            "stream unicorn",
+            params=core.Params(mode="keyword", limit=5),
+            filters=clip_search.Filters(),
+        )
+        assert hits[0]["title"] == "stream highlight unicorn"
+        many = await clip_search.search(
+            rt.pool,
+            None,
+            "stream",
+            params=core.Params(mode="keyword", limit=50),
+            filters=clip_search.Filters(),
+        )
+        assert len(many) == 31
