@@ -111,6 +111,8 @@ class Settings(BaseSettings):
     clipembed_queue_lease_seconds: float = Field(default=60, gt=0)
     clipembed_queue_max_attempts: int = Field(default=5, ge=1)
     clipembed_queue_poll_seconds: float = Field(default=2.0, gt=0)
+    # after a NOTIFY, wait up to this long for a burst to accumulate before claiming; 0: off
+    clipembed_queue_coalesce_ms: int = Field(default=20, ge=0, le=1000)
     clipembed_worker_batch_size: int = Field(default=100, ge=1, le=2048)
     clipembed_worker_concurrency: int = Field(default=2, ge=1, le=64)
     clipembed_serve_worker: bool = False

@@ -110,3 +110,6 @@ EMBEDDED_WITH = """
 SELECT c.id FROM unnest(%s::uuid[], %s::bytea[]) AS t(id, h)
 JOIN clips c ON c.id = t.id AND c.embedding_content_hash = t.h AND c.embedding IS NOT NULL
 """
+
+#: Live clips holding a vector (sizes the index decision before an apply).
+EMBEDDED_LIVE = "SELECT coalesce(sum(embedded), 0) FROM clipembed_counters WHERE model <> ''"

@@ -9,10 +9,11 @@ Rules that keep every clip embedded with its current text and none lost:
 - **Complete** in one transaction: delete the queue row *only if it is still ours and of the same
   generation* (an edit since the claim bumps the generation: our vector is stale and the next
   claim re-embeds), and write the embedding for exactly the rows deleted.
-- **Fail**: per item; the lease is released, ``next_attempt_at`` moves back exponentially, and
-  after ``CLIPEMBED_QUEUE_MAX_ATTEMPTS`` the item moves to ``embedding_dead_letters`` with its
-  error, where ``clipembed failed retry`` can replay it. :func:`decide` is the policy, as a
-  table: a *permanent* error (the provider rejected this text) dead-letters after the attempt
+- **Fail**: decided per item, recorded per batch (:func:`fail_many`: one statement for the items
+  that back off, one for the dead letters); the lease is released, ``next_attempt_at`` moves
+  back exponentially, and after ``CLIPEMBED_QUEUE_MAX_ATTEMPTS`` the item moves to
+  ``embedding_dead_letters`` with its error, where ``clipembed failed retry`` can replay it.
+  :func:`decide` is the policy, as a table: a *permanent* error (the provider rejected this text) dead-letters after the attempt
   budget; a *transient* one (5xx, timeout, 429, connection) backs off at most a minute and
   dead-letters only once the budget is spent *and* the item has waited an hour, so a provider
   outage costs latency, never a pile of dead letters (pg_vectorize drops work after two
@@ -161,23 +162,31 @@ FROM queue_stage s
 WHERE q.clip_id = s.id AND q.leased_by = %(worker)s
 """
 
+# Failures are recorded set-based, like completion: one statement for the items that back off,
+# one for those that go to the dead letters (the decisions are made in Python by ``decide``).
+# Only rows still ours and of the claimed generation are touched.
 RETRY_LATER = """
-UPDATE embedding_queue
-SET leased_until = NULL, leased_by = NULL, last_error = %(error)s, claims = 0,
-    next_attempt_at = now() + make_interval(secs => %(delay)s)
-WHERE clip_id = %(id)s AND generation = %(generation)s AND leased_by = %(worker)s
+UPDATE embedding_queue q
+SET leased_until = NULL, leased_by = NULL, last_error = f.error, claims = 0,
+    next_attempt_at = now() + make_interval(secs => f.delay)
+FROM unnest(%(ids)s::uuid[], %(generations)s::bigint[], %(errors)s::text[], %(delays)s::float8[])
+    AS f (id, generation, error, delay)
+WHERE q.clip_id = f.id AND q.generation = f.generation AND q.leased_by = %(worker)s
 """
 
 DEAD_LETTER = """
 WITH gone AS (
-    DELETE FROM embedding_queue
-    WHERE clip_id = %(id)s AND generation = %(generation)s AND leased_by = %(worker)s
-    RETURNING clip_id, attempts, enqueued_at
+    DELETE FROM embedding_queue q
+    USING unnest(%(ids)s::uuid[], %(generations)s::bigint[], %(errors)s::text[])
+        AS f (id, generation, error)
+    WHERE q.clip_id = f.id AND q.generation = f.generation AND q.leased_by = %(worker)s
+    RETURNING q.clip_id, q.attempts, q.enqueued_at, f.error
 )
 INSERT INTO embedding_dead_letters (clip_id, attempts, last_error, enqueued_at)
-SELECT clip_id, attempts, %(error)s, enqueued_at FROM gone
+SELECT clip_id, attempts, error, enqueued_at FROM gone
 ON CONFLICT (clip_id) DO UPDATE
     SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()
+RETURNING clip_id
 """
 
 ENQUEUE = """
@@ -389,23 +398,46 @@ async def fail(
 
     A no-op when the item is no longer ours (lease taken over, or a newer generation).
     """
-    waited = 0.0
-    if item.enqueued_at is not None:
-        waited = (dt.datetime.now(dt.UTC) - item.enqueued_at).total_seconds()
-    decision = decide(item.attempts, classify(error), max_attempts=max_attempts, waited=waited)
-    text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-    params = {
-        "id": item.clip_id,
-        "generation": item.generation,
-        "worker": worker,
-        "error": text[:ERROR_TEXT_MAX],
-    }
+    [dead] = await fail_many(conn, [(item, error)], worker=worker, max_attempts=max_attempts)
+    return dead
+
+
+async def fail_many(
+    conn: psycopg.AsyncConnection[Any],
+    failures: Sequence[tuple[Claimed, BaseException | str]],
+    *,
+    worker: str,
+    max_attempts: int,
+) -> list[bool]:
+    """:func:`fail` for a batch's failures in one transaction and at most two statements.
+
+    Returns, per failure, whether the item moved to the dead letters.
+    """
+    if not failures:
+        return []
+    now = dt.datetime.now(dt.UTC)
+    retry: dict[str, list[Any]] = {"ids": [], "generations": [], "errors": [], "delays": []}
+    bury: dict[str, list[Any]] = {"ids": [], "generations": [], "errors": []}
+    for item, error in failures:
+        waited = 0.0
+        if item.enqueued_at is not None:
+            waited = (now - item.enqueued_at).total_seconds()
+        decision = decide(item.attempts, classify(error), max_attempts=max_attempts, waited=waited)
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        target = bury if decision.dead_letter else retry
+        target["ids"].append(item.clip_id)
+        target["generations"].append(item.generation)
+        target["errors"].append(text[:ERROR_TEXT_MAX])
+        if not decision.dead_letter:
+            retry["delays"].append(decision.delay)
+    buried: set[Any] = set()
     async with conn.transaction():
-        if decision.dead_letter:
-            cur = await conn.execute(DEAD_LETTER, params)
-            return cur.rowcount > 0
-        await conn.execute(RETRY_LATER, params | {"delay": decision.delay})
-    return False
+        if retry["ids"]:
+            await conn.execute(RETRY_LATER, retry | {"worker": worker})
+        if bury["ids"]:
+            cur = await conn.execute(DEAD_LETTER, bury | {"worker": worker})
+            buried = {r[0] for r in await cur.fetchall()}
+    return [item.clip_id in buried for item, _ in failures]
 
 
 async def enqueue(conn: psycopg.AsyncConnection[Any], ids: Sequence[Any]) -> int:

@@ -7,6 +7,12 @@ with a lease, embeds them outside any transaction, and completes them atomically
 :mod:`clipembed.jobs.queue`). Any number of workers, on any number of machines, share the queue
 through PostgreSQL and one rate limit through Redis.
 
+Wake-ups are coalesced (``CLIPEMBED_QUEUE_COALESCE_MS``): woken by a notification, a worker
+waits at most that long (counted from the notification, and cut short by a batch's worth of
+notifications) so that a burst of single-row inserts becomes one claim, one provider request and
+one completion instead of one each per insert; after a full batch it claims again at once. The
+claim loops of a process take turns waiting, so a notification costs one claim per process.
+
 A clip whose stored embedding already matches its current text (same content hash and model)
 is retired without a provider call — so an edit that is undone, or a row the backfill already
 embedded, costs nothing.
@@ -28,6 +34,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Coroutine
 from typing import Any
 
 import numpy as np
@@ -100,11 +107,34 @@ class WorkerStats:
     embedded: int = 0
     unchanged: int = 0  # retired without a provider call
     failed: int = 0
+    claims: int = 0  # claim statements run (empty ones included)
     dead_lettered: int = 0
     superseded: int = 0  # lease lost or text changed meanwhile: someone else finishes it
     leases_lost: int = 0  # the heartbeat found the item re-claimed by another worker, or gone
     db_errors: int = 0
     errors: int = 0  # unexpected exceptions (logged with a traceback)
+
+
+def _more_ready(result: queue.ClaimResult, batch_size: int) -> bool:
+    """Whether a claim suggests that more is ready right now, so the next claim need not wait.
+
+    A full batch, of course. Also a claim that dead-lettered items (they took places among its
+    candidates) or took a *suspect* (claimed before without finishing: claimed alone while the
+    rest of the queue waits behind it), as after a crash the items come back one per claim.
+    """
+    if len(result.items) + len(result.dead_lettered) >= batch_size or result.dead_lettered:
+        return True
+    return any(item.claims > 1 for item in result.items)
+
+
+async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
+    """Return when the first of ``waits`` does (the others are cancelled)."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
 
 
 def worker_name() -> str:
@@ -129,12 +159,31 @@ class Worker:
         self.lease = cfg.clipembed_queue_lease_seconds
         self.poll = cfg.clipembed_queue_poll_seconds
         self.max_attempts = cfg.clipembed_queue_max_attempts
+        self.coalesce = cfg.clipembed_queue_coalesce_ms / 1000
         self.stats = WorkerStats()
         self._wake = asyncio.Event()
+        self._woken_at = 0.0  # loop time of the first notification since the wake was cleared
+        self._notes = 0  # notifications since the wake was cleared (one per committed transaction)
+        self._burst = asyncio.Event()  # a batch's worth of notifications: stop coalescing
+        self._gate = asyncio.Lock()  # one claim loop of this process waits for work at a time
+        self._backlog = False  # the last claim was a full batch: more is probably ready
         self._in_flight = 0
         self._started_at = dt.datetime.now(dt.UTC)
 
     # --- LISTEN -------------------------------------------------------------------------------
+    def _notified(self, *, catch_up: bool = False) -> None:
+        """A notification (or, ``catch_up``, a new LISTEN: work may have waited unseen)."""
+        if catch_up:
+            self._woken_at = float("-inf")  # nothing to coalesce: claim at once
+        elif not self._wake.is_set():
+            self._woken_at = asyncio.get_running_loop().time()
+        self._wake.set()
+        # each notification is at least one ready item (one per transaction: PostgreSQL folds
+        # a transaction's notifications), so a batch's worth of them ends the coalescing wait
+        self._notes += 1
+        if self._notes >= self.batch_size:
+            self._burst.set()
+
     async def _listen(self, stop: asyncio.Event) -> None:
         """Set the wake event on every notification; reconnect forever until stopped."""
         while not stop.is_set():
@@ -144,10 +193,11 @@ class Worker:
                 )
                 async with conn:
                     await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(queue.CHANNEL)))
-                    self._wake.set()  # catch up on anything enqueued while we were not listening
+                    # catch up on anything enqueued while we were not listening
+                    self._notified(catch_up=True)
                     gen = conn.notifies()
                     async for _ in gen:
-                        self._wake.set()
+                        self._notified()
                         if stop.is_set():
                             break
             except (psycopg.Error, OSError) as exc:
@@ -232,13 +282,13 @@ class Worker:
                         self.stats.embedded += len(written)
                         self.stats.superseded += wanted - len(written)
                         retire = []
-                    while failures:
-                        item, error = failures[0]
-                        dead = await queue.fail(
-                            conn, item, error, worker=self.name, max_attempts=self.max_attempts
+                    if failures:
+                        buried = await queue.fail_many(
+                            conn, failures, worker=self.name, max_attempts=self.max_attempts
                         )
-                        failures.pop(0)
-                        self._log_failure(item, error, dead=dead)
+                        for (item, error), dead in zip(failures, buried, strict=True):
+                            self._log_failure(item, error, dead=dead)
+                        failures = []
                 return
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 self.stats.db_errors += 1
@@ -298,9 +348,19 @@ class Worker:
 
     async def run_once(self) -> int:
         """Claim and process one batch; returns how many items were claimed or dead-lettered."""
+        result = await self._claim()
+        if result.items:
+            await self._process(result.items)
+        return len(result.items) + len(result.dead_lettered)
+
+    async def _claim(self) -> queue.ClaimResult:
+        """Claim up to a batch (logging the items the claim limit dead-lettered instead)."""
         # Cleared before the claim, not after an empty one: a NOTIFY arriving while the claim
         # runs must still wake us, or the item waits a whole poll interval.
         self._wake.clear()
+        self._notes = 0
+        self._burst.clear()
+        self.stats.claims += 1
         async with self.runtime.pool.connection() as conn:
             result = await queue.claim(
                 conn,
@@ -317,10 +377,8 @@ class Worker:
                 dead.claims,
                 extra={"clip": str(dead.clip_id), "claims": dead.claims, "worker": self.name},
             )
-        if result.items:
-            self.stats.claimed += len(result.items)
-            await self._process(result.items)
-        return len(result.items) + len(result.dead_lettered)
+        self.stats.claimed += len(result.items)
+        return result
 
     async def drain(self) -> WorkerStats:
         """Process until the queue has nothing ready (tests and ``worker --drain``)."""
@@ -328,7 +386,65 @@ class Worker:
             pass
         return self.stats
 
+    async def _next_batch(self, stop: asyncio.Event) -> queue.ClaimResult | None:
+        """Wait for work, let a burst accumulate, claim it (coalescing on); None when stopped.
+
+        The claim loops of this process take turns through ``_gate``: one waits for a
+        notification (or the poll) while the others process, so one NOTIFY costs one claim per
+        process rather than one per loop. Woken by a notification, the loop waits until
+        ``coalesce`` has passed *since that notification* (no wait at all when the work has
+        already waited that long, e.g. while every loop was busy), then claims up to a batch.
+        After a full batch it claims again at once: there is a backlog, no reason to wait.
+        """
+        async with self._gate:
+            if stop.is_set():
+                return None
+            if not self._backlog:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wait_for_work(stop), self.poll)
+                if stop.is_set():
+                    return None
+                if self._wake.is_set():  # a notification, not the poll
+                    loop = asyncio.get_running_loop()
+                    left = self._woken_at + self.coalesce - loop.time()
+                    if left > 0 and not self._burst.is_set():
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(
+                                _first(stop.wait(), self._burst.wait()), min(left, self.coalesce)
+                            )
+                    if stop.is_set():
+                        return None
+            self._backlog = False  # until this claim proves otherwise
+            result = await self._claim()
+            self._backlog = _more_ready(result, self.batch_size)
+            return result
+
     async def _loop(self, stop: asyncio.Event) -> None:
+        if self.coalesce <= 0:
+            await self._loop_eager(stop)
+            return
+        while not stop.is_set():
+            try:
+                result = await self._next_batch(stop)
+                if result is not None and result.items:
+                    await self._process(result.items)
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                self.stats.db_errors += 1
+                logger.warning(
+                    "database unavailable; retrying",
+                    extra={"reason": f"{type(exc).__name__}: {exc}"[:300]},
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), ERROR_DELAY)
+            except Exception:
+                self.stats.errors += 1
+                logger.exception("batch failed unexpectedly; its items return after the lease")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), ERROR_DELAY)
+
+    async def _loop_eager(self, stop: asyncio.Event) -> None:
+        """``CLIPEMBED_QUEUE_COALESCE_MS=0``: every loop claims on every wake, and again after
+        any non-empty claim (the behaviour before coalescing)."""
         while not stop.is_set():
             try:
                 claimed = await self.run_once()
