@@ -471,7 +471,8 @@ class BatchBackfill:
                 queries.EMBEDDED_WITH, ([p.id for p in todo], [p.content_hash for p in todo])
             )
             done = [r[0] for r in await found.fetchall()]
-            stale.extend(p.id for p in todo if p.id not in set(done))
+            written_ids = set(done)
+            stale.extend(p.id for p in todo if p.id not in written_ids)
             await conn.execute(queries.SET_ITEMS, ("applied", batch_id, done))
             if stale:
                 await conn.execute(queries.SET_ITEMS, ("superseded", batch_id, stale))

@@ -78,3 +78,20 @@ def test_content_hash_depends_on_text_model_and_dimensions():
     assert base != clips.content_hash("t2", "m", 768)
     assert base != clips.content_hash("t", "m2", 768)
     assert base != clips.content_hash("t", "m", 384)
+
+
+@given(st.text(max_size=200))
+def test_the_fast_path_of_sanitize_equals_the_character_loop(text):
+    import re
+
+    normal = unicodedata.normalize("NFC", text)
+    out = []
+    for ch in normal:
+        if ch.isspace():
+            out.append(" ")
+            continue
+        cat = unicodedata.category(ch)
+        if cat == "Cc" or (cat in ("Cf", "Cs", "Co", "Cn") and ch not in clips._KEEP_FORMAT):
+            continue
+        out.append(ch)
+    assert clips.sanitize(text) == re.sub(r"\s+", " ", "".join(out)).strip()
