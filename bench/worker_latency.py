@@ -126,7 +126,12 @@ def main() -> None:
             **({"CLIPEMBED_QUEUE_COALESCE_MS": args.coalesce_ms} if args.coalesce_ms else {}),
         )
         workers = [
-            subprocess.Popen([sys.executable, "-m", "clipembed", "worker"], env=e)
+            subprocess.Popen(
+                [sys.executable, "-m", "clipembed", "worker"],
+                env=e,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(args.workers)
         ]
         time.sleep(3)  # started and LISTENing
@@ -189,6 +194,14 @@ def main() -> None:
         for w in workers:
             w.wait(30)
         calls = provider_stats(base)
+    # each worker prints its counters as one JSON line when it stops
+    stats = [
+        json.loads(line)
+        for w in workers
+        if w.stdout
+        for line in w.stdout.read().splitlines()
+        if line.startswith("{")
+    ]
     observed = [(seen[t] - committed[t]) * 1000 for t in committed if t in seen]
     stored = [
         (at.timestamp() - committed[tid]) * 1000
@@ -214,6 +227,7 @@ def main() -> None:
             "all_seen_after_end_s": round(max(seen.values(), default=ended) - ended, 2),
             "provider_requests": calls["requests"],
             "mean_inputs_per_request": round(calls["inputs"] / max(1, calls["requests"]), 1),
+            "claim_statements": sum(s.get("claims", 0) for s in stats),
             "coalesce_ms": args.coalesce_ms or "default (20)",
             "observed_p50_ms": percentile(observed, 0.50),
             "observed_p95_ms": percentile(observed, 0.95),
