@@ -42,10 +42,13 @@ def load(url: str, count: int) -> float:
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET session_replication_role = replica")  # a bulk load: no row triggers
-        with conn.cursor() as cur, cur.copy(
-            "COPY clips (twitch_clip_id, twitch_clip_url, embed_url, title, creator_name,"
-            " broadcaster_name, game_name, language, created_at) FROM STDIN"
-        ) as copy:
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY clips (twitch_clip_id, twitch_clip_url, embed_url, title, creator_name,"
+                " broadcaster_name, game_name, language, created_at) FROM STDIN"
+            ) as copy,
+        ):
             for i in range(count):
                 r = rows[i % len(rows)]
                 title = (r.get("title") or "untitled").replace("\n", " ")[:200] + f" #{i}"
