@@ -43,3 +43,18 @@ QUERY_EMBED_BATCH = Histogram(
     "Queries embedded per provider request by the query lane (coalescing).",
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
+
+# --- the status model's figures, refreshed at each scrape of /metrics (status.model.export) ---
+STATUS_CLIPS = Gauge(
+    "clipembed_status_clips", "Clips by state for the configured model.", ["state"]
+)
+STATUS_BACKLOG = Gauge("clipembed_status_backlog", "Queue items by state.", ["state"])
+STATUS_THROUGHPUT = Gauge(
+    "clipembed_status_clips_per_minute", "Clips embedded per minute over a window.", ["window"]
+)
+STATUS_ERROR_RATE = Gauge("clipembed_status_error_rate", "Failed / attempted clips.", ["window"])
+STATUS_TOKENS = Gauge("clipembed_status_tokens", "Tokens embedded over a period.", ["period"])
+STATUS_COST = Gauge("clipembed_status_cost_usd", "Estimated dollars over a period.", ["period"])
+STATUS_WORKERS = Gauge("clipembed_status_workers", "Workers by state.", ["state"])
+STATUS_INDEX_BYTES = Gauge("clipembed_status_index_bytes", "Size of the HNSW index.")
+STATUS_BATCH_WAITING = Gauge("clipembed_status_batch_clips_waiting", "Clips waiting in batches.")

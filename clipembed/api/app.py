@@ -25,6 +25,7 @@ from clipembed.admin import routes as admin_routes
 from clipembed.api import docs, search_routes
 from clipembed.db import queries
 from clipembed.settings import Settings
+from clipembed.status import model as status_model
 
 logger = logging.getLogger(__name__)
 
@@ -110,9 +111,22 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     async def metrics_endpoint(
+        request: Request,
         _: auth.Principal = Depends(admin_routes.api_principal),
     ) -> Response:
-        """Prometheus metrics; scrape with an admin token (`authorization` / bearer_token)."""
+        """Prometheus metrics; scrape with an admin token (`authorization` / bearer_token).
+
+        The status model's figures are refreshed first, so every /status figure is a metric.
+        """
+        rt: runtime_mod.Runtime = request.app.state.runtime
+        try:
+            status_model.export(
+                await status_model.collect(
+                    rt.pool, rt.settings, dimensions=rt.dimensions, history=False
+                )
+            )
+        except Exception as exc:  # the process's own metrics are still worth serving
+            logger.warning("status figures unavailable for /metrics", extra={"reason": str(exc)})
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app

@@ -113,3 +113,9 @@ JOIN clips c ON c.id = t.id AND c.embedding_content_hash = t.h AND c.embedding I
 
 #: Live clips holding a vector (sizes the index decision before an apply).
 EMBEDDED_LIVE = "SELECT coalesce(sum(embedded), 0) FROM clipembed_counters WHERE model <> ''"
+
+#: After apply: what the provider billed (its usage), replacing the planned estimate.
+SET_BILLED = """
+UPDATE embedding_batches SET tokens = %(tokens)s, cost_usd = %(cost)s, sync_cost_usd = %(sync)s
+WHERE id = %(id)s
+"""

@@ -396,6 +396,16 @@ class BatchBackfill:
         self.summary.failed_lines += len(failed)
         self.summary.released += len(unanswered)
         tokens = parsed.tokens or sum(int(it["tokens"]) for it, _ in answered)
+        async with self.rt.pool.connection() as conn:
+            await conn.execute(
+                queries.SET_BILLED,
+                {
+                    "id": batch_id,
+                    "tokens": tokens,
+                    "cost": tokens * self.cfg.batch_price_per_million_tokens / 1e6,
+                    "sync": tokens * self.cfg.price_per_million_tokens / 1e6,
+                },
+            )
         self.summary.tokens += tokens
         self.summary.cost_usd += tokens * self.cfg.batch_price_per_million_tokens / 1e6
         self.summary.sync_cost_usd += tokens * self.cfg.price_per_million_tokens / 1e6

@@ -8,6 +8,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import clips, metrics
+from clipembed.batches import queries as batch_queries
 from clipembed.db import connection, queries
 
 STALE_PAGE = 5000  # rows per keyset page of the stale count
@@ -59,6 +60,17 @@ async def collect(pool: AsyncConnectionPool, *, model: str, dimensions: int) -> 
             out["queue"] = await queue.queue_stats(conn)
     except ImportError:  # pragma: no cover - the queue module ships with clipembed
         pass
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(batch_queries.SUMMARY)).fetchall()
+        waiting = (await (await conn.execute(batch_queries.WAITING_CLIPS)).fetchone() or (0,))[0]
+    if rows:
+        out["batches"] = {
+            "by_state": {r[0]: int(r[1]) for r in rows},
+            "clips_waiting": int(waiting),
+            "tokens": sum(int(r[3]) for r in rows),
+            "cost_usd": round(sum(float(r[4]) for r in rows), 6),
+            "saving_usd": round(sum(float(r[5]) - float(r[4]) for r in rows), 6),
+        }
     metrics.COVERAGE.set((with_embeddings - stale) / total if total else 1.0)
     return out
 
@@ -81,6 +93,15 @@ def lines(stats: dict[str, Any]) -> list[str]:
             f"Queue leased:           {queue['leased']}",
             f"Oldest pending:         {queue['oldest_pending_seconds']:.1f}s",
             f"Dead letters:           {queue['dead_letters']}",
+        ]
+    batches = stats.get("batches")
+    if batches:
+        states = ", ".join(f"{n} {state}" for state, n in sorted(batches["by_state"].items()))
+        out += [
+            f"Batch API batches:      {states}",
+            f"Clips waiting in them:  {batches['clips_waiting']}",
+            f"Batch tokens / cost:    {batches['tokens']} / ${batches['cost_usd']:.4f}"
+            f" (saved ${batches['saving_usd']:.4f} against the sync price)",
         ]
     if "replica_lag_seconds" in stats:
         lag = stats["replica_lag_seconds"]

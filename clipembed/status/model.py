@@ -21,6 +21,7 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
+from clipembed import metrics
 from clipembed import settings as settings_mod
 from clipembed.batches import queries as batch_queries
 from clipembed.db import queries as db_queries
@@ -202,3 +203,26 @@ def _worker(r: Any) -> dict[str, Any]:
         "failed": int(failed),
         "state": state,
     }
+
+
+def export(s: dict[str, Any]) -> None:
+    """Set the Prometheus gauges from a status (every figure of /status is also a metric)."""
+    for state in ("live", "embedded", "missing", "stale", "removed"):
+        metrics.STATUS_CLIPS.labels(state).set(s["coverage"][state])
+    for state in ("pending", "leased", "retrying", "dead"):
+        metrics.STATUS_BACKLOG.labels(state).set(s["backlog"][state])
+    metrics.QUEUE_OLDEST.set(s["backlog"]["oldest_pending_seconds"])
+    metrics.COVERAGE.set(s["coverage"]["ratio"])
+    for window, t in s["throughput"].items():
+        metrics.STATUS_THROUGHPUT.labels(window).set(t["clips_per_minute"])
+        metrics.STATUS_ERROR_RATE.labels(window).set(t["error_rate"])
+    for period, spend in s["spend"].items():
+        metrics.STATUS_TOKENS.labels(period).set(spend["tokens"])
+        metrics.STATUS_COST.labels(period).set(spend["usd"])
+    states = {"running": 0, "lost": 0, "stopped": 0}
+    for w in s["workers"]:
+        states[w["state"]] = states.get(w["state"], 0) + 1
+    for state, n in states.items():
+        metrics.STATUS_WORKERS.labels(state).set(n)
+    metrics.STATUS_INDEX_BYTES.set(s["index"]["size_bytes"])
+    metrics.STATUS_BATCH_WAITING.set(s["batches"]["clips_waiting"])

@@ -9,6 +9,7 @@ from pgvector.psycopg import register_vector
 
 from clipembed import clips, runtime
 from clipembed.batches.runner import BatchBackfill
+from clipembed.jobs import stats as stats_mod
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.jobs import clip_record, load_clips
 
@@ -75,6 +76,14 @@ async def test_a_complete_batch_backfill_at_half_price_with_no_sync_requests(
     assert again.batches_submitted == 0 and fake_openai.stats()["batches_created"] == 1
     batches = sql(db, "SELECT state, applied, clips FROM embedding_batches")
     assert batches == [("applied", 60, 60)]
+    async with runtime.open_runtime(settings_for(openai_settings, db), with_service=False) as rt:
+        figures = (await stats_mod.collect(rt.pool, model=rt.settings.model, dimensions=DIMS))[
+            "batches"
+        ]
+    assert figures["by_state"] == {"applied": 1} and figures["clips_waiting"] == 0
+    assert figures["saving_usd"] == pytest.approx(
+        summary.sync_cost_usd - summary.cost_usd, abs=1e-6
+    )
 
 
 async def test_failing_lines_go_to_the_worker_queue_and_an_edit_is_never_overwritten(

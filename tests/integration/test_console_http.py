@@ -223,3 +223,7 @@ async def test_status_equals_the_database(console):
     assert s["backlog"]["dead"] == 1 and s["last_errors"][0]["state"] == "dead"
     assert s["throughput"]["60m"]["clips_per_minute"] * 60 >= 10  # the backfill's rollup
     assert s["spend"]["today"]["tokens"] > 0
+    with client(base) as c:  # every /status figure is also a Prometheus metric
+        text = c.get("/metrics", headers={"Authorization": f"Bearer {token}"}).text
+    assert f'clipembed_status_clips{{state="live"}} {float(live)}' in text
+    assert f'clipembed_status_backlog{{state="dead"}} {float(1)}' in text
