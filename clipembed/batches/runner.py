@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections import defaultdict
@@ -38,60 +37,14 @@ from psycopg.types.json import Jsonb
 
 from clipembed import batching, clips, errors
 from clipembed.batches import files, queries
-from clipembed.jobs import index_policy, pipeline
-from clipembed.jobs import queue as queue_mod
+from clipembed.batches.apply import BatchApplier
+from clipembed.batches.report import BatchSummary
+from clipembed.jobs import pipeline
 from clipembed.providers.openai import OpenAIProvider
 from clipembed.providers.openai_batch import BatchClient, BatchInfo
 from clipembed.runtime import Runtime
-from clipembed.service import EmbedStats
-from clipembed.status import rollups
 
 logger = logging.getLogger(__name__)
-
-APPLY_CHUNK = 1000  # items written per transaction while applying
-#: Drop and rebuild the HNSW index around an apply bringing more than this share of the vectors
-#: (per row, maintaining the graph cost ~5 ms and a bulk build ~0.3 ms here: docs/benchmarks.md).
-APPLY_REBUILD_FRACTION = 0.1
-
-
-@dataclasses.dataclass
-class BatchSummary:
-    batches_submitted: int = 0
-    clips_submitted: int = 0
-    applied: int = 0
-    failed_lines: int = 0
-    released: int = 0  # unanswered clips of expired/failed/cancelled batches, re-planned later
-    superseded: int = 0
-    tokens: int = 0
-    cost_usd: float = 0.0
-    sync_cost_usd: float = 0.0
-    open_batches: int = 0
-    index_rebuild_seconds: float = 0.0
-    interrupted: bool = False
-    duration: float = 0.0
-
-    @property
-    def saving_usd(self) -> float:
-        return self.sync_cost_usd - self.cost_usd
-
-    def as_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        out["saving_usd"] = round(self.saving_usd, 6)
-        return out
-
-    def lines(self) -> list[str]:
-        return [
-            "Batch backfill " + ("interrupted" if self.interrupted else "done"),
-            f"  Batches submitted: {self.batches_submitted} ({self.clips_submitted} clips)",
-            f"  Applied:           {self.applied}",
-            f"  Failed lines:      {self.failed_lines} (back on the worker queue)",
-            f"  Re-planned:        {self.released}",
-            f"  Edited meanwhile:  {self.superseded}",
-            f"  Still open:        {self.open_batches}",
-            f"  Tokens:            {self.tokens}",
-            f"  Cost:              ${self.cost_usd:.4f} (sync price ${self.sync_cost_usd:.4f},"
-            f" saved ${self.saving_usd:.4f})",
-        ]
 
 
 class BatchBackfill:
@@ -107,6 +60,7 @@ class BatchBackfill:
         self.client = client or BatchClient(self.provider)
         self.cfg = runtime.settings
         self.summary = BatchSummary()
+        self.applier = BatchApplier(runtime, svc, self.client, self.summary)
 
     # ------------------------------------------------------------------ the loop
     async def run(
@@ -321,7 +275,7 @@ class BatchBackfill:
                     info = await self.client.retrieve(b["provider_batch_id"])
                     await self._record(batch_id, info)
                     if info.status in queries.FINISHED:
-                        await self._apply(batch_id, info)
+                        await self.applier.apply(batch_id, info)
             except errors.ProviderError as exc:
                 logger.warning(
                     "batch step failed; retried on the next poll",
@@ -342,152 +296,6 @@ class BatchBackfill:
                     "finished": info.status in queries.FINISHED,
                 },
             )
-
-    async def _apply(self, batch_id: int, info: BatchInfo) -> None:
-        lines: list[bytes] = []
-        for file_id in (info.output_file_id, info.error_file_id):
-            if file_id:
-                lines.extend((await self.client.content(file_id)).splitlines())
-        async with self.rt.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.ALL_ITEMS, (batch_id,))
-            items = list(await cur.fetchall())
-        expected: dict[str, int] = defaultdict(int)
-        for it in items:
-            expected[it["custom_id"]] += 1
-        parsed = await asyncio.to_thread(
-            files.parse, lines, dict(expected), dimensions=self.svc.dimensions
-        )
-        index: dict[str, int] = defaultdict(int)
-        answered: list[tuple[dict[str, Any], Any]] = []
-        failed: list[Any] = []
-        unanswered: list[Any] = []
-        for it in items:
-            cid = it["custom_id"]
-            position = index[cid]
-            index[cid] += 1
-            if it["state"] != "waiting":
-                continue  # applied before a restart
-            if cid in parsed.vectors:
-                answered.append((it, parsed.vectors[cid][position]))
-            elif cid in parsed.failures:
-                failed.append(it["clip_id"])
-            else:
-                unanswered.append(it["clip_id"])
-        rebuild = await self._drop_index_for(len(answered))
-        try:
-            for start in range(0, len(answered), APPLY_CHUNK):
-                await self._write(batch_id, answered[start : start + APPLY_CHUNK])
-        finally:
-            if rebuild:
-                t = time.monotonic()
-                await index_policy.rebuild_index(self.rt.pool)
-                seconds = round(time.monotonic() - t, 1)
-                self.summary.index_rebuild_seconds += seconds
-                await rollups.event(
-                    self.rt.pool, "index_build", {"seconds": seconds, "by": "batch"}
-                )
-        async with self.rt.pool.connection() as conn:
-            if failed:  # the worker's retry table (and dead letters) take these over
-                await queue_mod.enqueue(conn, failed)
-                await conn.execute(queries.SET_ITEMS, ("failed", batch_id, failed))
-                await conn.commit()
-            await conn.execute(queries.RELEASE_WAITING, (batch_id,))  # unanswered: re-planned
-            await conn.execute(queries.SET_APPLIED, (batch_id,))
-        self.summary.failed_lines += len(failed)
-        self.summary.released += len(unanswered)
-        tokens = parsed.tokens or sum(int(it["tokens"]) for it, _ in answered)
-        async with self.rt.pool.connection() as conn:
-            await conn.execute(
-                queries.SET_BILLED,
-                {
-                    "id": batch_id,
-                    "tokens": tokens,
-                    "cost": tokens * self.cfg.batch_price_per_million_tokens / 1e6,
-                    "sync": tokens * self.cfg.price_per_million_tokens / 1e6,
-                },
-            )
-        self.summary.tokens += tokens
-        self.summary.cost_usd += tokens * self.cfg.batch_price_per_million_tokens / 1e6
-        self.summary.sync_cost_usd += tokens * self.cfg.price_per_million_tokens / 1e6
-        await rollups.record(
-            self.rt.pool,
-            model=self.svc.model,
-            source="batch",
-            clips=len(answered),
-            failed=len(failed),
-            stats=EmbedStats(tokens=tokens),
-            price_per_million=self.cfg.batch_price_per_million_tokens,
-        )
-        logger.info(
-            "batch applied",
-            extra={
-                "batch": batch_id,
-                "status": info.status,
-                "answered": len(answered),
-                "failed": len(failed),
-                "unanswered": len(unanswered),
-            },
-        )
-
-    async def _drop_index_for(self, answered: int) -> bool:
-        """Drop the HNSW index before applying a batch that brings a large share of the vectors.
-
-        Maintaining the graph row by row costs ~5 ms a row on 2 cores, so applying 50,000
-        vectors takes minutes; one build afterwards takes seconds. The index is rebuilt right
-        after this batch's apply (also after an error), so semantic search runs without it (an
-        exact scan, slower) only for that long.
-        """
-        async with self.rt.pool.connection() as conn:
-            cur = await conn.execute(queries.EMBEDDED_LIVE)
-            embedded = int((await cur.fetchone() or (0,))[0])
-        # maintaining the graph costs ~15x a bulk build per row: rebuild once a batch brings
-        # more than a tenth of the vectors the index will hold
-        total = embedded + answered
-        if answered < index_policy.REBUILD_MIN_ROWS or answered <= APPLY_REBUILD_FRACTION * total:
-            return False
-        if not await index_policy.index_exists(self.rt.pool):
-            return False
-        await index_policy.drop_index(self.rt.pool)
-        return True
-
-    async def _write(self, batch_id: int, chunk: list[tuple[dict[str, Any], Any]]) -> None:
-        """Store vectors whose clip still has the submitted text; mark the rest superseded."""
-        ids = [it["clip_id"] for it, _ in chunk]
-        async with self.rt.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.CLIP_TEXTS, (ids,))
-            current = {r["id"]: r for r in await cur.fetchall()}
-        todo: list[pipeline.Pending] = []
-        vectors = []
-        stale = []
-        for it, vec in chunk:
-            row = current.get(it["clip_id"])
-            if row is None or row["is_removed"]:
-                stale.append(it["clip_id"])
-                continue
-            item = pipeline.Pending.from_row(
-                row, model=self.svc.model, dimensions=self.svc.dimensions
-            )
-            if item.content_hash != bytes(it["content_hash"]):
-                stale.append(it["clip_id"])
-                continue
-            todo.append(item)
-            vectors.append(vec)
-        written = await pipeline.write_batch(
-            self.rt.pool, todo, vectors, model=self.svc.model, dimensions=self.svc.dimensions
-        )
-        # an edit between reading the text and writing makes write_batch skip the clip: also stale
-        async with self.rt.pool.connection() as conn:
-            found = await conn.execute(
-                queries.EMBEDDED_WITH, ([p.id for p in todo], [p.content_hash for p in todo])
-            )
-            done = [r[0] for r in await found.fetchall()]
-            written_ids = set(done)
-            stale.extend(p.id for p in todo if p.id not in written_ids)
-            await conn.execute(queries.SET_ITEMS, ("applied", batch_id, done))
-            if stale:
-                await conn.execute(queries.SET_ITEMS, ("superseded", batch_id, stale))
-        self.summary.applied += written
-        self.summary.superseded += len(stale)
 
     async def _finish(self, batch_id: int) -> None:
         async with self.rt.pool.connection() as conn:

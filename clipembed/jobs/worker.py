@@ -34,97 +34,28 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import numpy as np
 import psycopg
 from psycopg import sql
 
-from clipembed import clips, metrics
+from clipembed import metrics
 from clipembed.jobs import queue
+from clipembed.jobs.worker_plan import WorkerStats, more_ready, plan
 from clipembed.runtime import Runtime
 from clipembed.status import rollups
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RECONNECT_DELAY = 1.0  # seconds between attempts to re-establish LISTEN
 ERROR_DELAY = 1.0  # seconds to pause after a database error in the claim loop
 SETTLE_RETRY_MIN = 30.0  # seconds a finished batch keeps retrying its completion through an outage
 REPORT_SECONDS = 15.0  # gauges, heartbeat and queue sample; at most a third of the lease
 PRUNE_EVERY = 40  # reports between two prunings of old status history (~10 min)
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """A claimed batch sorted by what it needs (pure: see :func:`plan`)."""
-
-    embed: list[tuple[queue.Claimed, str, bytes]]  # item, text, content hash
-    retire: list[tuple[queue.Claimed, np.ndarray | None, bytes | None]]  # nothing to write
-    unchanged: int  # of ``retire``: the stored embedding already matches the text
-
-
-def plan(
-    items: list[queue.Claimed],
-    rows: dict[Any, dict[str, Any]],
-    *,
-    model: str,
-    dimensions: int,
-) -> Plan:
-    """Decide per item: embed its current text, or retire it without a provider call.
-
-    Retired without a call: a clip deleted or removed since it was queued, and a clip whose
-    stored embedding already has the hash of its current text, model and dimensions (an edit
-    undone, a row the backfill got to first, a reconciliation race).
-    """
-    embed: list[tuple[queue.Claimed, str, bytes]] = []
-    retire: list[tuple[queue.Claimed, np.ndarray | None, bytes | None]] = []
-    unchanged = 0
-    for item in items:
-        row = rows.get(item.clip_id)
-        if row is None or row["is_removed"]:
-            retire.append((item, None, None))
-            continue
-        text = clips.embedding_text(clips.ClipText.from_row(row))
-        digest = clips.content_hash(text, model, dimensions)
-        stored = row["embedding_content_hash"]
-        if (
-            not row["missing"]
-            and row["embedding_model"] == model
-            and stored is not None
-            and bytes(stored) == digest
-        ):
-            unchanged += 1
-            retire.append((item, None, None))
-        else:
-            embed.append((item, text, digest))
-    return Plan(embed, retire, unchanged)
-
-
-@dataclasses.dataclass
-class WorkerStats:
-    claimed: int = 0
-    embedded: int = 0
-    unchanged: int = 0  # retired without a provider call
-    failed: int = 0
-    claims: int = 0  # claim statements run (empty ones included)
-    dead_lettered: int = 0
-    superseded: int = 0  # lease lost or text changed meanwhile: someone else finishes it
-    leases_lost: int = 0  # the heartbeat found the item re-claimed by another worker, or gone
-    db_errors: int = 0
-    errors: int = 0  # unexpected exceptions (logged with a traceback)
-
-
-def _more_ready(result: queue.ClaimResult, batch_size: int) -> bool:
-    """Whether a claim suggests that more is ready right now, so the next claim need not wait.
-
-    A full batch, of course. Also a claim that dead-lettered items (they took places among its
-    candidates) or took a *suspect* (claimed before without finishing: claimed alone while the
-    rest of the queue waits behind it), as after a crash the items come back one per claim.
-    """
-    if len(result.items) + len(result.dead_lettered) >= batch_size or result.dead_lettered:
-        return True
-    return any(item.claims > 1 for item in result.items)
 
 
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
@@ -416,68 +347,56 @@ class Worker:
                         return None
             self._backlog = False  # until this claim proves otherwise
             result = await self._claim()
-            self._backlog = _more_ready(result, self.batch_size)
+            self._backlog = more_ready(result, self.batch_size)
             return result
+
+    async def _guarded(self, stop: asyncio.Event, step: Callable[[], Awaitable[T]]) -> T | None:
+        """One step of a claim loop; a failure is logged, paused on and answered with None.
+
+        A lost database (psycopg_pool.PoolTimeout included, while PostgreSQL restarts) is
+        retried; a bug must not end a long-running worker either: the batch's leases expire and
+        its items are claimed again (and dead-lettered if they keep failing).
+        """
+        try:
+            return await step()
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            self.stats.db_errors += 1
+            logger.warning(
+                "database unavailable; retrying",
+                extra={"reason": f"{type(exc).__name__}: {exc}"[:300]},
+            )
+        except Exception:
+            self.stats.errors += 1
+            logger.exception("batch failed unexpectedly; its items return after the lease")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), ERROR_DELAY)
+        return None
 
     async def _loop(self, stop: asyncio.Event) -> None:
         if self.coalesce <= 0:
             await self._loop_eager(stop)
             return
+
+        async def step() -> None:
+            result = await self._next_batch(stop)
+            if result is not None and result.items:
+                await self._process(result.items)
+
         while not stop.is_set():
-            try:
-                result = await self._next_batch(stop)
-                if result is not None and result.items:
-                    await self._process(result.items)
-            except (psycopg.Error, OSError, TimeoutError) as exc:
-                self.stats.db_errors += 1
-                logger.warning(
-                    "database unavailable; retrying",
-                    extra={"reason": f"{type(exc).__name__}: {exc}"[:300]},
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), ERROR_DELAY)
-            except Exception:
-                self.stats.errors += 1
-                logger.exception("batch failed unexpectedly; its items return after the lease")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), ERROR_DELAY)
+            await self._guarded(stop, step)
 
     async def _loop_eager(self, stop: asyncio.Event) -> None:
         """``CLIPEMBED_QUEUE_COALESCE_MS=0``: every loop claims on every wake, and again after
         any non-empty claim (the behaviour before coalescing)."""
         while not stop.is_set():
-            try:
-                claimed = await self.run_once()
-            except (psycopg.Error, OSError, TimeoutError) as exc:
-                # includes psycopg_pool.PoolTimeout while PostgreSQL restarts
-                self.stats.db_errors += 1
-                logger.warning(
-                    "database unavailable; retrying",
-                    extra={"reason": f"{type(exc).__name__}: {exc}"[:300]},
-                )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), ERROR_DELAY)
-                continue
-            except Exception:
-                # A bug must not end a long-running worker; the batch's leases expire and
-                # the items are claimed again (and dead-lettered if they keep failing).
-                self.stats.errors += 1
-                logger.exception("batch failed unexpectedly; its items return after the lease")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), ERROR_DELAY)
-                continue
-            if claimed:
+            claimed = await self._guarded(stop, self.run_once)
+            if claimed is None or claimed:  # failed (and paused), or more may be ready
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wait_for_work(stop), self.poll)
 
     async def _wait_for_work(self, stop: asyncio.Event) -> None:
-        waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
+        await _first(self._wake.wait(), stop.wait())
 
     async def run(self, stop: asyncio.Event) -> WorkerStats:
         """Run until ``stop``; in-flight batches finish first."""

@@ -1,0 +1,46 @@
+"""What a Batch API backfill did: counts, tokens, the batch price and the sync price."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass
+class BatchSummary:
+    batches_submitted: int = 0
+    clips_submitted: int = 0
+    applied: int = 0
+    failed_lines: int = 0
+    released: int = 0  # unanswered clips of expired/failed/cancelled batches, re-planned later
+    superseded: int = 0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    sync_cost_usd: float = 0.0
+    open_batches: int = 0
+    index_rebuild_seconds: float = 0.0
+    interrupted: bool = False
+    duration: float = 0.0
+
+    @property
+    def saving_usd(self) -> float:
+        return self.sync_cost_usd - self.cost_usd
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["saving_usd"] = round(self.saving_usd, 6)
+        return out
+
+    def lines(self) -> list[str]:
+        return [
+            "Batch backfill " + ("interrupted" if self.interrupted else "done"),
+            f"  Batches submitted: {self.batches_submitted} ({self.clips_submitted} clips)",
+            f"  Applied:           {self.applied}",
+            f"  Failed lines:      {self.failed_lines} (back on the worker queue)",
+            f"  Re-planned:        {self.released}",
+            f"  Edited meanwhile:  {self.superseded}",
+            f"  Still open:        {self.open_batches}",
+            f"  Tokens:            {self.tokens}",
+            f"  Cost:              ${self.cost_usd:.4f} (sync price ${self.sync_cost_usd:.4f},"
+            f" saved ${self.saving_usd:.4f})",
+        ]

@@ -1,0 +1,174 @@
+"""The real-time queue's SQL: claim, extend, complete, fail, enqueue, replay (see queue.py)."""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+# One statement, one short transaction. ``candidates`` locks up to ``limit`` ready rows (SKIP
+# LOCKED: rows another claimer holds are not waited for). Of those, the rows already claimed
+# ``max_claims`` times without finishing are moved to the dead letters instead of being claimed
+# again; of the rest, a *suspect* (claimed before without finishing: it may be what killed its
+# worker) at the head of the queue is claimed alone, otherwise only clean rows are claimed, so a
+# poison item cannot take the other items of its batch to the dead letters with it. Locked
+# candidates not claimed are released at commit.
+CLAIM = """
+WITH candidates AS (
+    SELECT clip_id, claims, next_attempt_at, enqueued_at FROM embedding_queue
+    WHERE next_attempt_at <= now() AND (leased_until IS NULL OR leased_until < now())
+    ORDER BY next_attempt_at, enqueued_at
+    FOR UPDATE SKIP LOCKED
+    LIMIT %(limit)s
+),
+exhausted AS (
+    DELETE FROM embedding_queue q
+    USING candidates c
+    WHERE q.clip_id = c.clip_id AND c.claims >= %(max_claims)s
+    RETURNING q.clip_id, q.attempts, q.claims, q.enqueued_at
+),
+buried AS (
+    INSERT INTO embedding_dead_letters (clip_id, attempts, last_error, enqueued_at)
+    SELECT clip_id, attempts, format(%(reason)s, claims), enqueued_at FROM exhausted
+    ON CONFLICT (clip_id) DO UPDATE
+        SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()
+),
+live AS (
+    SELECT clip_id, claims, next_attempt_at, enqueued_at FROM candidates
+    WHERE claims < %(max_claims)s
+),
+head AS (
+    SELECT clip_id, claims FROM live ORDER BY next_attempt_at, enqueued_at, clip_id LIMIT 1
+),
+picked AS (
+    SELECT l.clip_id FROM live l CROSS JOIN head h
+    WHERE CASE WHEN h.claims > 0 THEN l.clip_id = h.clip_id ELSE l.claims = 0 END
+),
+claimed AS (
+    UPDATE embedding_queue q
+    SET leased_until = now() + make_interval(secs => %(lease)s),
+        leased_by = %(worker)s,
+        attempts = q.attempts + 1,
+        claims = q.claims + 1
+    FROM picked
+    WHERE q.clip_id = picked.clip_id
+    RETURNING q.clip_id, q.generation, q.attempts, q.claims, q.enqueued_at
+)
+SELECT true AS claimed, clip_id, generation, attempts, claims, enqueued_at FROM claimed
+UNION ALL
+SELECT false, clip_id, NULL, attempts, claims, enqueued_at FROM exhausted
+"""
+
+READ_CLIPS = """
+SELECT id, title, broadcaster_name, creator_name, game_name, is_removed,
+       embedding_model, embedding_content_hash, embedding IS NULL AS missing
+FROM clips WHERE id = ANY(%s)
+"""
+
+# Extends the leases still ours and reports, per id, whether it did and who holds the row now
+# (the outer SELECT sees the rows as they were before the UPDATE: another holder, or none when
+# the row is gone).
+EXTEND = """
+WITH extended AS (
+    UPDATE embedding_queue SET leased_until = now() + make_interval(secs => %(lease)s)
+    WHERE clip_id = ANY(%(ids)s) AND leased_by = %(worker)s
+    RETURNING clip_id
+)
+SELECT i.id, e.clip_id IS NOT NULL, q.leased_by
+FROM unnest(%(ids)s::uuid[]) AS i (id)
+LEFT JOIN extended e ON e.clip_id = i.id
+LEFT JOIN embedding_queue q ON q.clip_id = i.id
+"""
+
+CREATE_STAGE = sql.SQL("""
+CREATE TEMP TABLE queue_stage (
+    id uuid, generation bigint, embedding vector({dims}), content_hash bytea, model text
+) ON COMMIT DROP
+""")
+NOTIFY = "SELECT pg_notify(%s, '')"
+
+COPY_STAGE = "COPY queue_stage (id, generation, embedding, content_hash, model) FROM STDIN WITH (FORMAT BINARY)"
+
+COMPLETE = """
+WITH done AS (
+    DELETE FROM embedding_queue q
+    USING queue_stage s
+    WHERE q.clip_id = s.id AND q.generation = s.generation AND q.leased_by = %(worker)s
+    RETURNING q.clip_id
+)
+UPDATE clips c
+SET embedding = s.embedding,
+    embedding_content_hash = s.content_hash,
+    embedding_model = s.model,
+    embedding_generated_at = now()
+FROM queue_stage s, done
+WHERE c.id = s.id AND done.clip_id = s.id AND s.embedding IS NOT NULL
+RETURNING c.id
+"""
+
+RELEASE_SUPERSEDED = """
+UPDATE embedding_queue q SET leased_until = NULL, leased_by = NULL
+FROM queue_stage s
+WHERE q.clip_id = s.id AND q.leased_by = %(worker)s
+"""
+
+# Failures are recorded set-based, like completion: one statement for the items that back off,
+# one for those that go to the dead letters (the decisions are made in Python by ``decide``).
+# Only rows still ours and of the claimed generation are touched.
+RETRY_LATER = """
+UPDATE embedding_queue q
+SET leased_until = NULL, leased_by = NULL, last_error = f.error, claims = 0,
+    next_attempt_at = now() + make_interval(secs => f.delay)
+FROM unnest(%(ids)s::uuid[], %(generations)s::bigint[], %(errors)s::text[], %(delays)s::float8[])
+    AS f (id, generation, error, delay)
+WHERE q.clip_id = f.id AND q.generation = f.generation AND q.leased_by = %(worker)s
+"""
+
+DEAD_LETTER = """
+WITH gone AS (
+    DELETE FROM embedding_queue q
+    USING unnest(%(ids)s::uuid[], %(generations)s::bigint[], %(errors)s::text[])
+        AS f (id, generation, error)
+    WHERE q.clip_id = f.id AND q.generation = f.generation AND q.leased_by = %(worker)s
+    RETURNING q.clip_id, q.attempts, q.enqueued_at, f.error
+)
+INSERT INTO embedding_dead_letters (clip_id, attempts, last_error, enqueued_at)
+SELECT clip_id, attempts, error, enqueued_at FROM gone
+ON CONFLICT (clip_id) DO UPDATE
+    SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()
+RETURNING clip_id
+"""
+
+ENQUEUE = """
+INSERT INTO embedding_queue AS q (clip_id)
+SELECT unnest(%s::uuid[])
+ON CONFLICT (clip_id) DO NOTHING
+"""
+
+STATS = """
+SELECT
+    count(*) FILTER (WHERE leased_until IS NULL OR leased_until < now()) AS pending,
+    count(*) FILTER (WHERE leased_until >= now()) AS leased,
+    coalesce(extract(epoch FROM now() - min(enqueued_at)
+        FILTER (WHERE leased_until IS NULL OR leased_until < now())), 0)::float AS oldest_pending_seconds,
+    (SELECT count(*) FROM embedding_dead_letters) AS dead_letters
+FROM embedding_queue
+"""
+
+LIST_DEAD = """
+SELECT d.clip_id, d.attempts, d.last_error, d.enqueued_at, d.failed_at, c.title
+FROM embedding_dead_letters d JOIN clips c ON c.id = d.clip_id
+ORDER BY d.failed_at DESC
+LIMIT %s
+"""
+
+REPLAY = """
+WITH moved AS (
+    DELETE FROM embedding_dead_letters
+    WHERE %(all)s OR clip_id = ANY(%(ids)s::uuid[])
+    RETURNING clip_id
+)
+INSERT INTO embedding_queue AS q (clip_id)
+SELECT clip_id FROM moved
+ON CONFLICT (clip_id) DO UPDATE
+    SET attempts = 0, claims = 0, next_attempt_at = now(), last_error = NULL
+RETURNING q.clip_id
+"""
