@@ -10,8 +10,6 @@ fails its inputs; nothing from it is stored.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import dataclasses
 import json
 from collections.abc import Iterable, Sequence
@@ -20,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from clipembed import errors
-from clipembed.providers import base
+from clipembed.providers.openai import decode_vectors
 
 MAX_LINES = 50_000  # requests per batch (the Batch API's limit)
 MAX_INPUTS = 50_000  # embedding inputs per batch
@@ -68,32 +66,16 @@ class Parsed:
 
 
 def decode_embeddings(body: Any, count: int, dimensions: int) -> np.ndarray:
-    """The vectors of one ``/v1/embeddings`` response body, in input order, validated."""
+    """The vectors of one ``/v1/embeddings`` response body, in input order, validated exactly
+    as a synchronous answer is (:func:`clipembed.providers.openai.decode_vectors`)."""
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
         raise errors.InvalidResponseError("the response has no data list")
-    data = body["data"]
-    if len(data) != count:
-        raise errors.InvalidResponseError(f"{len(data)} vectors for {count} inputs")
-    rows: list[np.ndarray | None] = [None] * count
-    for item in data:
-        if not isinstance(item, dict):
-            raise errors.InvalidResponseError("an item is not an object")
-        index, emb = item.get("index"), item.get("embedding")
-        if not isinstance(index, int) or not 0 <= index < count or rows[index] is not None:
-            raise errors.InvalidResponseError("indexes are not 0..n-1")
-        try:
-            if isinstance(emb, str):
-                row = np.frombuffer(base64.b64decode(emb, validate=True), dtype="<f4")
-            else:
-                row = np.asarray(emb, dtype=np.float32)
-        except (binascii.Error, ValueError, TypeError):
-            raise errors.InvalidResponseError("an undecodable vector") from None
-        if row.ndim != 1 or row.shape[0] != dimensions:
-            raise errors.InvalidResponseError(
-                f"a vector of length {row.shape[0] if row.ndim else 0}, expected {dimensions}"
-            )
-        rows[index] = row
-    return base.validate_vectors(np.stack(rows), count=count, dimensions=dimensions)  # type: ignore[arg-type]
+    pairs = []
+    for item in body["data"]:
+        if not isinstance(item, dict) or not isinstance(item.get("index"), int):
+            raise errors.InvalidResponseError("an item is not an object with an integer index")
+        pairs.append((item["index"], item.get("embedding")))
+    return decode_vectors(pairs, count=count, dimensions=dimensions)
 
 
 def parse(lines: Iterable[bytes], expected: dict[str, int], *, dimensions: int) -> Parsed:

@@ -190,37 +190,8 @@ class OpenAIProvider:
         return base.EmbeddingResponse(vectors=vectors, tokens=billed, ratelimit=info)
 
     def _decode(self, data: list[Any], count: int) -> base.Vectors:
-        if len(data) != count:
-            raise errors.InvalidResponseError(
-                f"provider returned {len(data)} vectors for {count} inputs"
-            )
-        try:
-            indexes = [int(item.index) for item in data]
-        except (AttributeError, TypeError, ValueError):
-            raise errors.InvalidResponseError("provider returned items without an index") from None
-        if sorted(indexes) != list(range(count)):
-            raise errors.InvalidResponseError("provider returned indexes that are not 0..n-1")
-        rows: list[np.ndarray] = [np.empty(0, np.float32)] * count
-        for index, item in zip(indexes, data, strict=True):
-            emb = getattr(item, "embedding", None)
-            if emb is None:
-                raise errors.InvalidResponseError("provider returned an item without an embedding")
-            try:
-                if isinstance(emb, str):
-                    row = np.frombuffer(base64.b64decode(emb, validate=True), dtype="<f4")
-                else:
-                    row = np.asarray(emb, dtype=np.float32)
-            except (binascii.Error, ValueError, TypeError):
-                raise errors.InvalidResponseError(
-                    "provider returned an undecodable vector"
-                ) from None
-            if row.ndim != 1 or row.shape[0] != self.dimensions:
-                raise errors.InvalidResponseError(
-                    f"provider returned vectors of length {row.shape[0] if row.ndim else 0}, "
-                    f"expected {self.dimensions}"
-                )
-            rows[index] = row
-        return base.validate_vectors(np.stack(rows), count=count, dimensions=self.dimensions)
+        pairs = [(getattr(item, "index", None), getattr(item, "embedding", None)) for item in data]
+        return decode_vectors(pairs, count=count, dimensions=self.dimensions)
 
     def _status_error(self, exc: openai.APIStatusError) -> errors.ProviderError:
         status = exc.status_code
@@ -264,3 +235,41 @@ def _error_message(exc: openai.APIStatusError) -> str:
             return str(inner["message"])[:500]
     text = str(getattr(exc, "message", "") or exc)
     return text[:500]
+
+
+def decode_vectors(
+    pairs: Sequence[tuple[Any, Any]], *, count: int, dimensions: int
+) -> base.Vectors:
+    """``(index, embedding)`` pairs of an embeddings answer -> validated vectors in input order.
+
+    An embedding is base64 little-endian float32 or a list of floats; indexes must be 0..n-1.
+    Shared by the synchronous path (SDK objects) and the Batch API's output lines (JSON).
+    """
+    if len(pairs) != count:
+        raise errors.InvalidResponseError(
+            f"provider returned {len(pairs)} vectors for {count} inputs"
+        )
+    try:
+        indexes = [int(index) for index, _ in pairs]
+    except (TypeError, ValueError):
+        raise errors.InvalidResponseError("provider returned items without an index") from None
+    if sorted(indexes) != list(range(count)):
+        raise errors.InvalidResponseError("provider returned indexes that are not 0..n-1")
+    rows: list[np.ndarray] = [np.empty(0, np.float32)] * count
+    for index, (_, emb) in zip(indexes, pairs, strict=True):
+        if emb is None:
+            raise errors.InvalidResponseError("provider returned an item without an embedding")
+        try:
+            if isinstance(emb, str):
+                row = np.frombuffer(base64.b64decode(emb, validate=True), dtype="<f4")
+            else:
+                row = np.asarray(emb, dtype=np.float32)
+        except (binascii.Error, ValueError, TypeError):
+            raise errors.InvalidResponseError("provider returned an undecodable vector") from None
+        if row.ndim != 1 or row.shape[0] != dimensions:
+            raise errors.InvalidResponseError(
+                f"provider returned vectors of length {row.shape[0] if row.ndim else 0}, "
+                f"expected {dimensions}"
+            )
+        rows[index] = row
+    return base.validate_vectors(np.stack(rows), count=count, dimensions=dimensions)
