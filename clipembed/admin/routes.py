@@ -372,7 +372,7 @@ async def search_page(
         try:
             outcome = await clip_search.search_detailed(
                 rt.reader,
-                rt.service,
+                rt.service_for if rt.service is not None else None,
                 q,
                 params=core.Params(mode=mode if mode in core.MODES else "hybrid", limit=20),  # type: ignore[arg-type]
                 filters=clip_search.Filters(include_nsfw=True),

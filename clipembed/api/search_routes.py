@@ -28,6 +28,7 @@ from pydantic import BaseModel
 from clipembed import errors
 from clipembed.search import clips as clip_search
 from clipembed.search import core
+from clipembed.spaces import compare
 
 
 async def search_access(request: Request) -> None:
@@ -74,6 +75,16 @@ class ClipHit(BaseModel):
     semantic: BranchDetail | None
 
 
+class SpaceInfo(BaseModel):
+    """The embedding space a response was read from (every search reads exactly one)."""
+
+    name: str
+    provider: str | None
+    model: str | None
+    dimensions: int
+    storage: str
+
+
 class SearchResponse(BaseModel):
     query: str | None
     mode: str
@@ -83,6 +94,7 @@ class SearchResponse(BaseModel):
     #: branches that could not answer (e.g. ["semantic"] when the query embedding missed its
     #: deadline): the results come from the others
     degraded: list[str] = []
+    space: SpaceInfo
 
 
 class ErrorBody(BaseModel):
@@ -159,7 +171,11 @@ async def search(
     rt = request.app.state.runtime
     try:
         outcome = await clip_search.search_detailed(
-            rt.reader, rt.service, q, params=_params(mode, limit, offset), filters=filters
+            rt.reader,
+            rt.service_for if rt.service is not None else None,
+            q,
+            params=_params(mode, limit, offset),
+            filters=filters,
         )
     except clip_search.InvalidQuery as exc:
         raise _unprocessable(str(exc)) from None
@@ -173,6 +189,8 @@ async def search(
         raise _unavailable("the search took too long: try a more specific query") from None
     except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
         raise _unavailable("the database is unavailable: try again shortly") from None
+    if rt.service is not None:  # for `clipembed model compare` (in the background, best effort)
+        compare.remember(rt.service.link, rt.settings.redis_key_prefix, q)
     return {
         "query": q,
         "mode": mode,
@@ -180,6 +198,7 @@ async def search(
         "offset": offset,
         "results": outcome.results,
         "degraded": outcome.degraded,
+        "space": outcome.space,
     }
 
 
@@ -201,14 +220,21 @@ async def similar(
     """Clips whose embeddings are nearest to this clip's (the clip itself excluded)."""
     rt = request.app.state.runtime
     try:
-        results = await clip_search.similar(
+        results, space = await clip_search.similar_detailed(
             rt.reader, clip_id, params=_params("semantic", limit, offset), filters=filters
         )
     except clip_search.InvalidQuery as exc:
         raise _unprocessable(str(exc)) from None
     if results is None:
         raise HTTPException(status_code=404, detail="no such clip, or it has no embedding yet")
-    return {"query": None, "mode": "semantic", "limit": limit, "offset": offset, "results": results}
+    return {
+        "query": None,
+        "mode": "semantic",
+        "limit": limit,
+        "offset": offset,
+        "results": results,
+        "space": space,
+    }
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:

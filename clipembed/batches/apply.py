@@ -43,7 +43,8 @@ class BatchApplier:
     ) -> None:
         self.rt = runtime
         self.svc = service
-        self.cfg = runtime.settings
+        self.space = runtime.require_space()
+        self.cfg = service.settings  # the space's model: its prices
         self.client = client
         self.summary = summary
 
@@ -85,7 +86,7 @@ class BatchApplier:
         finally:
             if rebuild:
                 t = time.monotonic()
-                await index_policy.rebuild_index(self.rt.pool)
+                await index_policy.rebuild_index(self.rt.pool, self.space)
                 seconds = round(time.monotonic() - t, 1)
                 self.summary.index_rebuild_seconds += seconds
                 await rollups.event(
@@ -143,16 +144,16 @@ class BatchApplier:
         exact scan, slower) only for that long.
         """
         async with self.rt.pool.connection() as conn:
-            cur = await conn.execute(queries.EMBEDDED_LIVE)
+            cur = await conn.execute(queries.embedded_count(self.space.table_name))
             embedded = int((await cur.fetchone() or (0,))[0])
         # maintaining the graph costs ~15x a bulk build per row: rebuild once a batch brings
         # more than a tenth of the vectors the index will hold
         total = embedded + answered
         if answered < index_policy.REBUILD_MIN_ROWS or answered <= APPLY_REBUILD_FRACTION * total:
             return False
-        if not await index_policy.index_exists(self.rt.pool):
+        if not await index_policy.index_exists(self.rt.pool, self.space):
             return False
-        await index_policy.drop_index(self.rt.pool)
+        await index_policy.drop_index(self.rt.pool, self.space)
         return True
 
     async def _write(self, batch_id: int, chunk: list[tuple[dict[str, Any], Any]]) -> None:
@@ -178,12 +179,18 @@ class BatchApplier:
             todo.append(item)
             vectors.append(vec)
         written = await pipeline.write_batch(
-            self.rt.pool, todo, vectors, model=self.svc.model, dimensions=self.svc.dimensions
+            self.rt.pool,
+            todo,
+            vectors,
+            space=self.space,
+            model=self.svc.model,
+            dimensions=self.svc.dimensions,
         )
         # an edit between reading the text and writing makes write_batch skip the clip: also stale
         async with self.rt.pool.connection() as conn:
             found = await conn.execute(
-                queries.EMBEDDED_WITH, ([p.id for p in todo], [p.content_hash for p in todo])
+                queries.embedded_with(self.space.table_name),
+                ([p.id for p in todo], [p.content_hash for p in todo]),
             )
             done = [r[0] for r in await found.fetchall()]
             written_ids = set(done)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from psycopg import sql
+
 #: Provider states after which nothing more will come; the batch is then applied.
 FINISHED = ("completed", "failed", "expired", "cancelled")
 #: States whose items are still owned by the batch (not to be planned again).
@@ -9,18 +11,21 @@ OPEN = ("planned", "uploaded", "submitted", "validating", "in_progress", "finali
 #: States in which the provider holds our tokens (the enqueued-token limit).
 ENQUEUED = ("submitted", "validating", "in_progress", "finalizing", "cancelling")
 
-#: Of these clip ids, those not already waiting in an open batch (``%s`` = uuid[]).
+#: Of these clip ids, those not already waiting in an open batch of the space
+#: (``%s`` = uuid[], space id).
 NOT_IN_A_BATCH = """
 SELECT id FROM unnest(%s::uuid[]) AS t(id)
 WHERE NOT EXISTS (
     SELECT 1 FROM embedding_batch_items i JOIN embedding_batches b ON b.id = i.batch_id
-    WHERE i.clip_id = t.id AND i.state = 'waiting' AND b.state <> 'applied'
+    WHERE i.clip_id = t.id AND i.state = 'waiting' AND b.state <> 'applied' AND b.space_id = %s
 )
 """
 
 CREATE_BATCH = """
-INSERT INTO embedding_batches (model, dimensions, requests, clips, tokens, cost_usd, sync_cost_usd)
-VALUES (%(model)s, %(dimensions)s, %(requests)s, %(clips)s, %(tokens)s, %(cost)s, %(sync_cost)s)
+INSERT INTO embedding_batches (model, dimensions, requests, clips, tokens, cost_usd, sync_cost_usd,
+                               space_id)
+VALUES (%(model)s, %(dimensions)s, %(requests)s, %(clips)s, %(tokens)s, %(cost)s, %(sync_cost)s,
+        %(space)s)
 RETURNING id
 """
 ADD_ITEMS = """
@@ -31,7 +36,7 @@ VALUES (%s, %s, %s, %s, %s, %s)
 OPEN_BATCHES = """
 SELECT id, state, provider_batch_id, input_file_id, output_file_id, error_file_id, model,
        dimensions, tokens
-FROM embedding_batches WHERE state <> 'applied' ORDER BY id
+FROM embedding_batches WHERE state <> 'applied' AND space_id = %s ORDER BY id
 """
 ENQUEUED_TOKENS = "SELECT coalesce(sum(tokens), 0) FROM embedding_batches WHERE state = ANY(%s)"
 
@@ -105,14 +110,20 @@ CLIP_TEXTS = """
 SELECT id, title, broadcaster_name, creator_name, game_name, is_removed
 FROM clips WHERE id = ANY(%s::uuid[])
 """
-#: Of these (clip, content hash) pairs, the clips now holding exactly that embedding.
-EMBEDDED_WITH = """
-SELECT c.id FROM unnest(%s::uuid[], %s::bytea[]) AS t(id, h)
-JOIN clips c ON c.id = t.id AND c.embedding_content_hash = t.h AND c.embedding IS NOT NULL
-"""
 
-#: Live clips holding a vector (sizes the index decision before an apply).
-EMBEDDED_LIVE = "SELECT coalesce(sum(embedded), 0) FROM clipembed_counters WHERE model <> ''"
+
+def embedded_with(table: str) -> sql.Composed:
+    """Of these (clip, content hash) pairs, the clips whose vector in the space is exactly that."""
+    return sql.SQL(
+        "SELECT e.clip_id FROM unnest(%s::uuid[], %s::bytea[]) AS t(id, h)"
+        " JOIN {table} e ON e.clip_id = t.id AND e.content_hash = t.h"
+    ).format(table=sql.Identifier(table))
+
+
+def embedded_count(table: str) -> sql.Composed:
+    """Vectors in the space (sizes the index decision before an apply)."""
+    return sql.SQL("SELECT count(*) FROM {table}").format(table=sql.Identifier(table))
+
 
 #: After apply: what the provider billed (its usage), replacing the planned estimate.
 SET_BILLED = """

@@ -56,9 +56,10 @@ class BatchBackfill:
             )
         self.rt = runtime
         self.svc = svc
+        self.space = runtime.require_space()
         self.provider: OpenAIProvider = svc.provider
         self.client = client or BatchClient(self.provider)
-        self.cfg = runtime.settings
+        self.cfg = svc.settings  # the space's model: its prices
         self.summary = BatchSummary()
         self.applier = BatchApplier(runtime, svc, self.client, self.summary)
 
@@ -92,7 +93,7 @@ class BatchBackfill:
 
     async def _open(self) -> list[dict[str, Any]]:
         async with self.rt.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.OPEN_BATCHES)
+            await cur.execute(queries.OPEN_BATCHES, (self.space.id,))
             return list(await cur.fetchall())
 
     async def _enqueued_tokens(self) -> int:
@@ -132,7 +133,9 @@ class BatchBackfill:
             if not page:
                 return
             async with self.rt.pool.connection() as conn:
-                cur = await conn.execute(queries.NOT_IN_A_BATCH, ([p.id for p in page],))
+                cur = await conn.execute(
+                    queries.NOT_IN_A_BATCH, ([p.id for p in page], self.space.id)
+                )
                 free = {r[0] for r in await cur.fetchall()}
                 cur = await conn.execute(queries.QUEUED, ([p.id for p in page],))
                 queued = {r[0] for r in await cur.fetchall()}
@@ -140,7 +143,7 @@ class BatchBackfill:
             page.clear()
 
         async for item in pipeline.scan(
-            self.rt.pool, model=self.svc.model, dimensions=self.svc.dimensions
+            self.rt.pool, space=self.space, model=self.svc.model, dimensions=self.svc.dimensions
         ):
             page.append(item)
             if len(page) >= 2000:
@@ -182,6 +185,7 @@ class BatchBackfill:
                     "tokens": total,
                     "cost": total * self.cfg.batch_price_per_million_tokens / 1e6,
                     "sync_cost": total * price / 1e6,
+                    "space": self.space.id,
                 },
             )
             row = await cur.fetchone()

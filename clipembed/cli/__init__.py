@@ -13,12 +13,14 @@ from clipembed.cli import (
     admin,
     backfill,
     batches,
+    compare,
     embed,
     embedded,
     evaluate,
     failed,
     importer,
     migrate,
+    model,
     scheduler,
     search,
     serve,
@@ -51,6 +53,8 @@ for _module in (
     embedded,
     admin,
     batches,
+    model,
+    compare,
 ):
     _module.register(app)
 

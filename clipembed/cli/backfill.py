@@ -13,6 +13,7 @@ from clipembed.cli import common
 from clipembed.jobs import backfill as backfill_mod
 from clipembed.jobs import index_policy
 from clipembed.jobs import progress as progress_mod
+from clipembed.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -55,6 +56,9 @@ def register(app: typer.Typer) -> None:
             help="--via batch: stay until every batch is applied, or submit and exit"
             " (a later run resumes).",
         ),
+        space: str | None = typer.Option(
+            None, "--space", help="The embedding space to fill (default: the active one)."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
         debug: bool = common.DebugOption,
     ) -> None:
@@ -70,41 +74,64 @@ def register(app: typer.Typer) -> None:
         )
 
         async def main() -> int:
-            stop = asyncio.Event()
-            common.stop_on_signals(stop)
-            progress = (
-                None
-                if as_json
-                else progress_mod.Progress("backfill", terminal=common.is_terminal())
+            return await execute(
+                cfg,
+                space=space,
+                force=force,
+                dry_run=dry_run,
+                limit=limit,
+                index=index,
+                via=via,
+                wait=wait,
+                as_json=as_json,
             )
-            async with runtime.open_runtime(cfg) as rt:
-                chosen = await backfill_mod.choose_via(rt, via, force=force)
-                if chosen == "batch" and not dry_run:
-                    batch_summary = await BatchBackfill(rt).run(limit=limit, wait=wait, stop=stop)
-                    if as_json:
-                        print(json.dumps(batch_summary.as_dict()))
-                    else:
-                        for line in batch_summary.lines():
-                            common.stdout.print(line)
-                    return common.EXIT_FAILED if batch_summary.interrupted else common.EXIT_OK
-                summary = await backfill_mod.run(
-                    rt,
-                    force=force,
-                    dry_run=dry_run,
-                    limit=limit,
-                    index=index,
-                    stop=stop,
-                    progress=progress,
-                )
-                if dry_run and chosen == "batch":
-                    summary.batch_cost_usd = (
-                        summary.tokens * cfg.batch_price_per_million_tokens / 1e6
-                    )
-            if as_json:
-                print(json.dumps(summary.as_dict()))
-            else:
-                for line in summary.lines():
-                    common.stdout.print(line)
-            return backfill_mod.exit_code(summary)
 
         raise typer.Exit(common.run(main, debug=debug))
+
+
+async def execute(
+    cfg: Settings,
+    *,
+    space: str | None,
+    force: bool = False,
+    dry_run: bool = False,
+    limit: int | None = None,
+    index: str = "auto",
+    via: str = "sync",
+    wait: bool = True,
+    as_json: bool = False,
+) -> int:
+    """One backfill of a space (``clipembed backfill`` and ``clipembed model backfill``)."""
+    stop = asyncio.Event()
+    common.stop_on_signals(stop)
+    progress = None if as_json else progress_mod.Progress("backfill", terminal=common.is_terminal())
+    async with runtime.open_runtime(cfg, space=space) as rt:
+        chosen = await backfill_mod.choose_via(rt, via, force=force)
+        if chosen == "batch" and not dry_run:
+            batch_summary = await BatchBackfill(rt).run(limit=limit, wait=wait, stop=stop)
+            if as_json:
+                print(json.dumps(batch_summary.as_dict()))
+            else:
+                for line in batch_summary.lines():
+                    common.stdout.print(line)
+            return common.EXIT_FAILED if batch_summary.interrupted else common.EXIT_OK
+        summary = await backfill_mod.run(
+            rt,
+            force=force,
+            dry_run=dry_run,
+            limit=limit,
+            index=index,
+            stop=stop,
+            progress=progress,
+        )
+        if dry_run and chosen == "batch":
+            summary.batch_cost_usd = (
+                summary.tokens * rt.require_service().settings.batch_price_per_million_tokens / 1e6
+            )
+        summary.space = rt.require_space().name
+    if as_json:
+        print(json.dumps(summary.as_dict()))
+    else:
+        for line in summary.lines():
+            common.stdout.print(line)
+    return backfill_mod.exit_code(summary)

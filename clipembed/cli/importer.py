@@ -1,36 +1,95 @@
-"""``clipembed import FILE.jsonl[.gz]``."""
+"""``clipembed import FILE.jsonl[.gz]`` (clips) and ``import --vectors FILE --space NAME``."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
 
+from clipembed import runtime
 from clipembed.cli import common
 from clipembed.db import connection
 from clipembed.jobs import importer
+from clipembed.spaces import vectors as vectors_mod
+
+MAX_SHOWN = 50
 
 
 def register(app: typer.Typer) -> None:
     @app.command("import")
     def import_(
-        path: Path = typer.Argument(
-            ..., exists=True, dir_okay=False, help="JSON Lines, optionally .gz"
+        path: Path | None = typer.Argument(
+            None, exists=True, dir_okay=False, help="Clips: JSON Lines, optionally .gz"
         ),
+        vectors: Path | None = typer.Option(
+            None,
+            "--vectors",
+            exists=True,
+            dir_okay=False,
+            help="Vectors made elsewhere: JSON Lines (.jsonl[.gz]) or Parquet with clip_id or "
+            "twitch_clip_id, and vector. No provider is called.",
+        ),
+        space: str | None = typer.Option(None, "--space", help="The space --vectors fills."),
+        index: str = typer.Option(
+            "auto",
+            "--index",
+            help="--vectors: auto (rebuild a candidate's index once), keep or rebuild.",
+        ),
+        as_json: bool = typer.Option(False, "--json", help="--vectors: the report as JSON."),
         debug: bool = common.DebugOption,
     ) -> None:
-        """Load clips (the clips column names), upserting by twitch_clip_id; bad rows are reported."""
+        """Load clips (the clips column names), upserting by twitch_clip_id; bad rows are reported.
+
+        With --vectors FILE --space NAME: fill an embedding space with vectors made elsewhere.
+        """
+        if (path is None) == (vectors is None):
+            common.stderr.print("error: give a clips FILE, or --vectors FILE --space NAME")
+            raise typer.Exit(common.EXIT_CONFIG)
+        if vectors is not None and not space:
+            common.stderr.print("error: --vectors needs --space NAME (see `clipembed model list`)")
+            raise typer.Exit(common.EXIT_CONFIG)
+        if index not in ("auto", "keep", "rebuild"):
+            common.stderr.print("error: --index must be auto, keep or rebuild")
+            raise typer.Exit(common.EXIT_CONFIG)
         cfg = common.load_settings()
 
-        async def main() -> int:
+        async def clips_main() -> int:
+            assert path is not None
             conn = await connection.connect(connection.database_url(cfg))
             async with conn:
                 report = await importer.import_file(conn, path)
-            for line, reason in report.bad[:50]:
-                common.stderr.print(f"line {line}: {reason}")
-            if len(report.bad) > 50:
-                common.stderr.print(f"... and {len(report.bad) - 50} more bad lines")
+            for line, reason in report.bad[:MAX_SHOWN]:
+                common.stderr.print(f"line {line}: {reason}", markup=False)
+            if len(report.bad) > MAX_SHOWN:
+                common.stderr.print(f"... and {len(report.bad) - MAX_SHOWN} more bad lines")
             common.stdout.print(f"loaded {report.loaded} clips, {len(report.bad)} bad lines")
             return common.EXIT_FAILED if report.bad else common.EXIT_OK
 
-        raise typer.Exit(common.run(main, debug=debug))
+        async def vectors_main() -> int:
+            assert vectors is not None and space is not None
+            async with runtime.open_runtime(cfg, with_service=False, space=space) as rt:
+                target = rt.require_space()
+                report = await vectors_mod.import_vectors(
+                    rt.pool, vectors, space=target, model=target.model_for(cfg), index=index
+                )
+            if as_json:
+                print(json.dumps(report.as_dict(), ensure_ascii=False))
+            else:
+                for line, reason in report.bad[:MAX_SHOWN]:
+                    common.stderr.print(f"line {line}: {reason}", markup=False)
+                if report.bad_count > MAX_SHOWN:
+                    common.stderr.print(f"... and {report.bad_count - MAX_SHOWN} more bad lines")
+                common.stdout.print(
+                    f"imported {report.imported} vectors into {report.space!r}, "
+                    f"{report.bad_count} bad lines"
+                    + (
+                        f", {report.superseded} clips edited meanwhile" if report.superseded else ""
+                    ),
+                    markup=False,
+                )
+            return common.EXIT_FAILED if report.bad_count else common.EXIT_OK
+
+        raise typer.Exit(
+            common.run(vectors_main if vectors is not None else clips_main, debug=debug)
+        )

@@ -39,14 +39,26 @@ def register(app: typer.Typer) -> None:
             )
             async with runtime.open_runtime(cfg, with_service=mode != "keyword", search=True) as rt:
                 try:
-                    results = await clip_search.search(
-                        rt.reader, rt.service, query, params=params, filters=filters
+                    outcome = await clip_search.search_detailed(
+                        rt.reader,
+                        rt.service_for if rt.service is not None else None,
+                        query,
+                        params=params,
+                        filters=filters,
                     )
                 except clip_search.InvalidQuery as exc:
                     common.stderr.print(f"error: {exc}")
                     return common.EXIT_CONFIG
+            results = outcome.results
             if as_json:
-                print(json.dumps(results, default=str, ensure_ascii=False))
+                doc = {
+                    "query": query,
+                    "mode": mode,
+                    "space": outcome.space,
+                    "degraded": outcome.degraded,
+                    "results": results,
+                }
+                print(json.dumps(doc, default=str, ensure_ascii=False))
                 return common.EXIT_OK
             if not results:
                 common.stdout.print("no results")

@@ -22,7 +22,13 @@ def register(app: typer.Typer) -> None:
 
         async def main() -> None:
             async with runtime.open_runtime(cfg, with_service=False) as rt:
-                data = await stats_mod.collect(rt.pool, model=cfg.model, dimensions=rt.dimensions)
+                space = rt.require_space()
+                data = await stats_mod.collect(
+                    rt.pool,
+                    model=space.model_for(cfg),
+                    dimensions=space.dimensions,
+                    space=space,
+                )
             replica = cfg.search_database_url
             if replica is not None and replica.get_secret_value().strip():
                 url = replica.get_secret_value().strip()

@@ -172,6 +172,12 @@ async def check_current(conn: psycopg.AsyncConnection[Any], *, dimensions: int) 
         raise errors.SchemaError(
             f"the database needs migrating ({names}): run `clipembed migrate up`"
         )
+    # The environment configures the 'default' embedding space (migration 0009); once it has been
+    # dropped, every space carries its own model and the configured dimensions do not matter.
+    cur = await conn.execute("SELECT count(*) FROM embedding_spaces WHERE provider IS NULL")
+    row = await cur.fetchone()
+    if not row or not row[0]:
+        return
     column = await embedding_dimensions(conn)
     if column != dimensions:
         raise errors.SchemaError(

@@ -44,30 +44,42 @@ def upsert_clips(columns: Sequence[str]) -> sql.Composed:
 
 # ---------------------------------------------------------------- backfill
 
-#: One keyset page of live clips with what the staleness rule needs (``%s`` = last id, limit).
-#: A clip waiting in an open Batch API batch belongs to that batch: no other path embeds it
-#: (it would be paid twice); the partial index on waiting items makes the check one probe.
-BACKFILL_PAGE = """
-SELECT id, title, broadcaster_name, creator_name, game_name, embedding_model,
-       embedding_content_hash, embedding IS NULL AS missing
-FROM clips
-WHERE NOT is_removed AND id > %s
+
+def backfill_page(table: str) -> sql.Composed:
+    """One keyset page of live clips with their vector's hash in a space (``%s``: last id, limit).
+
+    A clip waiting in an open Batch API batch of the same space belongs to that batch: no other
+    path embeds it (it would be paid twice); the partial index on waiting items makes the check
+    one probe.
+    """
+    return sql.SQL(
+        """
+SELECT c.id, c.title, c.broadcaster_name, c.creator_name, c.game_name,
+       e.content_hash AS embedding_content_hash, e.clip_id IS NULL AS missing
+FROM clips c LEFT JOIN {table} e ON e.clip_id = c.id
+WHERE NOT c.is_removed AND c.id > %s
   AND NOT EXISTS (
-      SELECT 1 FROM embedding_batch_items i WHERE i.clip_id = clips.id AND i.state = 'waiting'
+      SELECT 1 FROM embedding_batch_items i JOIN embedding_batches b ON b.id = i.batch_id
+      WHERE i.clip_id = c.id AND i.state = 'waiting' AND b.space_id = %s
   )
-ORDER BY id
+ORDER BY c.id
 LIMIT %s
 """
+    ).format(table=sql.Identifier(table))
 
-#: Live clips and those without any vector: sizes the progress bar and the index decision.
-BACKFILL_COUNT = """
-SELECT count(*) AS live,
-       count(*) FILTER (WHERE embedding IS NULL) AS missing
-FROM clips WHERE NOT is_removed
-"""
 
-#: Whether a Batch API batch is still open (``--via auto`` then resumes it).
-OPEN_BATCH_EXISTS = "SELECT EXISTS (SELECT 1 FROM embedding_batches WHERE state <> 'applied')"
+def backfill_count(table: str) -> sql.Composed:
+    """Live clips and those without a vector in the space: the progress bar and the index decision."""
+    return sql.SQL(
+        "SELECT count(*) AS live, count(*) FILTER (WHERE e.clip_id IS NULL) AS missing"
+        " FROM clips c LEFT JOIN {table} e ON e.clip_id = c.id WHERE NOT c.is_removed"
+    ).format(table=sql.Identifier(table))
+
+
+#: Whether a Batch API batch of a space is still open (``--via auto`` then resumes it).
+OPEN_BATCH_EXISTS = (
+    "SELECT EXISTS (SELECT 1 FROM embedding_batches WHERE state <> 'applied' AND space_id = %s)"
+)
 
 
 def create_stage(dimensions: int) -> sql.Composed:
@@ -87,87 +99,109 @@ COPY_STAGE = (
 #: Binary COPY needs the column types spelled out, in COPY_STAGE's order.
 COPY_STAGE_TYPES = ["uuid", "vector", "bytea", "text", "text", "text", "text", "text"]
 
-#: Apply the staged vectors, only where the clip's text is still what was embedded (a clip edited
-#: meanwhile keeps its queued re-embedding rather than a stale vector) and, unless forced, only
-#: where no worker brought it up to date meanwhile. Returns the number of clips written.
-APPLY_STAGE = """
-WITH updated AS (
-    UPDATE clips c
-    SET embedding = s.embedding,
-        embedding_content_hash = s.content_hash,
-        embedding_model = s.model,
-        embedding_generated_at = now()
-    FROM backfill_stage s
-    WHERE c.id = s.id
-      AND NOT c.is_removed
+
+def apply_stage(table: str, storage: str, dimensions: int) -> sql.Composed:
+    """Upsert the staged vectors into a space, only where the clip's text is still what was
+    embedded (a clip edited meanwhile keeps its queued re-embedding rather than a stale vector)
+    and, unless forced, only where the stored hash differs. Returns the number of clips written.
+
+    ``%(retire)s``: the real-time queue's item for this text is done too (only when this is the
+    one space there is: with several, a worker brings the others up to date and retires it).
+    """
+    return sql.SQL(
+        """
+WITH written AS (
+    INSERT INTO {table} AS e (clip_id, embedding, model, content_hash, generated_at)
+    SELECT s.id, s.embedding::{storage}({dims}), s.model, s.content_hash, now()
+    FROM backfill_stage s JOIN clips c ON c.id = s.id
+    WHERE NOT c.is_removed
       AND c.title = s.title
       AND c.broadcaster_name = s.broadcaster_name
       AND c.creator_name IS NOT DISTINCT FROM s.creator_name
       AND c.game_name IS NOT DISTINCT FROM s.game_name
-      AND (%(force)s OR c.embedding IS NULL OR c.embedding_model IS DISTINCT FROM s.model
-           OR c.embedding_content_hash IS DISTINCT FROM s.content_hash)
-    RETURNING c.id
+    ON CONFLICT (clip_id) DO UPDATE
+        SET embedding = EXCLUDED.embedding, model = EXCLUDED.model,
+            content_hash = EXCLUDED.content_hash, generated_at = EXCLUDED.generated_at
+        WHERE %(force)s OR e.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+    RETURNING e.clip_id
 ), retired AS (
-    -- the real-time queue's item for this text is done too
-    DELETE FROM embedding_queue q USING updated u WHERE q.clip_id = u.id RETURNING 1
+    DELETE FROM embedding_queue q USING written u
+    WHERE %(retire)s AND q.clip_id = u.clip_id RETURNING 1
 )
-SELECT count(*) FROM updated
+SELECT count(*) FROM written
 """
+    ).format(
+        table=sql.Identifier(table),
+        storage=sql.SQL("halfvec" if storage == "halfvec" else "vector"),
+        dims=sql.Literal(int(dimensions)),
+    )
 
-HNSW_INDEX = "idx_clips_embedding_hnsw"
-#: Same definition as migration 0002 (m=16, ef_construction=64).
-CREATE_HNSW = sql.SQL(
-    "CREATE INDEX IF NOT EXISTS {name} ON clips "
-    "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-).format(name=sql.Identifier(HNSW_INDEX))
-DROP_HNSW = sql.SQL("DROP INDEX IF EXISTS {name}").format(name=sql.Identifier(HNSW_INDEX))
-HNSW_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
+
 #: Memory for one-pass HNSW builds: the graph of 100,000 x 768-dim vectors needs ~350 MB.
 INDEX_BUILD_SETTINGS = (
     "SET maintenance_work_mem = '1GB'",
     "SET max_parallel_maintenance_workers = 2",
 )
+#: How many spaces there are (a backfill retires queue items only when it writes the only one).
+SPACE_COUNT = "SELECT count(*) FROM embedding_spaces"
 
 # ---------------------------------------------------------------- scheduler
 
 TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
 UNLOCK = "SELECT pg_advisory_unlock(%s)"
 
-#: The original's query: recent live clips without a vector, newest first (``%s`` = seconds, limit).
-RECENT_WITHOUT_EMBEDDING = """
-SELECT id, title, broadcaster_name, creator_name, game_name
-FROM clips
-WHERE NOT is_removed
-  AND embedding IS NULL
-  AND created_at > now() - make_interval(secs => %s)
-ORDER BY created_at DESC
+
+def recent_without_embedding(table: str) -> sql.Composed:
+    """The original's query, per space: recent live clips without a vector, newest first
+    (``%s`` = seconds, limit)."""
+    return sql.SQL(
+        """
+SELECT c.id, c.title, c.broadcaster_name, c.creator_name, c.game_name
+FROM clips c
+WHERE NOT c.is_removed
+  AND c.created_at > now() - make_interval(secs => %s)
+  AND NOT EXISTS (SELECT 1 FROM {table} e WHERE e.clip_id = c.id)
+ORDER BY c.created_at DESC
 LIMIT %s
 """
+    ).format(table=sql.Identifier(table))
+
 
 # ---------------------------------------------------------------- stats
 
-#: The original's monitoring numbers over live clips.
-COVERAGE = """
+
+def coverage(table: str) -> sql.Composed:
+    """The original's monitoring numbers over live clips, for one space."""
+    return sql.SQL(
+        """
 SELECT count(*) AS total_clips,
-       count(embedding) AS clips_with_embeddings,
-       count(*) FILTER (WHERE embedding_generated_at > now() - interval '24 hours')
-           AS embedded_last_24h
-FROM clips WHERE NOT is_removed
+       count(e.clip_id) AS clips_with_embeddings,
+       count(*) FILTER (WHERE e.generated_at > now() - interval '24 hours') AS embedded_last_24h
+FROM clips c LEFT JOIN {table} e ON e.clip_id = c.id WHERE NOT c.is_removed
 """
+    ).format(table=sql.Identifier(table))
 
-BY_MODEL = """
-SELECT coalesce(embedding_model, '(none)') AS model, count(*) AS clips
-FROM clips WHERE NOT is_removed AND embedding IS NOT NULL
-GROUP BY 1 ORDER BY 2 DESC, 1
-"""
 
-#: One keyset page of embedded clips for the stale count (``%s`` = last id, limit).
-EMBEDDED_PAGE = """
-SELECT id, title, broadcaster_name, creator_name, game_name, embedding_model,
-       embedding_content_hash
-FROM clips WHERE NOT is_removed AND embedding IS NOT NULL AND id > %s
-ORDER BY id LIMIT %s
+def by_model(table: str) -> sql.Composed:
+    return sql.SQL(
+        "SELECT coalesce(nullif(e.model, ''), '(none)') AS model, count(*) AS clips"
+        " FROM {table} e JOIN clips c ON c.id = e.clip_id WHERE NOT c.is_removed"
+        " GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).format(table=sql.Identifier(table))
+
+
+def embedded_page(table: str) -> sql.Composed:
+    """One keyset page of embedded clips for the stale count (``%s`` = last id, limit)."""
+    return sql.SQL(
+        """
+SELECT c.id, c.title, c.broadcaster_name, c.creator_name, c.game_name,
+       e.content_hash AS embedding_content_hash
+FROM clips c JOIN {table} e ON e.clip_id = c.id
+WHERE NOT c.is_removed AND c.id > %s
+ORDER BY c.id LIMIT %s
 """
+    ).format(table=sql.Identifier(table))
+
 
 # ---------------------------------------------------------------- reconciliation sweep
 

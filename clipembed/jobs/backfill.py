@@ -67,13 +67,14 @@ async def choose_via(runtime: Runtime, via: str, *, force: bool = False) -> str:
     if via != "auto":
         return via
     svc = runtime.require_service()
+    space = runtime.require_space()
     if svc.provider.name != "openai":
         return "sync"
     async with runtime.pool.connection() as conn:
-        row = await (await conn.execute(queries.OPEN_BATCH_EXISTS)).fetchone()
+        row = await (await conn.execute(queries.OPEN_BATCH_EXISTS, (space.id,))).fetchone()
         if row and row[0]:
             return "batch"  # an open batch holds clips: resume it, never embed them twice
-        cur = await conn.execute(queries.BACKFILL_COUNT)
+        cur = await conn.execute(queries.backfill_count(space.table_name))
         live, missing = await cur.fetchone() or (0, 0)
     backlog = live if force else missing
     return "batch" if backlog > runtime.settings.embedding_batch_api_min_clips else "sync"
@@ -91,9 +92,10 @@ async def run(
     stop: asyncio.Event | None = None,
     progress: progress_mod.Progress | None = None,
 ) -> Summary:
-    """Run one backfill; returns its summary. ``stop`` ends it gracefully when set."""
+    """Run one backfill of the runtime's space; returns its summary. ``stop`` ends it gracefully."""
     svc = runtime.require_service()
-    cfg = runtime.settings
+    space = runtime.require_space()
+    cfg = runtime.require_service().settings  # the space's model: its prices and limits
     batch_size = batch_size or cfg.clipembed_backfill_batch_size
     concurrency = concurrency or cfg.clipembed_backfill_concurrency
     stop = stop or asyncio.Event()
@@ -103,7 +105,7 @@ async def run(
     before = dataclasses.replace(svc.stats)
 
     async with pool.connection() as conn:
-        cur = await conn.execute(queries.BACKFILL_COUNT)
+        cur = await conn.execute(queries.backfill_count(space.table_name))
         live, missing = await cur.fetchone() or (0, 0)
     expected = live if force else missing  # a lower bound for the progress bar (stale ones add)
     if limit is not None:
@@ -129,13 +131,13 @@ async def run(
     rebuild = False
     outpaces = index_policy.load_outpaces_index(svc, cfg.embedding_requests_per_minute, batch_size)
     if index_policy.wants_rebuild(index, live=live, expected=expected, outpaces=outpaces):
-        rebuild = index == "rebuild" or await index_policy.index_exists(pool)
+        rebuild = index == "rebuild" or await index_policy.index_exists(pool, space)
         if rebuild:
             logger.info(
                 "dropping the HNSW index to rebuild it after loading",
                 extra={"live": live, "to_embed": expected},
             )
-            await index_policy.drop_index(pool)
+            await index_policy.drop_index(pool, space)
 
     queue: asyncio.Queue[list[pipeline.Pending] | None] = asyncio.Queue(maxsize=concurrency * 2)
     counts = pipeline.ScanCounts()
@@ -144,7 +146,13 @@ async def run(
         batch: list[pipeline.Pending] = []
         taken = 0
         async for item in pipeline.scan(
-            pool, model=svc.model, dimensions=svc.dimensions, force=force, counts=counts, stop=stop
+            pool,
+            space=space,
+            model=svc.model,
+            dimensions=svc.dimensions,
+            force=force,
+            counts=counts,
+            stop=stop,
         ):
             if (limit is not None and taken >= limit) or stop.is_set():
                 break
@@ -161,7 +169,7 @@ async def run(
     async def consume() -> None:
         me = asyncio.current_task()
         while (batch := await queue.get()) is not None:
-            outcome = await pipeline.embed_and_write(svc, pool, batch, force=force)
+            outcome = await pipeline.embed_and_write(svc, pool, batch, space=space, force=force)
             if me is not None and me.cancelling():
                 # A cancellation (a sibling failed) was swallowed somewhere below (a client
                 # library converting CancelledError while a request was in flight): honour it
@@ -187,11 +195,13 @@ async def run(
         if rebuild:
             t = time.monotonic()
             logger.info("building the HNSW index")
-            await index_policy.rebuild_index(pool)
+            await index_policy.rebuild_index(pool, space)
             summary.index_rebuilt = True
             seconds = round(time.monotonic() - t, 1)
             logger.info("HNSW index built", extra={"seconds": seconds})
-            await rollups.event(pool, "index_build", {"seconds": seconds, "by": "backfill"})
+            await rollups.event(
+                pool, "index_build", {"seconds": seconds, "by": "backfill", "space": space.name}
+            )
         if progress is not None:
             progress.stop()
 

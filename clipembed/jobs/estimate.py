@@ -28,7 +28,7 @@ async def dry_run(
     started: float,
 ) -> Summary:
     svc = runtime.require_service()
-    cfg = runtime.settings
+    cfg = runtime.require_service().settings  # the space's model: its prices and limits
     provider = svc.provider
     count = 0
     requests = 0
@@ -55,6 +55,7 @@ async def dry_run(
 
     async for item in pipeline.scan(
         runtime.pool,
+        space=runtime.require_space(),
         model=svc.model,
         dimensions=svc.dimensions,
         force=force,

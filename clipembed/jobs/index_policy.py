@@ -15,9 +15,11 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed.db import queries
+from clipembed.spaces import queries as space_queries
 
 if TYPE_CHECKING:
     from clipembed.service import EmbeddingService
+    from clipembed.spaces import Space
 
 IndexMode = Literal["auto", "keep", "rebuild"]
 INDEX_MODES: tuple[str, ...] = ("auto", "keep", "rebuild")
@@ -54,20 +56,20 @@ def wants_rebuild(mode: str, *, live: int, expected: int, outpaces: bool) -> boo
     )
 
 
-async def index_exists(pool: AsyncConnectionPool) -> bool:
+async def index_exists(pool: AsyncConnectionPool, space: Space) -> bool:
     async with pool.connection() as conn:
-        cur = await conn.execute(queries.HNSW_EXISTS, (queries.HNSW_INDEX,))
+        cur = await conn.execute(space_queries.INDEX_EXISTS, (space.index_name,))
         row = await cur.fetchone()
         return bool(row and row[0])
 
 
-async def drop_index(pool: AsyncConnectionPool) -> None:
+async def drop_index(pool: AsyncConnectionPool, space: Space) -> None:
     async with pool.connection() as conn:
-        await conn.execute(queries.DROP_HNSW)
+        await conn.execute(space_queries.drop_index(space.index_name))
 
 
-async def rebuild_index(pool: AsyncConnectionPool) -> None:
-    """Build the HNSW index with enough memory and parallel workers to do it in one pass."""
+async def rebuild_index(pool: AsyncConnectionPool, space: Space) -> None:
+    """Build a space's HNSW index with enough memory and parallel workers to do it in one pass."""
     async with pool.connection() as conn:
         await conn.set_autocommit(True)
         try:
@@ -76,7 +78,9 @@ async def rebuild_index(pool: AsyncConnectionPool) -> None:
                 with contextlib.suppress(psycopg.Error):
                     await conn.execute(setting)
             await conn.execute(queries.NO_STATEMENT_TIMEOUT)  # a build takes what it takes
-            await conn.execute(queries.CREATE_HNSW)
+            await conn.execute(
+                space_queries.create_index(space.table_name, space.index_name, space.storage)
+            )
         finally:
             with contextlib.suppress(psycopg.Error):
                 await conn.execute(queries.RESET_STATEMENT_TIMEOUT)

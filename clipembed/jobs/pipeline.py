@@ -7,9 +7,12 @@ staleness rule, the content-hash guard and the failure accounting exist once:
   ``embedding IS NULL`` skipped rows as it filled them) and yields those that need embedding;
 - :func:`embed_and_write` embeds one batch through the service (cache, limits, retries,
   poison isolation) and stores the good vectors with :func:`write_batch`;
-- :func:`write_batch` COPYs vectors in binary into a temporary table and updates ``clips``
-  from it in one statement, only where the clip's text is still what was embedded: a clip
-  edited meanwhile keeps its (queued) re-embedding instead of receiving a stale vector.
+- :func:`write_batch` COPYs vectors in binary into a temporary table and upserts them into
+  the space's table in one statement, only where the clip's text is still what was embedded: a
+  clip edited meanwhile keeps its (queued) re-embedding instead of receiving a stale vector.
+
+Every step works on one embedding space (:class:`clipembed.spaces.Space`): its table, and the
+model and dimensions of the service that embeds into it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from clipembed.status import rollups
 
 if TYPE_CHECKING:
     from clipembed.service import EmbeddingService
+    from clipembed.spaces import Space
 
 logger = logging.getLogger(__name__)
 
@@ -78,11 +82,9 @@ class BatchOutcome:
     last_error: str | None = None
 
 
-def needs_embedding(row: dict[str, Any], *, model: str, content_hash: bytes, force: bool) -> bool:
-    """The staleness rule: no vector, another model, or another text/dimension hash."""
+def needs_embedding(row: dict[str, Any], *, content_hash: bytes, force: bool) -> bool:
+    """The staleness rule: no vector, or another hash of (model, dimensions, text)."""
     if force or row["missing"]:
-        return True
-    if row["embedding_model"] != model:
         return True
     stored = row["embedding_content_hash"]
     return stored is None or bytes(stored) != content_hash
@@ -91,6 +93,7 @@ def needs_embedding(row: dict[str, Any], *, model: str, content_hash: bytes, for
 async def scan(
     pool: AsyncConnectionPool,
     *,
+    space: Space,
     model: str,
     dimensions: int,
     force: bool = False,
@@ -98,19 +101,20 @@ async def scan(
     stop: asyncio.Event | None = None,
     page: int = PAGE,
 ) -> AsyncIterator[Pending]:
-    """Every live clip that needs embedding, by keyset pages; counts the rest as skipped."""
+    """Every live clip that needs embedding in ``space``, by keyset pages; counts the rest."""
     counts = counts if counts is not None else ScanCounts()
     last: Any = queries.FIRST_ID
+    stmt = queries.backfill_page(space.table_name)
     while stop is None or not stop.is_set():
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.BACKFILL_PAGE, (last, page))
+            await cur.execute(stmt, (last, space.id, page))
             rows = await cur.fetchall()
         if not rows:
             return
         for row in rows:
             counts.total += 1
             item = Pending.from_row(row, model=model, dimensions=dimensions)
-            if needs_embedding(row, model=model, content_hash=item.content_hash, force=force):
+            if needs_embedding(row, content_hash=item.content_hash, force=force):
                 yield item
             else:
                 counts.skipped += 1
@@ -122,14 +126,18 @@ async def write_batch(
     items: Sequence[Pending],
     vectors: Sequence[np.ndarray],
     *,
+    space: Space,
     model: str,
     dimensions: int,
     force: bool = False,
 ) -> int:
-    """Store vectors in one transaction (binary COPY + UPDATE FROM); returns rows updated."""
+    """Store vectors in a space in one transaction (binary COPY + upsert); returns rows written."""
     if not items:
         return 0
     async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        await cur.execute(queries.SPACE_COUNT)
+        count_row = await cur.fetchone()
+        only_space = bool(count_row and int(count_row[0]) <= 1)
         await cur.execute(queries.create_stage(dimensions))
         async with cur.copy(queries.COPY_STAGE) as copy:
             copy.set_types(queries.COPY_STAGE_TYPES)
@@ -146,7 +154,10 @@ async def write_batch(
                         item.game_name,
                     )
                 )
-        await cur.execute(queries.APPLY_STAGE, {"force": force})
+        await cur.execute(
+            queries.apply_stage(space.table_name, space.storage, dimensions),
+            {"force": force, "retire": only_space},
+        )
         row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -156,6 +167,7 @@ async def embed_and_write(
     pool: AsyncConnectionPool,
     batch: Sequence[Pending],
     *,
+    space: Space,
     force: bool = False,
     source: str = "backfill",
 ) -> BatchOutcome:
@@ -180,6 +192,7 @@ async def embed_and_write(
             pool,
             [p for p, _ in good],
             [v for _, v in good],
+            space=space,
             model=service.model,
             dimensions=service.dimensions,
             force=force,

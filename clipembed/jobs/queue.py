@@ -37,14 +37,16 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 
 from clipembed import errors
 from clipembed.jobs.queue_queries import (
     CLAIM,
     COMPLETE,
+    COPY_DONE,
     COPY_STAGE,
+    COPY_STAGE_TYPES,
+    CREATE_DONE,
     CREATE_STAGE,
     DEAD_LETTER,
     ENQUEUE,
@@ -56,6 +58,7 @@ from clipembed.jobs.queue_queries import (
     REPLAY,
     RETRY_LATER,
     STATS,
+    write_space,
 )
 
 CHANNEL = "clipembed_queue"
@@ -205,32 +208,79 @@ async def extend(
     return [LostLease(r[0], r[2]) for r in rows if not r[1]]
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpaceWrite:
+    """One vector for one space of a claimed item (see :func:`complete`)."""
+
+    item: Claimed
+    space_id: int
+    vector: np.ndarray
+    content_hash: bytes
+    model: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpaceTarget:
+    """Where a space's vectors go (its table, storage and dimensions)."""
+
+    id: int
+    table: str
+    storage: str
+    dimensions: int
+
+
 async def complete(
     conn: psycopg.AsyncConnection[Any],
-    done: Sequence[tuple[Claimed, np.ndarray | None, bytes | None]],
+    writes: Sequence[SpaceWrite],
+    retire: Sequence[Claimed],
     *,
     worker: str,
-    model: str,
-    dimensions: int,
+    targets: Sequence[SpaceTarget],
 ) -> set[Any]:
-    """Retire items and write their vectors (None: retire only) in one transaction.
+    """Write vectors into their spaces, then retire items, in one transaction.
 
-    Returns the ids whose embedding was written. Items whose lease or generation changed are
-    left alone (someone else, or a newer text, owns them now).
+    ``writes`` may include items that are not retired (one space failed, the others did not:
+    their vectors are paid for and kept, and the retry embeds only what is missing). Returns the
+    ids retired. Items whose lease or generation changed are left alone (someone else, or a
+    newer text, owns them now): neither their vectors nor their retirement are written.
     """
-    if not done:
+    if not writes and not retire:
         return set()
+    by_id = {t.id: t for t in targets}
     async with conn.transaction(), conn.cursor() as cur:
-        await cur.execute(CREATE_STAGE.format(dims=sql.Literal(int(dimensions))))
-        async with cur.copy(COPY_STAGE) as copy:
-            copy.set_types(["uuid", "int8", "vector", "bytea", "text"])
-            for item, vec, digest in done:
-                await copy.write_row((item.clip_id, item.generation, vec, digest, model))
+        if writes:
+            await cur.execute(CREATE_STAGE)
+            async with cur.copy(COPY_STAGE) as copy:
+                copy.set_types(COPY_STAGE_TYPES)
+                for w in writes:
+                    await copy.write_row(
+                        (
+                            w.item.clip_id,
+                            w.item.generation,
+                            w.space_id,
+                            w.vector,
+                            w.content_hash,
+                            w.model,
+                        )
+                    )
+            for space_id in sorted({w.space_id for w in writes}):  # one lock order
+                t = by_id[space_id]
+                await cur.execute(
+                    write_space(t.table, t.storage, t.dimensions),
+                    {"space": space_id, "worker": worker},
+                )
+        if not retire:
+            return set()
+        await cur.execute(CREATE_DONE)
+        async with cur.copy(COPY_DONE) as copy:
+            copy.set_types(["uuid", "int8"])
+            for item in retire:
+                await copy.write_row((item.clip_id, item.generation))
         await cur.execute(COMPLETE, {"worker": worker})
-        written = {r[0] for r in await cur.fetchall()}
+        done = {r[0] for r in await cur.fetchall()}
         # rows still here changed generation while we worked: release them for a new claim now
         await cur.execute(RELEASE_SUPERSEDED, {"worker": worker})
-    return written
+    return done
 
 
 async def fail(

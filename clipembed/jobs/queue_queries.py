@@ -58,8 +58,7 @@ SELECT false, clip_id, NULL, attempts, claims, enqueued_at FROM exhausted
 """
 
 READ_CLIPS = """
-SELECT id, title, broadcaster_name, creator_name, game_name, is_removed,
-       embedding_model, embedding_content_hash, embedding IS NULL AS missing
+SELECT id, title, broadcaster_name, creator_name, game_name, is_removed
 FROM clips WHERE id = ANY(%s)
 """
 
@@ -78,36 +77,62 @@ LEFT JOIN extended e ON e.clip_id = i.id
 LEFT JOIN embedding_queue q ON q.clip_id = i.id
 """
 
-CREATE_STAGE = sql.SQL("""
+# Completion stages every vector of a batch (any space: the column has no dimension) and the
+# items it retires, then, in the same transaction, upserts each space's vectors and deletes the
+# retired queue rows. A vector is written only while its item is still ours at the claimed
+# generation (its text is the one embedded), so a newer edit never receives an older vector.
+CREATE_STAGE = """
 CREATE TEMP TABLE queue_stage (
-    id uuid, generation bigint, embedding vector({dims}), content_hash bytea, model text
+    id uuid, generation bigint, space_id integer, embedding vector, content_hash bytea,
+    model text
 ) ON COMMIT DROP
-""")
+"""
+CREATE_DONE = "CREATE TEMP TABLE queue_done (id uuid, generation bigint) ON COMMIT DROP"
 NOTIFY = "SELECT pg_notify(%s, '')"
 
-COPY_STAGE = "COPY queue_stage (id, generation, embedding, content_hash, model) FROM STDIN WITH (FORMAT BINARY)"
+COPY_STAGE = (
+    "COPY queue_stage (id, generation, space_id, embedding, content_hash, model) "
+    "FROM STDIN WITH (FORMAT BINARY)"
+)
+COPY_STAGE_TYPES = ["uuid", "int8", "int4", "vector", "bytea", "text"]
+COPY_DONE = "COPY queue_done (id, generation) FROM STDIN WITH (FORMAT BINARY)"
+
+
+def write_space(table: str, storage: str, dimensions: int) -> sql.Composed:
+    """Upsert the staged vectors of one space (``%(space)s``) whose items are still ours."""
+    return sql.SQL(
+        """
+INSERT INTO {table} AS e (clip_id, embedding, model, content_hash, generated_at)
+SELECT s.id, s.embedding::{storage}({dims}), s.model, s.content_hash, now()
+FROM queue_stage s
+WHERE s.space_id = %(space)s
+  AND EXISTS (
+      SELECT 1 FROM embedding_queue q
+      WHERE q.clip_id = s.id AND q.generation = s.generation AND q.leased_by = %(worker)s
+  )
+ON CONFLICT (clip_id) DO UPDATE
+    SET embedding = EXCLUDED.embedding, model = EXCLUDED.model,
+        content_hash = EXCLUDED.content_hash, generated_at = EXCLUDED.generated_at
+RETURNING e.clip_id
+"""
+    ).format(
+        table=sql.Identifier(table),
+        storage=sql.SQL("halfvec" if storage == "halfvec" else "vector"),
+        dims=sql.Literal(int(dimensions)),
+    )
+
 
 COMPLETE = """
-WITH done AS (
-    DELETE FROM embedding_queue q
-    USING queue_stage s
-    WHERE q.clip_id = s.id AND q.generation = s.generation AND q.leased_by = %(worker)s
-    RETURNING q.clip_id
-)
-UPDATE clips c
-SET embedding = s.embedding,
-    embedding_content_hash = s.content_hash,
-    embedding_model = s.model,
-    embedding_generated_at = now()
-FROM queue_stage s, done
-WHERE c.id = s.id AND done.clip_id = s.id AND s.embedding IS NOT NULL
-RETURNING c.id
+DELETE FROM embedding_queue q
+USING queue_done d
+WHERE q.clip_id = d.id AND q.generation = d.generation AND q.leased_by = %(worker)s
+RETURNING q.clip_id
 """
 
 RELEASE_SUPERSEDED = """
 UPDATE embedding_queue q SET leased_until = NULL, leased_by = NULL
-FROM queue_stage s
-WHERE q.clip_id = s.id AND q.leased_by = %(worker)s
+FROM queue_done d
+WHERE q.clip_id = d.id AND q.leased_by = %(worker)s
 """
 
 # Failures are recorded set-based, like completion: one statement for the items that back off,

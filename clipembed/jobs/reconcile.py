@@ -12,11 +12,15 @@ own leader lock, so concurrent sweeps do not duplicate work.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clipembed.db import queries
 from clipembed.jobs import pipeline, queue
 from clipembed.runtime import Runtime
+
+if TYPE_CHECKING:
+    from clipembed.service import EmbeddingService
+    from clipembed.spaces import Space
 
 logger = logging.getLogger(__name__)
 
@@ -24,9 +28,13 @@ LOCK_KEY = 0x636C6970_7377706B & 0x7FFFFFFFFFFFFFFF  # "clipswpk"
 ENQUEUE_BATCH = 1000
 
 
-async def sweep(runtime: Runtime) -> int:
-    """Enqueue every live clip whose embedding is missing or stale; returns how many."""
-    svc = runtime.require_service()
+async def sweep(
+    runtime: Runtime, *, space: Space | None = None, service: EmbeddingService | None = None
+) -> int:
+    """Enqueue every live clip whose embedding in ``space`` (default: the runtime's) is missing
+    or stale; returns how many. The worker then brings every space up to date."""
+    svc = service or runtime.require_service()
+    target = space or runtime.require_space()
     pool = runtime.pool
     async with pool.connection() as lock_conn:
         cur = await lock_conn.execute(queries.TRY_LOCK, (LOCK_KEY,))
@@ -49,7 +57,9 @@ async def sweep(runtime: Runtime) -> int:
                 pending.clear()
                 return count
 
-            async for item in pipeline.scan(pool, model=svc.model, dimensions=svc.dimensions):
+            async for item in pipeline.scan(
+                pool, space=target, model=svc.model, dimensions=svc.dimensions
+            ):
                 pending.append(item.id)
                 if len(pending) >= ENQUEUE_BATCH:
                     enqueued += await flush()

@@ -30,6 +30,7 @@ class Summary:
     index_rebuilt: bool = False
     superseded: int = 0  # embedded, but the clip was edited meanwhile: left for the next run
     batch_cost_usd: float | None = None  # --dry-run --via batch: the Batch API's price
+    space: str | None = None  # the embedding space filled
 
     @property
     def average_ms(self) -> float:

@@ -20,6 +20,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
+from clipembed import spaces
 from clipembed.db import queries
 from clipembed.jobs import pipeline, queue
 from clipembed.runtime import Runtime
@@ -44,7 +45,6 @@ class CycleResult:
 async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
     """One cycle under the leader lock; returns what it did."""
     cfg = runtime.settings
-    svc = runtime.require_service()
     started = time.monotonic()
     async with runtime.pool.connection() as lock_conn:
         cur = await lock_conn.execute(queries.TRY_LOCK, (LOCK_KEY,))
@@ -55,10 +55,14 @@ async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
             return CycleResult(ran=False)
         try:
             result = CycleResult(ran=True)
+            # a long-running scheduler follows promotes: the active space, read per cycle
+            space = await spaces.active_in(runtime.pool)
+            svc = await runtime.service_for(space)
             window = dt.timedelta(days=cfg.embedding_scheduler_window_days).total_seconds()
             async with runtime.pool.connection() as conn, conn.cursor(row_factory=dict_row) as c:
                 await c.execute(
-                    queries.RECENT_WITHOUT_EMBEDDING, (window, cfg.embedding_scheduler_limit)
+                    queries.recent_without_embedding(space.table_name),
+                    (window, cfg.embedding_scheduler_limit),
                 )
                 rows = await c.fetchall()
             result.found = len(rows)
@@ -68,7 +72,7 @@ async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
             ]
             if items:
                 outcome = await pipeline.embed_and_write(
-                    svc, runtime.pool, items, source="scheduler"
+                    svc, runtime.pool, items, space=space, source="scheduler"
                 )
                 result.embedded = outcome.written
                 result.failed = outcome.failed
@@ -77,7 +81,7 @@ async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
             if reconcile:
                 from clipembed.jobs import reconcile as reconcile_mod
 
-                result.enqueued = await reconcile_mod.sweep(runtime)
+                result.enqueued = await reconcile_mod.sweep(runtime, space=space, service=svc)
             result.seconds = time.monotonic() - started
             logger.info(
                 "scheduler cycle done",

@@ -7,20 +7,21 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from clipembed import clips, metrics
+from clipembed import clips, metrics, spaces
 from clipembed.batches import queries as batch_queries
 from clipembed.db import connection, queries
 
 STALE_PAGE = 5000  # rows per keyset page of the stale count
 
 
-async def count_stale(pool: AsyncConnectionPool, *, model: str, dimensions: int) -> int:
-    """Embedded clips whose model or text/dimension hash no longer matches (keyset scan)."""
+async def count_stale(pool: AsyncConnectionPool, *, model: str, dimensions: int, table: str) -> int:
+    """Vectors in a space whose text/model/dimension hash no longer matches (keyset scan)."""
     stale = 0
     last: Any = queries.FIRST_ID
+    stmt = queries.embedded_page(table)
     while True:
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.EMBEDDED_PAGE, (last, STALE_PAGE))
+            await cur.execute(stmt, (last, STALE_PAGE))
             rows = await cur.fetchall()
         if not rows:
             return stale
@@ -28,20 +29,30 @@ async def count_stale(pool: AsyncConnectionPool, *, model: str, dimensions: int)
             text = clips.embedding_text(clips.ClipText.from_row(row))
             current = clips.content_hash(text, model, dimensions)
             stored = row["embedding_content_hash"]
-            if row["embedding_model"] != model or stored is None or bytes(stored) != current:
+            if stored is None or bytes(stored) != current:
                 stale += 1
         last = rows[-1]["id"]
 
 
-async def collect(pool: AsyncConnectionPool, *, model: str, dimensions: int) -> dict[str, Any]:
+async def collect(
+    pool: AsyncConnectionPool,
+    *,
+    model: str,
+    dimensions: int,
+    space: spaces.Space | None = None,
+) -> dict[str, Any]:
+    """The figures of one embedding space (default: the active one, which ``model`` and
+    ``dimensions`` must describe)."""
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(queries.COVERAGE)
+        if space is None:
+            space = await spaces.active(conn)
+        await cur.execute(queries.coverage(space.table_name))
         row = await cur.fetchone() or {}
-        await cur.execute(queries.BY_MODEL)
+        await cur.execute(queries.by_model(space.table_name))
         models = {r["model"]: r["clips"] for r in await cur.fetchall()}
     total = int(row.get("total_clips", 0))
     with_embeddings = int(row.get("clips_with_embeddings", 0))
-    stale = await count_stale(pool, model=model, dimensions=dimensions)
+    stale = await count_stale(pool, model=model, dimensions=dimensions, table=space.table_name)
     out: dict[str, Any] = {
         "total_clips": total,
         "clips_with_embeddings": with_embeddings,
@@ -52,6 +63,7 @@ async def collect(pool: AsyncConnectionPool, *, model: str, dimensions: int) -> 
         "by_model": models,
         "model": model,
         "dimensions": dimensions,
+        "space": space.name,
     }
     try:
         from clipembed.jobs import queue

@@ -35,16 +35,19 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import numpy as np
 import psycopg
 from psycopg import sql
 
 from clipembed import metrics
-from clipembed.jobs import queue
-from clipembed.jobs.worker_plan import WorkerStats, more_ready, plan
+from clipembed.jobs import queue, worker_spaces
+from clipembed.jobs.worker_plan import WorkerStats, more_ready
 from clipembed.runtime import Runtime
+
+if TYPE_CHECKING:
+    from clipembed.service import EmbeddingService
+    from clipembed.spaces import Space
 from clipembed.status import rollups
 
 logger = logging.getLogger(__name__)
@@ -147,32 +150,32 @@ class Worker:
         finally:
             self._in_flight -= len(items)
 
+    async def _service_for(self, space: Space) -> EmbeddingService:
+        """``self.service`` for the runtime's own space (tests replace it), else the runtime's."""
+        own = self.runtime.space
+        if own is not None and (space.provider, space.model, space.dimensions) == (
+            own.provider,
+            own.model,
+            own.dimensions,
+        ):
+            return self.service
+        return await self.runtime.service_for(space)
+
     async def _process_batch(self, items: list[queue.Claimed]) -> None:
-        svc = self.service
+        ids = [i.clip_id for i in items]
         async with self.runtime.pool.connection() as conn:
-            rows = await queue.read_clips(conn, [i.clip_id for i in items])
-        work = plan(items, rows, model=svc.model, dimensions=svc.dimensions)
+            rows, spaces, stored = await worker_spaces.read(conn, ids)
+        heartbeat = asyncio.create_task(self._heartbeat(ids))
+        try:
+            work = await worker_spaces.embed(self._service_for, items, rows, spaces, stored)
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
         self.stats.unchanged += work.unchanged
-        retire = list(work.retire)
-        failures: list[tuple[queue.Claimed, BaseException]] = []
-        if work.embed:
-            heartbeat = asyncio.create_task(self._heartbeat([i.clip_id for i, _, _ in work.embed]))
-            try:
-                outcome = await svc.embed_detailed([t for _, t, _ in work.embed])
-            finally:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await heartbeat
-            for (item, _, digest), vec, err in zip(
-                work.embed, outcome.vectors, outcome.errors, strict=True
-            ):
-                if vec is not None:
-                    retire.append((item, vec, digest))
-                else:
-                    failures.append((item, err or RuntimeError("no vector and no error")))
         embedded_before, failed_before = self.stats.embedded, self.stats.failed
-        await self._settle(retire, failures)
-        if work.embed:
+        await self._settle(work, work.retire(items), list(work.failures.values()))
+        for space, svc, outcome in work.outcomes:
             await rollups.record(
                 self.runtime.pool,
                 model=svc.model,
@@ -180,12 +183,16 @@ class Worker:
                 clips=self.stats.embedded - embedded_before,
                 failed=self.stats.failed - failed_before,
                 stats=outcome.stats,
-                price_per_million=self.runtime.settings.price_per_million_tokens,
+                price_per_million=space.settings_for(
+                    self.runtime.settings
+                ).price_per_million_tokens,
             )
+            embedded_before, failed_before = self.stats.embedded, self.stats.failed
 
     async def _settle(
         self,
-        retire: list[tuple[queue.Claimed, np.ndarray | None, bytes | None]],
+        work: worker_spaces.BatchWork,
+        retire: list[queue.Claimed],
         failures: list[tuple[queue.Claimed, BaseException]],
     ) -> None:
         """Write and retire, then record failures; retried through a database outage.
@@ -195,24 +202,21 @@ class Worker:
         guards (ours, same generation), so retrying it is safe even after the lease lapsed —
         at worst it writes nothing.
         """
-        svc = self.service
+        writes = work.writes
         deadline = asyncio.get_running_loop().time() + max(self.lease, SETTLE_RETRY_MIN)
         delay = ERROR_DELAY / 4
         while True:
             try:
                 async with self.runtime.pool.connection() as conn:
-                    if retire:
-                        written = await queue.complete(
-                            conn,
-                            retire,
-                            worker=self.name,
-                            model=svc.model,
-                            dimensions=svc.dimensions,
+                    if writes or retire:
+                        done = await queue.complete(
+                            conn, writes, retire, worker=self.name, targets=work.targets
                         )
-                        wanted = sum(1 for _, v, _ in retire if v is not None)
+                        wanted = {w.item.clip_id for w in writes} - set(work.failures)
+                        written = wanted & done
                         self.stats.embedded += len(written)
-                        self.stats.superseded += wanted - len(written)
-                        retire = []
+                        self.stats.superseded += len(wanted) - len(written)
+                        writes, retire = [], []
                     if failures:
                         buried = await queue.fail_many(
                             conn, failures, worker=self.name, max_attempts=self.max_attempts

@@ -5,53 +5,48 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import numpy as np
-
 from clipembed import clips
 from clipembed.jobs import queue
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-    """A claimed batch sorted by what it needs (pure: see :func:`plan`)."""
+    """A claimed batch sorted by what it needs in one space (pure: see :func:`plan`)."""
 
     embed: list[tuple[queue.Claimed, str, bytes]]  # item, text, content hash
-    retire: list[tuple[queue.Claimed, np.ndarray | None, bytes | None]]  # nothing to write
-    unchanged: int  # of ``retire``: the stored embedding already matches the text
+    retire: list[queue.Claimed]  # nothing to write in this space
+    unchanged: int  # of ``retire``: the stored vector already matches the text
 
 
 def plan(
     items: list[queue.Claimed],
     rows: dict[Any, dict[str, Any]],
+    stored: dict[Any, bytes],
     *,
     model: str,
     dimensions: int,
 ) -> Plan:
-    """Decide per item: embed its current text, or retire it without a provider call.
+    """Decide per item, for one space: embed its current text, or nothing to do there.
 
-    Retired without a call: a clip deleted or removed since it was queued, and a clip whose
-    stored embedding already has the hash of its current text, model and dimensions (an edit
-    undone, a row the backfill got to first, a reconciliation race).
+    Nothing to do: a clip deleted or removed since it was queued, and a clip whose vector in
+    the space (``stored``: clip id -> content hash) already has the hash of its current text,
+    model and dimensions (an edit undone, a row the backfill got to first, a reconciliation
+    race, a space another attempt already wrote).
     """
     embed: list[tuple[queue.Claimed, str, bytes]] = []
-    retire: list[tuple[queue.Claimed, np.ndarray | None, bytes | None]] = []
+    retire: list[queue.Claimed] = []
     unchanged = 0
     for item in items:
         row = rows.get(item.clip_id)
         if row is None or row["is_removed"]:
-            retire.append((item, None, None))
+            retire.append(item)
             continue
         text = clips.embedding_text(clips.ClipText.from_row(row))
         digest = clips.content_hash(text, model, dimensions)
-        stored = row["embedding_content_hash"]
-        if (
-            not row["missing"]
-            and row["embedding_model"] == model
-            and stored is not None
-            and bytes(stored) == digest
-        ):
+        have = stored.get(item.clip_id)
+        if have is not None and bytes(have) == digest:
             unchanged += 1
-            retire.append((item, None, None))
+            retire.append(item)
         else:
             embed.append((item, text, digest))
     return Plan(embed, retire, unchanged)

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,10 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import clips as clips_mod
-from clipembed import errors, metrics
+from clipembed import errors, metrics, spaces
 from clipembed import service as service_mod
 from clipembed.search import core, languages, queries
+from clipembed.spaces import queries as space_queries
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,31 @@ CLIPS = core.Corpus(
     base_filter="NOT d.is_removed",
     query_configs=languages.QUERY_CONFIGS,
 )
+
+#: The service that embeds queries for a space (``Runtime.service_for``).
+ServiceFor = Callable[[spaces.Space], Awaitable[service_mod.EmbeddingService]]
+#: What search takes to embed a query: a service, a resolver by space, or none (keyword only).
+Embedder = service_mod.EmbeddingService | ServiceFor | None
+
+
+def corpus_for(space: spaces.Space) -> core.Corpus:
+    """The clips corpus whose vector branch reads ``space``'s table and HNSW index."""
+    return dataclasses.replace(CLIPS, vectors=space.table_name, vector_type=space.storage)
+
+
+async def _service(embedder: Embedder, space: spaces.Space) -> service_mod.EmbeddingService | None:
+    """The service for the space a search reads; a fixed service must embed in that space."""
+    if embedder is None:
+        return None
+    if isinstance(embedder, service_mod.EmbeddingService):
+        if embedder.dimensions != space.dimensions:
+            raise errors.ConfigurationError(
+                f"the active space {space.name!r} holds {space.dimensions}-dimensional vectors "
+                f"but this process embeds queries in {embedder.dimensions}"
+            )
+        return embedder
+    return await embedder(space)
+
 
 MAX_QUERY_CHARS = 500
 MAX_LIMIT = 100
@@ -125,11 +152,13 @@ class SearchOutcome:
     results: list[dict[str, Any]]
     #: branches that could not answer ("semantic"): the results come from the others
     degraded: list[str] = dataclasses.field(default_factory=list)
+    #: the embedding space the answer was read from (one per search: see clipembed.spaces)
+    space: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 async def search(
     pool: AsyncConnectionPool,
-    service: service_mod.EmbeddingService | None,
+    service: Embedder,
     query: str,
     *,
     params: core.Params,
@@ -141,7 +170,7 @@ async def search(
 
 async def search_detailed(
     pool: AsyncConnectionPool,
-    service: service_mod.EmbeddingService | None,
+    embedder: Embedder,
     query: str,
     *,
     params: core.Params,
@@ -153,9 +182,17 @@ async def search_detailed(
     no connection is held while waiting for it. In hybrid mode a query embedding that misses
     its deadline (or fails) degrades the answer to the keyword branch; in semantic mode it is
     :class:`SemanticUnavailable`.
+
+    The active embedding space is read once, first: the query is embedded with its model and
+    its table is searched, so a promote between two searches changes the next one, never half
+    of one. ``embedder``: the service, or ``Runtime.service_for`` to follow promotes.
     """
     text = clean_query(query, required=True)
     check_params(params)
+    space = await spaces.active_in(pool)
+    wants_vectors = params.mode in ("semantic", "hybrid")
+    service = await _service(embedder, space) if wants_vectors else None
+    corpus = corpus_for(space)
     multilingual = service.settings.multilingual if service is not None else False
     params = languages.fusion_for(text, params, multilingual=multilingual)
     wants_keyword = params.mode in ("keyword", "hybrid")
@@ -194,13 +231,14 @@ async def search_detailed(
             else:
                 async with pool.connection() as conn:
                     semantic = await core.semantic_branch(
-                        conn, CLIPS, vector, where, params, params.window
+                        conn, corpus, vector, where, params, params.window
                     )
     finally:
         if embedding is not None and not embedding.done():
             embedding.cancel()
     hits = core.fuse(keyword, semantic, params)
-    return SearchOutcome(await _hydrate(pool, hits), degraded)
+    described = space.describe(service.settings if service is not None else None)
+    return SearchOutcome(await _hydrate(pool, hits), degraded, described)
 
 
 async def _embed_query(service: service_mod.EmbeddingService, text: str) -> np.ndarray:
@@ -215,20 +253,29 @@ async def _embed_query(service: service_mod.EmbeddingService, text: str) -> np.n
 async def similar(
     pool: AsyncConnectionPool, clip_id: Any, *, params: core.Params, filters: Filters
 ) -> list[dict[str, Any]] | None:
-    """Clips nearest to a clip's own vector; None when the clip does not exist or has none."""
+    """Clips nearest to a clip's own vector in the active space; None when the clip does not
+    exist or has no vector there."""
+    return (await similar_detailed(pool, clip_id, params=params, filters=filters))[0]
+
+
+async def similar_detailed(
+    pool: AsyncConnectionPool, clip_id: Any, *, params: core.Params, filters: Filters
+) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
+    """:func:`similar`, and the space it read (results None: no such clip or vector)."""
     check_params(dataclasses.replace(params, mode="semantic"))
+    space = await spaces.active_in(pool)
     async with pool.connection() as conn:
-        cur = await conn.execute(queries.CLIP_EMBEDDING, (clip_id,))
+        cur = await conn.execute(space_queries.vector_of(space.table_name), (clip_id,))
         row = await cur.fetchone()
         await conn.commit()
         if row is None or row[0] is None:
-            return None
+            return None, space.describe()
         vector: np.ndarray = (
             row[0].to_numpy() if hasattr(row[0], "to_numpy") else np.asarray(row[0])
         )
         hits = await core.rank(
             conn,
-            CLIPS,
+            corpus_for(space),
             query=None,
             embed_query=None,
             where=filters.where(),
@@ -236,7 +283,7 @@ async def similar(
             exclude_id=clip_id,
             vector=vector,
         )
-    return await _hydrate(pool, hits)
+    return await _hydrate(pool, hits), space.describe()
 
 
 async def _hydrate(pool: AsyncConnectionPool, hits: list[core.Hit]) -> list[dict[str, Any]]:

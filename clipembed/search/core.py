@@ -59,6 +59,10 @@ class Corpus:
     base_filter: str = "TRUE"
     #: the text-search configurations a query is analysed under (lexemes OR-ed, deduplicated)
     query_configs: tuple[str, ...] = ("english",)
+    #: vectors kept in a table of their own (an embedding space: ``clip_id``, ``embedding``)
+    #: instead of ``embedding_column``; ``vector_type`` is its column's type
+    vectors: str | None = None
+    vector_type: str = "vector"
 
     def ident(self, name: str) -> sql.Identifier:
         """``name`` as an identifier, qualified with the corpus's schema when it has one."""
@@ -234,13 +238,23 @@ async def semantic_branch(
     """Top ``n`` (id, cosine similarity) by HNSW among documents matching ``where``."""
     version = await _pgvector_version(conn)
     exclude = sql.SQL("d.id <> %(exclude)s") if exclude_id is not None else sql.SQL("TRUE")
-    stmt = queries.SEMANTIC.format(
-        emb=sql.Identifier(corpus.embedding_column),
-        table=corpus.ident(corpus.table),
-        base=sql.SQL(corpus.base_filter),
-        where=where[0],
-        exclude=exclude,
-    )
+    if corpus.vectors is not None:
+        stmt = queries.SEMANTIC_JOINED.format(
+            vectors=corpus.ident(corpus.vectors),
+            vtype=sql.SQL("halfvec" if corpus.vector_type == "halfvec" else "vector"),
+            table=corpus.ident(corpus.table),
+            base=sql.SQL(corpus.base_filter),
+            where=where[0],
+            exclude=exclude,
+        )
+    else:
+        stmt = queries.SEMANTIC.format(
+            emb=sql.Identifier(corpus.embedding_column),
+            table=corpus.ident(corpus.table),
+            base=sql.SQL(corpus.base_filter),
+            where=where[0],
+            exclude=exclude,
+        )
     async with conn.transaction():
         await conn.execute(queries.SET_EF_SEARCH, (str(max(params.ef_search, 1)),))
         if version >= (0, 8):

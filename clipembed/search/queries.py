@@ -100,6 +100,21 @@ ORDER BY distance, id
 """
 )
 
+#: The same over a space's own vectors table (``e``), joined to the documents for the filters.
+#: The query vector is cast to the space's storage type so that its HNSW index applies.
+SEMANTIC_JOINED = sql.SQL(
+    """
+SELECT id, distance FROM (
+    SELECT d.id, e.embedding <=> %(v)s::{vtype} AS distance
+    FROM {vectors} e JOIN {table} d ON d.id = e.clip_id
+    WHERE ({base}) AND ({where}) AND ({exclude})
+    ORDER BY e.embedding <=> %(v)s::{vtype}
+    LIMIT %(n_results)s
+) t
+ORDER BY distance, id
+"""
+)
+
 PGVECTOR_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
 SET_EF_SEARCH = "SELECT set_config('hnsw.ef_search', %s, true)"
 #: pgvector >= 0.8: keep scanning the index until enough rows pass the filters
@@ -113,5 +128,3 @@ CLIP_ROWS = sql.SQL(
     " game_name, language, thumbnail_url, duration, view_count, vote_score, created_at, is_nsfw"
     " FROM clips WHERE id = ANY(%s)"
 )
-#: A live clip's own vector (similar clips).
-CLIP_EMBEDDING = "SELECT embedding FROM clips WHERE id = %s AND NOT is_removed"

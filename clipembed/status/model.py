@@ -21,11 +21,12 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from clipembed import metrics
+from clipembed import metrics, spaces
 from clipembed import settings as settings_mod
 from clipembed.batches import queries as batch_queries
-from clipembed.db import queries as db_queries
 from clipembed.search import core
+from clipembed.spaces import queries as space_queries
+from clipembed.spaces import registry
 from clipembed.status import queries
 
 WINDOWS = (1, 15, 60)  # minutes
@@ -41,10 +42,16 @@ async def collect(
     history: bool = True,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    model = cfg.model
     now = dt.datetime.now(dt.UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
     async with pool.connection() as conn:
+        every_space = await spaces.all_spaces(conn)
+        space = next(s for s in every_space if s.active)
+        model = space.model_for(cfg)
+        dimensions = space.dimensions
+        column = (
+            await (await conn.execute(space_queries.CLIP_COLUMN_DIMENSIONS)).fetchone() or (0,)
+        )[0]
         counters = {
             r[0]: (int(r[1]), int(r[2]), int(r[3]))
             for r in await (await conn.execute(queries.COUNTERS)).fetchall()
@@ -76,7 +83,7 @@ async def collect(
                 "cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
             }
         workers = [_worker(r) for r in await (await conn.execute(queries.WORKERS)).fetchall()]
-        index_row = await (await conn.execute(queries.INDEX, (db_queries.HNSW_INDEX,))).fetchone()
+        index_row = await (await conn.execute(queries.INDEX, (space.index_name,))).fetchone()
         build = await (await conn.execute(queries.LAST_EVENT, ("index_build",))).fetchone()
         batch_rows = await (await conn.execute(batch_queries.SUMMARY)).fetchall()
         waiting = (await (await conn.execute(batch_queries.WAITING_CLIPS)).fetchone() or (0,))[0]
@@ -103,12 +110,22 @@ async def collect(
         for name, (_, _, embedded) in counters.items()
         if name and embedded
     }
-    embedded_current = counters.get(model, (0, 0, 0))[2]
+    # the counters follow the clips columns, which mirror the active space when it fits them;
+    # otherwise the space's table is counted (exact, slower at millions of clips)
+    if column == dimensions:
+        embedded_current = counters.get(model, (0, 0, 0))[2]
+    else:
+        async with pool.connection() as conn:
+            embedded_current = (await registry.coverage(conn, space)).embedded
     minute = windows["1m"]
     return {
         "generated_at": now.isoformat(),
         "model": model,
         "dimensions": dimensions,
+        "space": space.describe(cfg),
+        "spaces": [
+            {**s.describe(cfg if s.configured else None), "state": s.state} for s in every_space
+        ],
         "coverage": {
             "total": live + removed,
             "live": live,

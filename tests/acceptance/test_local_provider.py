@@ -46,7 +46,9 @@ def test_import_backfill_search_with_the_local_model(database_factory, tmp_path)
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["processed"] == 60 and summary["estimated_cost_usd"] == 0
-    results = json.loads(run("search", "clutch", "--json", "--limit", "5").stdout)
+    answer = json.loads(run("search", "clutch", "--json", "--limit", "5").stdout)
+    assert answer["space"]["name"] == "default" and answer["space"]["dimensions"] == 384
+    results = answer["results"]
     assert results and all(r["rank"] == i for i, r in enumerate(results, start=1))
     stats = json.loads(run("stats", "--json").stdout)
     assert stats["coverage_percentage"] == 100.0 and stats["by_model"] == {"all-MiniLM-L6-v2": 60}

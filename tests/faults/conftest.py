@@ -158,9 +158,9 @@ def edit_some(url: str, n: int, tag: str) -> None:
 
 def start_private_postgres(pgdata: Path) -> Any:
     """A PostgreSQL of our own (pgserver), migrated, that a test may restart with :func:`pg_ctl`."""
-    import pgserver
+    from clipembed import pgembed
 
-    server = pgserver.get_server(pgdata, cleanup_mode="delete")
+    server = pgembed.get_server(pgdata, cleanup_mode="delete")
     url = server.get_uri("postgres")
 
     async def migrate() -> None:
@@ -173,6 +173,6 @@ def start_private_postgres(pgdata: Path) -> Any:
 
 
 def pg_ctl(server: Any, *args: str) -> None:
-    from pgserver import _commands
+    from clipembed import pgembed
 
-    _commands.pg_ctl(list(args), pgdata=server.pgdata, user=server.system_user)
+    pgembed.pg_ctl(server, *args)

@@ -10,7 +10,6 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from clipembed import clips
-from clipembed.db import queries
 from clipembed.jobs import backfill, pipeline, progress
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.jobs import clip_record, load_clips
@@ -53,12 +52,18 @@ async def test_embeds_missing_skips_current_and_redoes_stale(
     again = await backfill.run(jobs_runtime)
     assert (again.processed, again.skipped, again.requests) == (0, 30, 0)
 
-    # a text edit, another model, a lost hash and a removed clip
+    # a text edit, another model's vector (its hash differs), a lost vector and a removed clip
+    # (the vectors live in the default space's table; clips.embedding mirrors it)
     execute(database_url, "UPDATE clips SET title = 'new title' WHERE twitch_clip_id = 'Clip1'")
-    execute(database_url, "UPDATE clips SET embedding_model = 'old' WHERE twitch_clip_id = 'Clip2'")
     execute(
         database_url,
-        "UPDATE clips SET embedding_content_hash = NULL WHERE twitch_clip_id = 'Clip3'",
+        "UPDATE embeddings_space_1 e SET model = 'old', content_hash = 'other' FROM clips c "
+        "WHERE c.id = e.clip_id AND c.twitch_clip_id = 'Clip2'",
+    )
+    execute(
+        database_url,
+        "DELETE FROM embeddings_space_1 e USING clips c "
+        "WHERE c.id = e.clip_id AND c.twitch_clip_id = 'Clip3'",
     )
     execute(
         database_url,
@@ -121,18 +126,26 @@ async def test_dry_run_sends_nothing_writes_nothing_and_estimates(
 
 
 async def texts(rt):
-    return [p.text async for p in pipeline.scan(rt.pool, model=MODEL, dimensions=768, force=True)]
+    return [
+        p.text
+        async for p in pipeline.scan(
+            rt.pool, space=rt.require_space(), model=MODEL, dimensions=768, force=True
+        )
+    ]
 
 
 async def test_a_clip_edited_while_in_flight_keeps_no_stale_vector(
     jobs_runtime, database_url, tmp_path
 ):
     await load_clips(database_url, [clip_record(1)], tmp_path)
-    (item,) = [p async for p in pipeline.scan(jobs_runtime.pool, model=MODEL, dimensions=768)]
+    space = jobs_runtime.require_space()
+    (item,) = [
+        p async for p in pipeline.scan(jobs_runtime.pool, space=space, model=MODEL, dimensions=768)
+    ]
     vector = expected_vector(item.text, 768)
     execute(database_url, "UPDATE clips SET title = 'edited meanwhile'")
     written = await pipeline.write_batch(
-        jobs_runtime.pool, [item], [vector], model=MODEL, dimensions=768
+        jobs_runtime.pool, [item], [vector], space=space, model=MODEL, dimensions=768
     )
     assert written == 0
     assert stored(database_url)[0][5] is None
@@ -196,9 +209,12 @@ async def test_provider_failures_are_counted_and_left_for_the_next_run(
         assert_correct(row)
 
 
+SPACE_INDEX = "embeddings_space_1_hnsw"  # the default space's HNSW index (migration 0009)
+
+
 def index_exists(database_url):
     with psycopg.connect(database_url) as conn:
-        return conn.execute(queries.HNSW_EXISTS, (queries.HNSW_INDEX,)).fetchone()[0]
+        return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (SPACE_INDEX,)).fetchone()[0]
 
 
 async def test_index_rebuild_drops_and_rebuilds_even_when_interrupted(
@@ -217,11 +233,11 @@ async def test_index_rebuild_drops_and_rebuilds_even_when_interrupted(
         plan = "\n".join(
             r[0]
             for r in conn.execute(
-                "EXPLAIN SELECT id FROM clips "
-                "ORDER BY embedding <=> (SELECT embedding FROM clips LIMIT 1) LIMIT 5"
+                "EXPLAIN SELECT clip_id FROM embeddings_space_1 "
+                "ORDER BY embedding <=> (SELECT embedding FROM embeddings_space_1 LIMIT 1) LIMIT 5"
             ).fetchall()
         )
-    assert queries.HNSW_INDEX in plan
+    assert SPACE_INDEX in plan
 
 
 async def test_a_failing_embedder_stops_the_run_and_the_index_is_built_after_every_writer(
@@ -258,9 +274,9 @@ async def test_a_failing_embedder_stops_the_run_and_the_index_is_built_after_eve
             writers_running -= 1
             events.append("write")
 
-    async def rebuild_index(pool):
+    async def rebuild_index(pool, space):
         events.append(f"rebuild with {writers_running} writers running")
-        await real_rebuild(pool)
+        await real_rebuild(pool, space)
 
     monkeypatch.setattr(svc, "embed_detailed", embed_detailed)
     monkeypatch.setattr(pipeline, "write_batch", write_batch)

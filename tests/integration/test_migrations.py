@@ -23,8 +23,8 @@ async def _columns(conn) -> dict[str, str]:
     return dict(await cur.fetchall())
 
 
-async def _indexes(conn) -> dict[str, str]:
-    cur = await conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'clips'")
+async def _indexes(conn, table: str = "clips") -> dict[str, str]:
+    cur = await conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s", (table,))
     return dict(await cur.fetchall())
 
 
@@ -38,7 +38,9 @@ async def test_up_down_up(database_factory):
         assert cols["embedding_model"] == "character varying(100)"
         assert cols["embedding_generated_at"] == "timestamp with time zone"
         assert cols["embedding_content_hash"] == "bytea"
-        hnsw = (await _indexes(conn))["idx_clips_embedding_hnsw"]
+        # the vectors live in the default space's table, with its HNSW index (migration 0009)
+        assert "idx_clips_embedding_hnsw" not in await _indexes(conn)
+        hnsw = (await _indexes(conn, "embeddings_space_1"))["embeddings_space_1_hnsw"]
         assert "hnsw (embedding vector_cosine_ops)" in hnsw
         assert "m='16'" in hnsw and "ef_construction='64'" in hnsw
 

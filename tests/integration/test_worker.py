@@ -130,12 +130,13 @@ async def test_an_expired_lease_is_taken_over_and_the_late_result_discarded(
     assert w.stats.embedded == 1
     # the crashed worker comes back with a (wrong) vector: nothing is written
     async with queue_runtime.pool.connection() as conn:
+        space = queue_runtime.require_space()
         written = await queue.complete(
             conn,
-            [(stale, np.ones(768, np.float32) / np.sqrt(768), b"x")],
+            [queue.SpaceWrite(stale, space.id, np.ones(768, np.float32) / np.sqrt(768), b"x", "m")],
+            [stale],
             worker="crashed",
-            model="m",
-            dimensions=768,
+            targets=[queue.SpaceTarget(space.id, space.table_name, space.storage, 768)],
         )
     assert written == set()
     vec, text = embedding_of(database_url, cid)

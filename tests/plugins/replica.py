@@ -33,19 +33,16 @@ STANDBY_PORT = 5434
 
 
 def _bin() -> Path:
-    from pgserver import _commands
+    from clipembed import pgembed
 
-    return Path(_commands.POSTGRES_BIN_PATH)
+    return pgembed.bin_dir()
 
 
 def _system_user() -> str | None:
     """``pgserver`` when running as root (PostgreSQL will not run as root), else ourselves."""
-    if os.geteuid() != 0:
-        return None
-    from pgserver import utils
+    from clipembed import pgembed
 
-    utils.ensure_user_exists("pgserver")
-    return "pgserver"
+    return pgembed.system_user()
 
 
 def _give(path: Path, user: str | None) -> None:
@@ -54,9 +51,9 @@ def _give(path: Path, user: str | None) -> None:
         return
     import pwd
 
-    from pgserver import utils
+    from clipembed import pgembed
 
-    utils.ensure_prefix_permissions(path)
+    pgembed.ensure_prefix_permissions(path)
     entry = pwd.getpwnam(user)
     os.chown(path, entry.pw_uid, entry.pw_gid)
 

@@ -1,8 +1,8 @@
 """The import graph of the runtime: no test doubles, no evaluation code, no dev-only dependency.
 
 Runtime modules are everything under ``clipembed/`` except the public test utilities
-(``clipembed.testing``), the evaluation harness (``clipembed.eval`` and its command,
-``clipembed.cli.evaluate``) and the demo. Imports inside functions count too: a lazy import of
+(``clipembed.testing``), the evaluation harness (``clipembed.eval`` and its commands,
+``clipembed.cli.evaluate`` and ``clipembed.cli.compare``) and the demo. Imports inside functions count too: a lazy import of
 a test double is still a dependency of the code that runs in production.
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "clipembed"
-NOT_RUNTIME = ("testing/", "eval/", "demo.py", "demo_data/", "cli/evaluate.py")
+NOT_RUNTIME = ("testing/", "eval/", "demo.py", "demo_data/", "cli/evaluate.py", "cli/compare.py")
 FORBIDDEN = (
     "clipembed.testing",
     "clipembed.eval",

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clipembed import clips, errors
-from clipembed.jobs import queue, worker
+from clipembed.jobs import queue, worker_plan
 
 PERM = queue.ErrorKind.PERMANENT
 TRANS = queue.ErrorKind.TRANSIENT
@@ -103,6 +103,12 @@ def item() -> queue.Claimed:
     return queue.Claimed(uuid.uuid4(), 1, 1)
 
 
+def plan(items, rows, **kw) -> worker_plan.Plan:
+    """The plan for one space whose stored hashes are the rows' ``embedding_content_hash``."""
+    stored = {k: r["embedding_content_hash"] for k, r in rows.items() if r["embedding_content_hash"]}
+    return worker_plan.plan(items, rows, stored, **kw)
+
+
 def test_plan_embeds_only_what_changed():
     new, same, edited, other_model, removed, gone = (item() for _ in range(6))
     rows = {
@@ -112,12 +118,11 @@ def test_plan_embeds_only_what_changed():
         other_model.clip_id: row("x", stored=digest("x", model="old"), model="old"),
         removed.clip_id: row("r", removed=True),
     }
-    p = worker.plan(
+    p = plan(
         [new, same, edited, other_model, removed, gone], rows, model=MODEL, dimensions=DIMS
     )
     assert [i for i, _, _ in p.embed] == [new, edited, other_model]
-    assert {i for i, _, _ in p.retire} == {same, removed, gone}
-    assert all(v is None for _, v, _ in p.retire)
+    assert set(p.retire) == {same, removed, gone}
     assert p.unchanged == 1
     text = dict((i, t) for i, t, _ in p.embed)[edited]
     assert "edited now" in text
@@ -127,8 +132,8 @@ def test_plan_embeds_only_what_changed():
 def test_plan_re_embeds_when_the_dimensions_change():
     it = item()
     rows = {it.clip_id: row("t", stored=digest("t", dims=DIMS))}
-    assert worker.plan([it], rows, model=MODEL, dimensions=DIMS).unchanged == 1
-    assert len(worker.plan([it], rows, model=MODEL, dimensions=DIMS * 2).embed) == 1
+    assert plan([it], rows, model=MODEL, dimensions=DIMS).unchanged == 1
+    assert len(plan([it], rows, model=MODEL, dimensions=DIMS * 2).embed) == 1
 
 
 @given(
@@ -141,7 +146,7 @@ def test_plan_partitions_every_item_exactly_once(titles, stored):
         i.clip_id: row(t, stored=digest(t) if s else None)
         for i, t, s in zip(items, titles, stored, strict=False)
     }
-    p = worker.plan(items, rows, model=MODEL, dimensions=DIMS)
-    seen = [i for i, _, _ in p.embed] + [i for i, _, _ in p.retire]
+    p = plan(items, rows, model=MODEL, dimensions=DIMS)
+    seen = [i for i, _, _ in p.embed] + list(p.retire)
     assert sorted(map(id, seen)) == sorted(map(id, items))
     assert p.unchanged == sum(1 for t, s in zip(titles, stored, strict=False) if s)
