@@ -128,7 +128,6 @@ async def execute(
             summary.batch_cost_usd = (
                 summary.tokens * rt.require_service().settings.batch_price_per_million_tokens / 1e6
             )
-        summary.space = rt.require_space().name
     if as_json:
         print(json.dumps(summary.as_dict()))
     else:

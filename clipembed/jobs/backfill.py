@@ -99,7 +99,7 @@ async def run(
     batch_size = batch_size or cfg.clipembed_backfill_batch_size
     concurrency = concurrency or cfg.clipembed_backfill_concurrency
     stop = stop or asyncio.Event()
-    summary = Summary(dry_run=dry_run)
+    summary = Summary(dry_run=dry_run, space=space.name)
     started = time.monotonic()
     pool = runtime.pool
     before = dataclasses.replace(svc.stats)

@@ -235,9 +235,9 @@ async def drop(conn: psycopg.AsyncConnection[Any], name: str) -> Space:
                 f"{row[0]} Batch API batch(es) of {name!r} are still open: "
                 "wait for them or cancel them (`clipembed batches cancel`)"
             )
-        await conn.execute(queries.drop_table(space.table_name))
         await conn.execute(queries.DELETE, (space.id,))
-        await conn.execute(queries.REFRESH_VIEW)
+        await conn.execute(queries.REFRESH_VIEW)  # the view no longer reads the table
+        await conn.execute(queries.drop_table(space.table_name))
         await _event(conn, "space_dropped", {"space": name})
         await conn.execute(queries.NOTIFY, (name,))
     return space
