@@ -72,7 +72,7 @@ def load(url: str, clips: int) -> float:
     t = time.monotonic()
     with psycopg.connect(url) as conn:
         register_vector(conn)
-        conn.execute("DROP INDEX IF EXISTS idx_clips_embedding_hnsw")
+        conn.execute("DROP INDEX IF EXISTS embeddings_space_1_hnsw")
         with conn.cursor().copy(
             "COPY clips (twitch_clip_id, twitch_clip_url, embed_url, title, creator_name, broadcaster_name, "
             "game_name, language, created_at, embedding, embedding_model) FROM STDIN WITH (FORMAT BINARY)"
@@ -115,15 +115,23 @@ def load(url: str, clips: int) -> float:
             (RARE_GAME, max(clips // 1000, 1)),
         )
         conn.execute("TRUNCATE embedding_queue")
+        # search reads the default space's table (migration 0009); the clips columns mirror it
+        conn.execute("ALTER TABLE embeddings_space_1 DISABLE TRIGGER USER")
+        conn.execute(
+            "INSERT INTO embeddings_space_1 (clip_id, embedding, model, content_hash) "
+            "SELECT id, embedding, embedding_model, '\\x00' FROM clips WHERE embedding IS NOT NULL"
+        )
+        conn.execute("ALTER TABLE embeddings_space_1 ENABLE TRIGGER USER")
         conn.commit()
         conn.autocommit = True
         conn.execute("SET maintenance_work_mem = '1GB'")
         conn.execute("SET max_parallel_maintenance_workers = 1")
         conn.execute(
-            "CREATE INDEX idx_clips_embedding_hnsw ON clips USING hnsw (embedding vector_cosine_ops) "
-            "WITH (m = 16, ef_construction = 64)"
+            "CREATE INDEX embeddings_space_1_hnsw ON embeddings_space_1 "
+            "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
         )
         conn.execute("VACUUM ANALYZE clips")
+        conn.execute("VACUUM ANALYZE embeddings_space_1")
         conn.execute("VACUUM ANALYZE clip_postings")
         conn.execute("VACUUM ANALYZE clip_doclen")
     return time.monotonic() - t
@@ -217,7 +225,8 @@ async def measure(url: str, base_url: str, redis_url: str, n_queries: int) -> di
                 await conn.execute("SET LOCAL enable_indexscan = off")
                 for v in probes:
                     cur = await conn.execute(
-                        "SELECT id FROM clips ORDER BY embedding <=> %s LIMIT 10", (v,)
+                        "SELECT clip_id FROM embeddings_space_1 ORDER BY embedding <=> %s LIMIT 10",
+                        (v,),
                     )
                     exact.append({r[0] for r in await cur.fetchall()})
             recall = {}

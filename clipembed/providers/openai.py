@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,6 +25,8 @@ from clipembed.settings import (
     OPENAI_MAX_TOKENS_PER_INPUT,
     Settings,
 )
+
+logger = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 30.0  # idle connections are closed after this; servers drop them at ~60 s
 CONNECT_TIMEOUT_SECONDS = 10.0  # a TCP/TLS handshake that takes longer is a dead endpoint
@@ -124,6 +127,9 @@ class OpenAIProvider:
         # ada-002 rejects `dimensions`; every other model gets it on every request.
         known = models.OPENAI_MODELS.get(self.model)
         self._send_dimensions = known is None or known.shortenable
+        #: a model we do not know, behind an OpenAI-compatible server that may refuse the
+        #: `dimensions` parameter: then it is dropped (once) and the answer's length decides
+        self._may_drop_dimensions = known is None
         #: public: the Batch API's request lines carry the same body as a synchronous request
         self.send_dimensions = self._send_dimensions
         self._secret = settings.openai_api_key.get_secret_value()
@@ -162,6 +168,17 @@ class OpenAIProvider:
             raw = await self._client.embeddings.with_raw_response.create(
                 model=self.model, input=list(texts), encoding_format="base64", **extra
             )
+        except openai.BadRequestError as exc:
+            if extra and self._may_drop_dimensions and "dimension" in _error_message(exc).lower():
+                # e.g. a self-hosted server that only gives its model's native size: ask again
+                # without the parameter; a vector of another length is still refused
+                logger.warning(
+                    "the embedding server refused `dimensions`: sending requests without it",
+                    extra={"model": self.model, "dimensions": self.dimensions},
+                )
+                self._send_dimensions = self.send_dimensions = False
+                return await self.embed(texts)
+            raise self._status_error(exc) from None
         except openai.APIStatusError as exc:
             raise self._status_error(exc) from None
         except openai.APITimeoutError:

@@ -79,24 +79,39 @@ class ImportReport:
 
 
 def check_vector(value: Any, *, dimensions: int, storage: str) -> np.ndarray:
-    """The vector as float32, or ValueError saying what is wrong with it (pure)."""
+    """The vector as float32, or ValueError saying what is wrong with it (pure).
+
+    Checked in the precision it will be stored in: a value that becomes infinite in float32
+    (or beyond 65504 in half precision), or a vector that rounds to all zeros there, is refused.
+    """
     if not isinstance(value, list | tuple | np.ndarray):
         raise ValueError("'vector' must be a list of numbers")
     if len(value) != dimensions:
         raise ValueError(f"the vector has {len(value)} dimensions, the space {dimensions}")
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, int | float | np.integer | np.floating):
+            raise ValueError("'vector' holds something that is not a number")
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError("'vector' holds something that is not a number") from None
-    if arr.ndim != 1 or any(isinstance(v, bool) for v in value[:dimensions]):
-        raise ValueError("'vector' holds something that is not a number")
-    if not np.all(np.isfinite(arr)):
+        wide = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError("'vector' holds a number too large for any float") from None
+    if not np.all(np.isfinite(wide)):
         raise ValueError("the vector holds NaN or infinity")
-    if storage == "halfvec" and float(np.max(np.abs(arr))) > HALF_MAX:
-        raise ValueError("a value is beyond half precision's range (65504): use vector storage")
-    if not np.any(arr):
-        raise ValueError("the vector is all zeros (no direction: cosine distance is undefined)")
-    return arr.astype(np.float32)
+    with np.errstate(over="ignore"):
+        arr = wide.astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError("a value is beyond single precision's range (3.4e38)")
+    stored = arr
+    if storage == "halfvec":
+        if float(np.max(np.abs(arr))) > HALF_MAX:
+            raise ValueError("a value is beyond half precision's range (65504): use vector storage")
+        stored = arr.astype(np.float16)
+    if not np.any(stored):
+        raise ValueError(
+            "the vector is all zeros in its storage precision "
+            "(no direction: cosine distance is undefined)"
+        )
+    return arr
 
 
 def parse_record(line: int, record: Any, *, dimensions: int, storage: str) -> Row:
@@ -202,6 +217,7 @@ async def import_vectors(
         if rebuild:
             await index_policy.rebuild_index(pool, space)
             report.index_rebuilt = True
+    report.bad.sort()  # unknown clips are found a chunk later than malformed lines
     return report
 
 

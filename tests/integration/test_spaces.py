@@ -9,6 +9,8 @@ space cannot be dropped. The migration of an existing installation is tested wit
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import psycopg
 import pytest
@@ -22,7 +24,8 @@ from clipembed.search import core
 from clipembed.spaces import mirror, registry
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.jobs import clip_record, load_clips
-from tests.plugins.queue import insert_clips
+from tests.plugins.provider import subprocess_env
+from tests.plugins.queue import clipembed_cli, insert_clips
 
 SMALL = {"provider": "openai", "model": "text-embedding-3-small", "dimensions": 256}
 HALF_TOLERANCE = 2e-3  # half precision keeps ~3 significant digits
@@ -33,12 +36,10 @@ def space_vectors(url: str, table: str) -> dict[str, tuple[np.ndarray, str]]:
     with psycopg.connect(url) as conn:
         register_vector(conn)
         rows = conn.execute(
-            f"SELECT c.twitch_clip_id, e.embedding::vector, c.title, c.broadcaster_name,"  # noqa: S608
+            f"SELECT c.twitch_clip_id, e.embedding::vector, c.title, c.broadcaster_name,"
             f" c.creator_name, c.game_name FROM {table} e JOIN clips c ON c.id = e.clip_id"
         ).fetchall()
-    return {
-        r[0]: (r[1].to_numpy(), clips.embedding_text(clips.ClipText(*r[2:]))) for r in rows
-    }
+    return {r[0]: (r[1].to_numpy(), clips.embedding_text(clips.ClipText(*r[2:]))) for r in rows}
 
 
 def scalar(url: str, query: str, *args):
@@ -70,7 +71,11 @@ async def test_a_model_change_from_add_to_drop(openai_settings, database_url, tm
     assert before.space["name"] == "default" and before.space["dimensions"] == 768
 
     small = await add_space(database_url, "small", storage="halfvec")
-    assert (small.table_name, small.storage, small.active) == ("embeddings_space_2", "halfvec", False)
+    assert (small.table_name, small.storage, small.active) == (
+        "embeddings_space_2",
+        "halfvec",
+        False,
+    )
     async with runtime.open_runtime(cfg, space="small") as rt:
         filled = await backfill.run(rt)
         assert (filled.processed, filled.space) == (30, "small")
@@ -83,7 +88,7 @@ async def test_a_model_change_from_add_to_drop(openai_settings, database_url, tm
 
     # while both exist, the worker embeds a new clip into both
     async with runtime.open_runtime(cfg) as rt:
-        [new_id] = insert_clips(database_url, 1, prefix="fresh")
+        insert_clips(database_url, 1, prefix="fresh")
         w = worker.Worker(rt, name="dual")
         assert await w.drain() is not None
         assert w.stats.embedded == 1 and w.stats.failed == 0
@@ -132,11 +137,14 @@ async def test_a_model_change_from_add_to_drop(openai_settings, database_url, tm
         report = await mirror.sync(rt.pool)
         assert (report.fits, report.changed) == (True, 31)
         assert scalar(database_url, "SELECT count(embedding) FROM clips") == 31
-        assert scalar(
-            database_url,
-            "SELECT count(*) FROM clips c JOIN embeddings_space_1 e ON e.clip_id = c.id "
-            "WHERE c.embedding = e.embedding AND c.embedding_content_hash = e.content_hash",
-        ) == 31
+        assert (
+            scalar(
+                database_url,
+                "SELECT count(*) FROM clips c JOIN embeddings_space_1 e ON e.clip_id = c.id "
+                "WHERE c.embedding = e.embedding AND c.embedding_content_hash = e.content_hash",
+            )
+            == 31
+        )
 
         async with rt.pool.connection() as conn:
             await conn.set_autocommit(True)
@@ -161,9 +169,10 @@ async def test_a_space_with_the_same_dimensions_is_mirrored_into_the_clips_colum
         await registry.promote(conn, "large")
     # a write to the active space is mirrored at once by the trigger...
     with psycopg.connect(database_url) as conn:
-        conn.execute(f"UPDATE {large.table_name} SET generated_at = now()")  # noqa: S608
+        conn.execute(f"UPDATE {large.table_name} SET generated_at = now()")
     models = scalar(
-        database_url, "SELECT array_agg(DISTINCT embedding_model) FROM clips WHERE embedding IS NOT NULL"
+        database_url,
+        "SELECT array_agg(DISTINCT embedding_model) FROM clips WHERE embedding IS NOT NULL",
     )
     assert models == ["text-embedding-3-large"]
     assert scalar(database_url, "SELECT count(embedding) FROM clips") == 5
@@ -228,3 +237,64 @@ async def test_migrating_an_installation_moves_its_vectors_without_re_embedding(
     assert scalar(url, "SELECT to_regclass('embedding_spaces')") is None
     assert scalar(url, "SELECT to_regclass('idx_clips_embedding_hnsw')") is not None
     assert scalar(url, "SELECT count(embedding) FROM clips WHERE embedding_model = 'm'") == 3
+
+
+def cli(env: dict[str, str], *args: str, code: int = 0) -> str:
+    """The command's stdout (its stderr too when it is expected to fail)."""
+    done = clipembed_cli(env, *args)
+    assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
+    return done.stdout if code == 0 else done.stdout + done.stderr
+
+
+async def test_the_cli_moves_to_a_self_hosted_model_and_back(
+    fake_openai_factory, database_factory, redis_base_url, redis_prefix, tmp_path
+):
+    """Through the real commands, against an OpenAI-compatible server whose second model only
+    gives its native 1,024 dimensions (and refuses the `dimensions` parameter)."""
+    fake = fake_openai_factory(native_only_models={"bge-m3": 1024})
+    url = database_factory.new(dimensions=768)
+    await load_clips(url, [clip_record(i) for i in range(20)], tmp_path)
+    with psycopg.connect(url) as conn:
+        conn.execute("DELETE FROM embedding_queue")
+    env = subprocess_env(
+        database_url=url,
+        base_url=fake.base_url,
+        redis_url=redis_base_url,
+        redis_prefix=redis_prefix,
+        home=tmp_path / "home",
+        CLIPEMBED_LOG_LEVEL="WARNING",
+    )
+    cli(env, "backfill")
+
+    wrong = cli(env, "model", "add", "bge", "--provider", "openai", "--model", "bge-m3",
+                "--dimensions", "512", code=1)  # fmt: skip
+    assert "1024" in wrong and "did not answer" in wrong
+    assert "added" in cli(env, "model", "add", "bge", "--provider", "openai", "--model", "bge-m3",
+                          "--dimensions", "1024")  # fmt: skip
+    summary = json.loads(cli(env, "model", "backfill", "bge", "--json").strip().splitlines()[-1])
+    assert (summary["processed"], summary["failed"], summary["space"]) == (20, 0, "bge")
+
+    insert_clips(url, 2, prefix="late")  # arrives after the backfill: the worker writes both
+    cli(env, "worker", "--drain")
+    listed = {s["name"]: s for s in json.loads(cli(env, "model", "list", "--json"))}
+    assert listed["bge"]["missing"] == 0 and listed["bge"]["embedded"] == 22
+    assert listed["bge"]["storage"] == "halfvec" and listed["bge"]["state"] == "candidate"
+    assert listed["default"]["embedded"] == 22 and listed["default"]["state"] == "active"
+
+    def searched() -> dict:
+        return json.loads(cli(env, "search", "clutch play", "--mode", "semantic", "--json"))
+
+    assert searched()["space"]["name"] == "default"
+    assert "promoted 'bge'" in cli(env, "model", "promote", "bge")
+    answer = searched()
+    assert answer["space"] == {"name": "bge", "provider": "openai", "model": "bge-m3",
+                               "dimensions": 1024, "storage": "halfvec"}  # fmt: skip
+    assert len(answer["results"]) == 10  # the default limit
+    assert scalar(url, "SELECT count(embedding) FROM clips") == 0  # 1024 does not fit vector(768)
+
+    assert "rolled back to 'default'" in cli(env, "model", "rollback")
+    assert searched()["space"]["name"] == "default"
+    assert scalar(url, "SELECT count(embedding) FROM clips") == 22
+    assert "active space" in cli(env, "model", "drop", "default", "--yes", code=1)
+    cli(env, "model", "drop", "bge", "--yes")
+    assert [s["name"] for s in json.loads(cli(env, "model", "list", "--json"))] == ["default"]

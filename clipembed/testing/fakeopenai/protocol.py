@@ -102,6 +102,9 @@ class Options:
     batch_max_lines: int = BATCH_MAX_LINES
     batch_max_file_bytes: int = BATCH_MAX_FILE_BYTES
     batch_max_inputs: int = BATCH_MAX_EMBEDDING_INPUTS
+    #: models served like a self-hosted server does: always their native size, and a request
+    #: carrying `dimensions` is a 400 (name -> dimensions)
+    native_only_models: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def _error_body(
