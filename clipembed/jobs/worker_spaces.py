@@ -106,7 +106,14 @@ async def embed(
                 work.failures.setdefault(item.clip_id, (item, error))
         work.outcomes.append((space, svc, outcome))
 
-    async with asyncio.TaskGroup() as tasks:
-        for space in spaces:
-            tasks.create_task(one(space))
+    if len(spaces) == 1:
+        await one(spaces[0])
+        return work
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            for space in spaces:
+                tasks.create_task(one(space))
+    except BaseExceptionGroup as group:
+        # the others were cancelled and awaited; surface the cause as the worker always has
+        raise group.exceptions[0] from None
     return work

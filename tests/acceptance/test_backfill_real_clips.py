@@ -112,7 +112,7 @@ def test_sigint_midway_then_rerun_completes_without_duplicates(cli_env, clipembe
     assert first["interrupted"] and 0 < first["processed"] < REAL_CLIPS
     with psycopg.connect(cli_env["DATABASE_URL"]) as conn:  # rebuilt even after the interruption
         assert (
-            conn.execute("SELECT to_regclass('idx_clips_embedding_hnsw')").fetchone()[0] is not None
+            conn.execute("SELECT to_regclass('embeddings_space_1_hnsw')").fetchone()[0] is not None
         )
     fake_openai.control(latency_ms=0)
     rest = summary(clipembed("backfill", "--json"))

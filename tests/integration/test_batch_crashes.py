@@ -376,9 +376,10 @@ def test_killed_during_apply(db, fake, env_for, spawn):
             lambda: sql(
                 db,
                 "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock' AND query ILIKE '%%UPDATE clips%%'",
+                # the apply's upsert into the space's table, whose mirror trigger updates clips
+                "AND wait_event_type = 'Lock' AND query ILIKE '%%INSERT INTO%%embeddings_space_1%%'",
             ),
-            "the apply's UPDATE blocked on the locked clip",
+            "the apply's write blocked on the locked clip",
         )
         mid = dict(
             sql(

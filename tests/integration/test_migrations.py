@@ -24,7 +24,9 @@ async def _columns(conn) -> dict[str, str]:
 
 
 async def _indexes(conn, table: str = "clips") -> dict[str, str]:
-    cur = await conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s", (table,))
+    cur = await conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s", (table,)
+    )
     return dict(await cur.fetchall())
 
 

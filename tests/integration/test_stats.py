@@ -24,7 +24,8 @@ async def test_stats_known_counts(queue_runtime, database_url):
             "UPDATE clips SET title = 'edited behind our back' WHERE id = %s", (embedded[0],)
         )
         conn.execute(
-            "UPDATE clips SET embedding_generated_at = now() - interval '2 days' WHERE id = %s",
+            "UPDATE embeddings_space_1 SET generated_at = now() - interval '2 days' "
+            "WHERE clip_id = %s",
             (embedded[1],),
         )
     s = await stats.collect(queue_runtime.pool, model="text-embedding-3-small", dimensions=768)
@@ -51,9 +52,10 @@ async def test_stats_after_a_backfill_and_a_model_change(jobs_runtime, database_
     await load_clips(database_url, [clip_record(i) for i in range(12)], tmp_path)
     await backfill.run(jobs_runtime, limit=10)
     with psycopg.connect(database_url) as conn:
+        # four vectors made by another model (its name, and so another content hash)
         conn.execute(
-            "UPDATE clips SET embedding_model = 'text-embedding-ada-002' WHERE id IN "
-            "(SELECT id FROM clips WHERE embedding IS NOT NULL ORDER BY id LIMIT 4)"
+            "UPDATE embeddings_space_1 SET model = 'text-embedding-ada-002', content_hash = 'x' "
+            "WHERE clip_id IN (SELECT clip_id FROM embeddings_space_1 ORDER BY clip_id LIMIT 4)"
         )
     s = await stats.collect(jobs_runtime.pool, model="text-embedding-3-small", dimensions=768)
     assert s["total_clips"] == 12 and s["clips_with_embeddings"] == 10

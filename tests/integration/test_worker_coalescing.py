@@ -125,7 +125,8 @@ async def test_a_burst_of_inserts_is_claimed_in_one_batch(
         stats = fake_openai.stats()
         assert stats["requests"] - before == 1
         assert stats["inputs"] == n and stats["embedded_more_than_once"] == 0
-        assert w.stats.embedded == n
+        # the worker counts after its transaction commits (what all_embedded sees)
+        await wait_for(lambda: w.stats.embedded == n, what="the worker to count the burst")
     assert_embedded_correctly(database_url, ids)
 
 
@@ -138,7 +139,7 @@ async def test_a_worker_that_claimed_a_full_batch_claims_again_at_once(
     async with open_worker(coalesce_ms=1000, batch=10, window=HOUR, concurrency=1) as w:
         await wait_for(lambda: all_embedded(database_url, ids), what="the backlog to be embedded")
         assert fake_openai.stats()["requests"] == 3  # 10 + 10 + 5
-        assert w.stats.embedded == 25
+        await wait_for(lambda: w.stats.embedded == 25, what="the worker to count 25")
         # no spinning: the three claims that found work, and at most one that found none
         assert w.stats.claims <= 4, w.stats
     assert_embedded_correctly(database_url, ids)
@@ -151,7 +152,8 @@ async def test_the_wait_ends_with_the_window_when_little_arrives(
     async with open_worker(coalesce_ms=20, batch=100) as w:
         ids = await insert_one_per_transaction(database_url, 1, "single")
         await wait_for(lambda: all_embedded(database_url, ids), what="the single clip")
-        assert w.stats.embedded == 1 and fake_openai.stats()["requests"] == 1
+        await wait_for(lambda: w.stats.embedded == 1, what="the worker to count it")
+        assert fake_openai.stats()["requests"] == 1
     assert_embedded_correctly(database_url, ids)
 
 
@@ -167,7 +169,7 @@ async def test_without_coalescing_each_notification_is_claimed_at_once(
             ids += await insert_one_per_transaction(database_url, 1, f"eager{i}")
             await wait_for(lambda ids=list(ids): all_embedded(database_url, ids), what=f"clip {i}")
             assert fake_openai.stats()["requests"] == i + 1
-        assert w.stats.embedded == 3
+        await wait_for(lambda: w.stats.embedded == 3, what="the worker to count 3")
     assert_embedded_correctly(database_url, ids)
 
 

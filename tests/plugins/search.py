@@ -58,9 +58,11 @@ def load_search_clips(url: str, provider) -> dict[str, object]:
             texts.append(clips.embedding_text(clips.ClipText(title, broadcaster, creator, game)))
         vectors = asyncio.run(provider.embed(texts)).vectors
         for title, vec in zip(ids, vectors, strict=True):
+            # into the default space's table (search reads it; the trigger mirrors into clips)
             conn.execute(
-                "UPDATE clips SET embedding = %s, embedding_model = 'm' WHERE id = %s",
-                (vec, ids[title]),
+                "INSERT INTO embeddings_space_1 (clip_id, embedding, model, content_hash) "
+                "VALUES (%s, %s, 'm', 'h')",
+                (ids[title], vec),
             )
     return ids
 

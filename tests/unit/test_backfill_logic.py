@@ -30,7 +30,11 @@ def row(**overrides):
         (row(), True, True),  # --force re-embeds all
         (row(missing=True), False, True),
         # another model: its hash differs (the model is hashed with the text and dimensions)
-        (row(embedding_content_hash=clips.content_hash(TEXT, "text-embedding-3-large", 768)), False, True),
+        (
+            row(embedding_content_hash=clips.content_hash(TEXT, "text-embedding-3-large", 768)),
+            False,
+            True,
+        ),
         (row(embedding_content_hash=None), False, True),
         (row(embedding_content_hash=clips.content_hash(TEXT, MODEL, 384)), False, True),
         (row(embedding_content_hash=clips.content_hash(TEXT + "!", MODEL, 768)), False, True),

@@ -105,7 +105,9 @@ def item() -> queue.Claimed:
 
 def plan(items, rows, **kw) -> worker_plan.Plan:
     """The plan for one space whose stored hashes are the rows' ``embedding_content_hash``."""
-    stored = {k: r["embedding_content_hash"] for k, r in rows.items() if r["embedding_content_hash"]}
+    stored = {
+        k: r["embedding_content_hash"] for k, r in rows.items() if r["embedding_content_hash"]
+    }
     return worker_plan.plan(items, rows, stored, **kw)
 
 
@@ -118,9 +120,7 @@ def test_plan_embeds_only_what_changed():
         other_model.clip_id: row("x", stored=digest("x", model="old"), model="old"),
         removed.clip_id: row("r", removed=True),
     }
-    p = plan(
-        [new, same, edited, other_model, removed, gone], rows, model=MODEL, dimensions=DIMS
-    )
+    p = plan([new, same, edited, other_model, removed, gone], rows, model=MODEL, dimensions=DIMS)
     assert [i for i, _, _ in p.embed] == [new, edited, other_model]
     assert set(p.retire) == {same, removed, gone}
     assert p.unchanged == 1

@@ -73,7 +73,9 @@ def create_app(options: Options | None = None) -> Starlette:
         if isinstance(body, dict) and body.get("model") in native_only:
             if body.get("dimensions") is not None:
                 return _error(
-                    400, "Unrecognized request argument supplied: dimensions", "invalid_request_error"
+                    400,
+                    "Unrecognized request argument supplied: dimensions",
+                    "invalid_request_error",
                 )
             body = {**body, "dimensions": native_only[body["model"]]}
         checked = await asyncio.to_thread(check_embedding_body, body, state.encoding.count_many)
