@@ -298,3 +298,31 @@ async def test_the_cli_moves_to_a_self_hosted_model_and_back(
     assert "active space" in cli(env, "model", "drop", "default", "--yes", code=1)
     cli(env, "model", "drop", "bge", "--yes")
     assert [s["name"] for s in json.loads(cli(env, "model", "list", "--json"))] == ["default"]
+
+
+async def test_a_candidate_is_filled_at_half_price_through_the_batch_api(
+    openai_settings, database_url, fake_openai, tmp_path
+):
+    """``model backfill NAME --via batch``: the batch belongs to the candidate, its vectors go
+    to the candidate's table at the candidate's model and price, the active space is untouched."""
+    from clipembed.batches.runner import BatchBackfill
+
+    await load_clips(database_url, [clip_record(i) for i in range(15)], tmp_path)
+    with psycopg.connect(database_url) as conn:
+        conn.execute("DELETE FROM embedding_queue")
+    large = await add_space(
+        database_url, "large", model="text-embedding-3-large", dimensions=512, storage="halfvec"
+    )
+    cfg = openai_settings(database_url=database_url, embedding_batch_poll_seconds=0.05)
+    async with runtime.open_runtime(cfg, space="large") as rt:
+        summary = await BatchBackfill(rt).run()
+    assert summary.applied == 15 and summary.open_batches == 0
+    assert summary.cost_usd == pytest.approx(summary.sync_cost_usd / 2)
+    # priced as text-embedding-3-large ($0.13 per million tokens, half in a batch)
+    assert summary.sync_cost_usd == pytest.approx(summary.tokens * 0.13 / 1e6)
+    assert scalar(database_url, "SELECT space_id FROM embedding_batches") == large.id
+    vectors = space_vectors(database_url, large.table_name)
+    assert len(vectors) == 15
+    for vec, text in vectors.values():
+        np.testing.assert_allclose(vec, expected_vector(text, 512), atol=HALF_TOLERANCE)
+    assert scalar(database_url, "SELECT count(*) FROM embeddings_space_1") == 0
