@@ -191,7 +191,9 @@ def register(app: typer.Typer) -> None:
     def promote(
         name: str = typer.Argument(...),
         force: bool = typer.Option(
-            False, "--force", help="Promote even if some live clips have no vector in it."
+            False,
+            "--force",
+            help="Promote even if it lacks vectors the active space has (and none is queued).",
         ),
         sync: bool = typer.Option(
             True, "--sync/--no-sync", help="Then copy it into the clips columns (the mirror)."
@@ -204,11 +206,12 @@ def register(app: typer.Typer) -> None:
         async def main() -> int:
             async with _admin(cfg) as conn:
                 target = await spaces.by_name(conn, name)
-                cov = await registry.coverage(conn, target)
-                if cov.missing and not force:
+                lacking = await registry.behind(conn, target, await spaces.active(conn))
+                if lacking and not force:
                     common.stderr.print(
-                        f"error: {cov.missing} live clips have no vector in {name!r}: run "
-                        f"`clipembed model backfill {name}` (or promote with --force)",
+                        f"error: {lacking} live clips have a vector in the active space but none "
+                        f"in {name!r} (and none is queued): run `clipembed model backfill "
+                        f"{name}` (or promote with --force)",
                         markup=False,
                     )
                     return common.EXIT_FAILED

@@ -81,6 +81,18 @@ def coverage(table: str) -> sql.Composed:
     ).format(table=sql.Identifier(table))
 
 
+def behind(candidate: str, active: str) -> sql.Composed:
+    """Live clips the active space has a vector for and the candidate has not, with nothing on
+    the queue to bring it (a clip inserted a moment ago is on the queue: the worker writes it
+    into both spaces). Promote refuses while this is not 0."""
+    return sql.SQL(
+        "SELECT count(*) FROM clips c JOIN {active} a ON a.clip_id = c.id"
+        " WHERE NOT c.is_removed"
+        " AND NOT EXISTS (SELECT 1 FROM {candidate} e WHERE e.clip_id = c.id)"
+        " AND NOT EXISTS (SELECT 1 FROM embedding_queue q WHERE q.clip_id = c.id)"
+    ).format(candidate=sql.Identifier(candidate), active=sql.Identifier(active))
+
+
 #: Table and index sizes in bytes (``%s`` = table name, index name).
 SIZES = """
 SELECT coalesce(pg_total_relation_size(to_regclass(%s)), 0)

@@ -306,6 +306,14 @@ class Coverage:
         return self.embedded / self.live if self.live else 1.0
 
 
+async def behind(conn: psycopg.AsyncConnection[Any], candidate: Space, current: Space) -> int:
+    """How many live clips ``current`` answers for that ``candidate`` cannot, with nothing
+    queued to fix it: 0 means a promote loses no clip from search (see queries.behind)."""
+    cur = await conn.execute(queries.behind(candidate.table_name, current.table_name))
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
 async def coverage(conn: psycopg.AsyncConnection[Any], space: Space) -> Coverage:
     """Exact counts (a scan of the space's primary key: ~0.1-0.3 s per million clips)."""
     cur = await conn.execute(queries.coverage(space.table_name))

@@ -271,6 +271,8 @@ async def test_the_cli_moves_to_a_self_hosted_model_and_back(
     assert "1024" in wrong and "did not answer" in wrong
     assert "added" in cli(env, "model", "add", "bge", "--provider", "openai", "--model", "bge-m3",
                           "--dimensions", "1024")  # fmt: skip
+    early = cli(env, "model", "promote", "bge", code=1)  # empty: search would lose every clip
+    assert "20 live clips have a vector in the active space but none in 'bge'" in early
     summary = json.loads(cli(env, "model", "backfill", "bge", "--json").strip().splitlines()[-1])
     assert (summary["processed"], summary["failed"], summary["space"]) == (20, 0, "bge")
 
