@@ -73,7 +73,7 @@ def drop_table(table: str) -> sql.Composed:
 
 
 def coverage(table: str) -> sql.Composed:
-    """Live clips, those with a vector in the space, and of those, how many carry the model."""
+    """Live clips, those with a vector in the space, and when the newest vector was made."""
     return sql.SQL(
         "SELECT count(*) AS live, count(e.clip_id) AS embedded,"
         " max(e.generated_at) AS last_generated"
