@@ -18,6 +18,7 @@ import typer
 from clipembed import runtime, spaces
 from clipembed.cli import backfill as backfill_cli
 from clipembed.cli import common
+from clipembed.jobs import backfill as backfill_mod
 from clipembed.settings import Settings
 from clipembed.spaces import mirror, registry
 
@@ -168,11 +169,21 @@ def register(app: typer.Typer) -> None:
         limit: int | None = typer.Option(None, "--limit", min=1),
         index: str = typer.Option("auto", "--index", help="auto, keep or rebuild."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Estimate cost and time only."),
+        batch: int | None = typer.Option(None, "--batch", min=1, max=2048, help="Clips per batch."),
+        concurrency: int | None = typer.Option(
+            None,
+            "--concurrency",
+            min=1,
+            max=64,
+            help="Batches in flight (lower it to leave CPU and connections to live search).",
+        ),
         as_json: bool = typer.Option(False, "--json"),
         debug: bool = common.DebugOption,
     ) -> None:
         """Embed every live clip the space lacks (resumable, with progress and cost)."""
-        cfg = common.load_settings()
+        cfg = backfill_mod.effective_settings(
+            common.load_settings(), batch_size=batch, concurrency=concurrency
+        )
         code = common.run(
             lambda: backfill_cli.execute(
                 cfg,
