@@ -1,14 +1,17 @@
 """A million clips, end to end, for ``vector`` and ``halfvec`` storage at 768 dimensions.
 
-Phases, each through the real ``clipembed`` command against a private PostgreSQL and the fake
-provider (a process of its own, no latency, no limit):
+Phases, against a private PostgreSQL and the fake provider (a process of its own, no latency,
+no limit):
 
-1. ``clipembed import`` of N generated clips (JSON Lines; triggers on: search postings, queue);
-2. ``clipembed backfill`` of the ``default`` space (``vector(768)``), the HNSW index dropped and
-   built once at the end (the backfill's ``--index auto``);
-3. ``clipembed model add hv ... --storage halfvec`` and ``clipembed model backfill hv``: the same
-   model and dimensions, so the two spaces hold the same vectors in two precisions;
-4. search in each space (promoted in turn): hybrid p50/p95 with the query embeddings cached
+1. import of N generated clips: ``--import cli`` runs ``clipembed import`` (row triggers:
+   search postings, queue; ~600 clips/s on 2 busy cores), ``--import bulk`` (default) loads them
+   the way a bulk loader would: binary COPY with row triggers off, then the search vectors and
+   postings rebuilt set-based with migration 0005's statements;
+2. for each storage (``--storages halfvec,vector``): ``clipembed model add`` a space of that
+   storage (same model and dimensions: the spaces hold the same vectors in two precisions) and
+   ``clipembed model backfill`` it through the fake provider, the HNSW index dropped and built
+   once at the end (the backfill's ``--index auto``);
+3. search in each space (promoted in turn): hybrid p50/p95 with the query embeddings cached
    (each query is searched once before the timed runs), and recall@10 of the semantic branch
    against an exact scan of the same space (``ORDER BY`` without the index).
 
@@ -16,7 +19,8 @@ Peak memory: every process is sampled (psutil, every 0.5 s) during each phase: t
 command, the fake provider, and PostgreSQL (its largest backend and the sum of all of them).
 Table and index sizes come from ``clipembed model list --json``.
 
-    python -m bench.million [--clips 1000000] [--queries 200] [--recall-queries 50]
+    python -m bench.million [--clips 1000000] [--import bulk|cli] [--storages halfvec,vector]
+                            [--queries 200] [--recall-queries 50]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import json
 import logging
 import random
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -56,6 +61,56 @@ def make_file(directory: Path, count: int) -> Path:
         for clip in demo_data.generate(count, seed=7):
             fh.write(json.dumps(clip, ensure_ascii=False) + "\n")
     return path
+
+
+COPY_CLIPS = (
+    "COPY clips (twitch_clip_id, twitch_clip_url, embed_url, title, creator_name,"
+    " broadcaster_name, game_name, language, created_at) FROM STDIN"
+)
+
+
+def bulk_load(url: str, path: Path) -> dict[str, float]:
+    """COPY with row triggers off, then search vectors and postings set-based (as 0005)."""
+    import datetime as dt
+
+    schema = Path(__file__).resolve().parents[1] / "clipembed" / "db" / "schema"
+    rebuild = (schema / "0005_language.up.sql").read_text()
+    rebuild = rebuild[rebuild.index("UPDATE clips SET search_vector =") :]
+    timings: dict[str, float] = {}
+    with psycopg.connect(url) as conn:
+        conn.execute("SET session_replication_role = replica")  # a bulk loader: no row triggers
+        t = time.monotonic()
+        with gzip.open(path, "rt", encoding="utf-8") as fh, conn.cursor().copy(COPY_CLIPS) as copy:
+            for line in fh:
+                c = json.loads(line)
+                copy.write_row(
+                    (
+                        c["twitch_clip_id"], c["twitch_clip_url"], c["embed_url"], c["title"],
+                        c["creator_name"], c["broadcaster_name"], c.get("game_name"),
+                        c.get("language"),
+                        dt.datetime.fromisoformat(c["created_at"].replace("Z", "+00:00")),
+                    )
+                )  # fmt: skip
+        conn.commit()
+        timings["copy_s"] = round(time.monotonic() - t, 1)
+        t = time.monotonic()
+        conn.execute("SET maintenance_work_mem = '2GB'")
+        conn.execute(rebuild.encode())
+        conn.execute("SET session_replication_role = origin")
+        conn.commit()
+        timings["search_postings_s"] = round(time.monotonic() - t, 1)
+    with psycopg.connect(url, autocommit=True) as conn:
+        t = time.monotonic()
+        conn.execute("VACUUM ANALYZE clips")
+        conn.execute("VACUUM ANALYZE clip_postings")
+        # the counters of migration 0007, recomputed as after any bulk load
+        conn.execute(
+            "TRUNCATE clipembed_counters; INSERT INTO clipembed_counters (slot, model, live, "
+            "removed, embedded) SELECT 0, '', count(*) FILTER (WHERE NOT is_removed), "
+            "count(*) FILTER (WHERE is_removed), 0 FROM clips"
+        )
+        timings["vacuum_s"] = round(time.monotonic() - t, 1)
+    return timings
 
 
 class PeakMemory:
@@ -98,7 +153,7 @@ class PeakMemory:
 
 
 ROLES = {
-    "clipembed": ["-m clipembed"],
+    "clipembed": ["-m clipembed "],
     "fake provider": ["clipembed.testing.fakeopenai"],
     "postgres": ["postgres:", "bin/postgres"],
 }
@@ -115,6 +170,12 @@ def phase(results: dict[str, Any], name: str) -> Iterator[dict[str, Any]]:
     entry["peak_rss_mib"] = mem.report()
     results[name] = entry
     print(json.dumps({name: entry}, default=str), flush=True)
+
+
+def save_partial(results: dict[str, Any]) -> None:
+    """What is measured so far (a long run that is stopped still leaves its phases)."""
+    common.RESULTS.mkdir(exist_ok=True)
+    (common.RESULTS / "million.partial.json").write_text(json.dumps(results, indent=2, default=str))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -213,8 +274,17 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--recall-queries", type=int, default=50)
+    parser.add_argument("--import", dest="importer", choices=("bulk", "cli"), default="bulk")
+    parser.add_argument("--storages", default="halfvec,vector")
     args = parser.parse_args()
-    results: dict[str, Any] = {"clips": args.clips, "dimensions": DIMS}
+    storages = [x.strip() for x in args.storages.split(",") if x.strip()]
+    results: dict[str, Any] = {
+        "clips": args.clips,
+        "dimensions": DIMS,
+        "import": args.importer,
+        "storages": storages,
+        "command": "python -m bench.million " + " ".join(sys.argv[1:]),
+    }
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         t = time.monotonic()
@@ -242,31 +312,32 @@ def main() -> None:
             )
             common.clipembed("migrate", "up", env_vars=e)
             with phase(results, "import") as p:
-                out, _, _ = common.clipembed("import", str(data), env_vars=e)
-                p["output"] = out.stdout.strip()[-200:]
+                if args.importer == "cli":
+                    out, _, _ = common.clipembed("import", str(data), env_vars=e)
+                    p["output"] = out.stdout.strip()[-200:]
+                else:
+                    p.update(bulk_load(url, data))
             with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("DELETE FROM embedding_queue")  # the backlog is the backfill's
-            with phase(results, "backfill vector") as p:
-                out, _, _ = common.clipembed(
-                    "backfill", "--batch", "100", "--concurrency", "8", "--json", env_vars=e
-                )
-                p["summary"] = json.loads(out.stdout.strip().splitlines()[-1])
-            common.clipembed(
-                "model", "add", "hv", "--provider", "openai", "--model",
-                "text-embedding-3-small", "--dimensions", str(DIMS), "--storage", "halfvec",
-                "--no-check", env_vars=e,
-            )  # fmt: skip
-            with phase(results, "backfill halfvec") as p:
-                out, _, _ = common.clipembed("model", "backfill", "hv", "--json", env_vars=e)
-                p["summary"] = json.loads(out.stdout.strip().splitlines()[-1])
-            out, _, _ = common.clipembed("model", "list", "--json", env_vars=e)
-            results["spaces"] = {
-                s["name"]: {
-                    k: s[k]
+                conn.execute("DELETE FROM embedding_queue")  # the backlog is the backfills'
+            tables: dict[str, tuple[str, str]] = {}
+            for storage in storages:
+                name = {"halfvec": "hv", "vector": "vec"}[storage]
+                common.clipembed(
+                    "model", "add", name, "--provider", "openai", "--model",
+                    "text-embedding-3-small", "--dimensions", str(DIMS), "--storage", storage,
+                    "--no-check", env_vars=e,
+                )  # fmt: skip
+                with phase(results, f"backfill {storage}") as p:
+                    out, _, _ = common.clipembed("model", "backfill", name, "--json", env_vars=e)
+                    p["summary"] = json.loads(out.stdout.strip().splitlines()[-1])
+                out, _, _ = common.clipembed("model", "list", "--json", env_vars=e)
+                listed = {x["name"]: x for x in json.loads(out.stdout)}
+                tables[name] = (listed[name]["table"], storage)
+                results.setdefault("spaces", {})[name] = {
+                    k: listed[name][k]
                     for k in ("storage", "embedded", "live_clips", "table_bytes", "index_bytes")
                 }
-                for s in json.loads(out.stdout)
-            }
+                save_partial(results)
             texts = queries_from(url, args.queries)
             cfg = settings.load(
                 database_url=url,
@@ -279,22 +350,17 @@ def main() -> None:
                 clipembed_redis_prefix="bench-million-q:",
                 clipembed_home=tmp / "home",
                 embedding_requests_per_minute=10_000_000,
+                embedding_tokens_per_minute=10_000_000_000,
                 # the warm-up pass fills the cache; its first call loads the tokenizer
                 search_embed_timeout_ms=30_000,
-                embedding_tokens_per_minute=10_000_000_000,
             )
-            searches: dict[str, Any] = {}
-            for name, table, storage in (
-                ("default", "embeddings_space_1", "vector"),
-                ("hv", "embeddings_space_2", "halfvec"),
-            ):
-                if name == "hv":
-                    common.clipembed("model", "promote", "hv", "--no-sync", env_vars=e)
-                with phase(results, f"search {name}") as p:
+            for name, (table, storage) in tables.items():
+                common.clipembed("model", "promote", name, "--no-sync", "--force", env_vars=e)
+                with phase(results, f"search {storage}") as p:
                     p["hybrid"] = asyncio.run(search_timings(cfg, texts))
                     p["recall"] = recall(url, table, storage, texts[: args.recall_queries], 100)
                     p["recall_ef40"] = recall(url, table, storage, texts[: args.recall_queries], 40)
-                searches[name] = p
+                save_partial(results)
     common.save("million", results)
 
 
