@@ -234,8 +234,13 @@ async def search_detailed(
                         conn, corpus, vector, where, params, params.window
                     )
     finally:
-        if embedding is not None and not embedding.done():
-            embedding.cancel()
+        if embedding is not None:
+            if not embedding.done():
+                embedding.cancel()
+            elif not embedding.cancelled():
+                # the keyword branch failed after the embedding did: read its error, or asyncio
+                # logs "Task exception was never retrieved" with a traceback at every such search
+                embedding.exception()
     hits = core.fuse(keyword, semantic, params)
     described = space.describe(service.settings if service is not None else None)
     return SearchOutcome(await _hydrate(pool, hits), degraded, described)
