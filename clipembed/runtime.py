@@ -71,9 +71,13 @@ class Runtime:
 
     async def service_for(self, space: Space) -> EmbeddingService:
         """The service that embeds into ``space`` (opened once per process, then reused)."""
-        if self.space is not None and self.service is not None and _key(space) == _key(self.space):
+        if (
+            self.space is not None
+            and self.service is not None
+            and space_key(space) == space_key(self.space)
+        ):
             return self.service
-        key = _key(space)
+        key = space_key(space)
         async with self._services_lock:
             svc = self.services.get(key)
             if svc is None:
@@ -92,7 +96,8 @@ class Runtime:
             return svc
 
 
-def _key(space: Space) -> tuple[Any, ...]:
+def space_key(space: Space) -> tuple[Any, ...]:
+    """What decides which service embeds into a space: two spaces with it equal share one."""
     return (space.provider, space.model, space.dimensions)
 
 

@@ -43,7 +43,7 @@ from psycopg import sql
 from clipembed import metrics
 from clipembed.jobs import queue, worker_spaces
 from clipembed.jobs.worker_plan import WorkerStats, more_ready
-from clipembed.runtime import Runtime
+from clipembed.runtime import Runtime, space_key
 
 if TYPE_CHECKING:
     from clipembed.service import EmbeddingService
@@ -153,11 +153,7 @@ class Worker:
     async def _service_for(self, space: Space) -> EmbeddingService:
         """``self.service`` for the runtime's own space (tests replace it), else the runtime's."""
         own = self.runtime.space
-        if own is not None and (space.provider, space.model, space.dimensions) == (
-            own.provider,
-            own.model,
-            own.dimensions,
-        ):
+        if own is not None and space_key(space) == space_key(own):
             return self.service
         return await self.runtime.service_for(space)
 
