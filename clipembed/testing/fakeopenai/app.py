@@ -28,6 +28,7 @@ from clipembed.testing.fakeopenai.protocol import (
     check_embedding_body,
     embedding_payload,
     expected_vector,
+    native_only_body,
     text_digest,
 )
 from clipembed.testing.fakeopenai.records import (
@@ -69,15 +70,9 @@ def create_app(options: Options | None = None) -> Starlette:
             return _error(
                 400, "We could not parse the JSON body of your request.", "invalid_request_error"
             )
-        native_only = state.options.native_only_models
-        if isinstance(body, dict) and body.get("model") in native_only:
-            if body.get("dimensions") is not None:
-                return _error(
-                    400,
-                    "Unrecognized request argument supplied: dimensions",
-                    "invalid_request_error",
-                )
-            body = {**body, "dimensions": native_only[body["model"]]}
+        body = native_only_body(body, state.options.native_only_models)
+        if isinstance(body, tuple):
+            return JSONResponse(body[1], status_code=body[0])
         checked = await asyncio.to_thread(check_embedding_body, body, state.encoding.count_many)
         if isinstance(checked, tuple):
             status, error_body = checked

@@ -139,6 +139,18 @@ class EmbeddingRequest:
     as_base64: bool
 
 
+def native_only_body(body: Any, models: dict[str, int]) -> Any | tuple[int, dict[str, Any]]:
+    """A self-hosted server's model (``Options.native_only_models``): a request carrying
+    `dimensions` is a 400, and the answer has the model's native size."""
+    if not isinstance(body, dict) or body.get("model") not in models:
+        return body
+    if body.get("dimensions") is not None:
+        return 400, _error_body(
+            "Unrecognized request argument supplied: dimensions", "invalid_request_error"
+        )
+    return {**body, "dimensions": models[body["model"]]}
+
+
 def check_embedding_body(
     body: Any, count_many: Callable[[list[str]], list[int]]
 ) -> EmbeddingRequest | tuple[int, dict[str, Any]]:
