@@ -117,6 +117,26 @@ class Settings(BaseSettings):
     clipembed_worker_concurrency: int = Field(default=2, ge=1, le=64)
     clipembed_serve_worker: bool = False
 
+    # --- the clips table (clipembed.source) ---------------------------------------------------
+    # A clips table that exists before clipembed's first migration is *adopted*: never altered;
+    # these name its columns (Clipper's names by default). Read by `clipembed migrate up`,
+    # which records them; every other command uses the recorded mapping.
+    clipembed_source_table: str = Field(default="public.clips", min_length=1, max_length=127)
+    clipembed_source_id: str = Field(default="id", min_length=1, max_length=63)
+    clipembed_source_title: str = Field(default="title", min_length=1, max_length=63)
+    clipembed_source_creator: str = Field(default="creator_name", min_length=1, max_length=63)
+    clipembed_source_broadcaster: str = Field(
+        default="broadcaster_name", min_length=1, max_length=63
+    )
+    clipembed_source_game: str = Field(default="game_name", min_length=1, max_length=63)
+    clipembed_source_language: str = Field(default="language", min_length=1, max_length=63)
+    clipembed_source_created_at: str = Field(default="created_at", min_length=1, max_length=63)
+    #: boolean columns that hide a clip when any is true (NULL counts as false), comma-separated;
+    #: "auto": those of is_removed, is_hidden, dmca_removed that the table has
+    clipembed_hidden_when: str = Field(default="auto", max_length=1000)
+    #: vectors another writer puts in clips.embedding: "replace" them with clipembed's, or "keep"
+    clipembed_foreign_vectors: Literal["replace", "keep"] = "replace"
+
     # --- infrastructure --------------------------------------------------------------------
     database_url: SecretStr | None = None
     redis_url: SecretStr | None = Field(
@@ -130,12 +150,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        # The API key is not checked here: only commands that call the provider need it
+        # (least privilege: whoever migrates the database need not hold it). See
+        # :meth:`require_provider_credentials`, called where a provider is created.
         if self.embedding_provider == "openai":
-            if self.openai_api_key is None or not self.openai_api_key.get_secret_value().strip():
-                raise ValueError(
-                    "OPENAI_API_KEY is required when EMBEDDING_PROVIDER=openai "
-                    "(or set EMBEDDING_PROVIDER=local to use the bundled model)"
-                )
             known = models.OPENAI_MODELS.get(self.model)
             native = known.native_dimensions if known else None
             dims = self.dimensions
@@ -150,6 +168,16 @@ class Settings(BaseSettings):
                         f"EMBEDDING_DIMENSIONS={dims} is more than {self.model} can give ({native})"
                     )
         return self
+
+    def require_provider_credentials(self) -> None:
+        """Raise ConfigurationError when the configured provider cannot be called."""
+        if self.embedding_provider == "openai" and (
+            self.openai_api_key is None or not self.openai_api_key.get_secret_value().strip()
+        ):
+            raise errors.ConfigurationError(
+                "OPENAI_API_KEY is required when EMBEDDING_PROVIDER=openai "
+                "(or set EMBEDDING_PROVIDER=local to use the bundled model)"
+            )
 
     # --- derived values ----------------------------------------------------------------------
     @property

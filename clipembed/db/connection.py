@@ -17,7 +17,7 @@ import psycopg
 from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool
 
-from clipembed import embedded, errors, redaction
+from clipembed import embedded, errors, redaction, source
 from clipembed.db import queries
 from clipembed.settings import Settings
 
@@ -38,20 +38,39 @@ def database_url(settings: Settings) -> str:
     return embedded.postgres_url(settings.clipembed_home)
 
 
+async def _use_search_path(conn: psycopg.AsyncConnection[Any]) -> None:
+    """clipembed's schema first (an adopted installation keeps its tables there), then public.
+
+    Set per session, not in the URL's ``options``: a connection pooler may drop startup options.
+    """
+    await conn.execute("SELECT set_config('search_path', %s, false)", (source.SEARCH_PATH,))
+    if not conn.autocommit:
+        await conn.commit()
+
+
 async def connect(url: str, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
     """One connection, with connection errors turned into a one-line ConfigurationError."""
     try:
-        return await psycopg.AsyncConnection.connect(url, connect_timeout=CONNECT_TIMEOUT, **kwargs)
+        conn = await psycopg.AsyncConnection.connect(
+            url, connect_timeout=CONNECT_TIMEOUT, **kwargs
+        )
     except psycopg.OperationalError as exc:
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         reason = reason or type(exc).__name__
         raise errors.ConfigurationError(
             f"cannot connect to the database {redact_url(url)}: {reason}"
         ) from exc
+    try:
+        await _use_search_path(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     await register_vector_async(conn)
+    await conn.execute("SELECT set_config('search_path', %s, false)", (source.SEARCH_PATH,))
     # configure runs inside no transaction block of ours; end the implicit one.
     await conn.commit()
 

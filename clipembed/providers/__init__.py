@@ -14,6 +14,7 @@ from clipembed.settings import Settings
 def create(settings: Settings) -> base.EmbeddingProvider:
     """The provider the settings ask for. Raises ConfigurationError when it cannot work."""
     if settings.embedding_provider == "openai":
+        settings.require_provider_credentials()
         from clipembed.providers import openai
 
         return openai.OpenAIProvider(settings)

@@ -54,7 +54,7 @@ async def test_up_down_up(database_factory):
         cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'")
         assert await cur.fetchone() is not None
 
-        await migrations.down(conn, to=0)
+        await migrations.down(conn, to=0, drop_clips=True)
         cur = await conn.execute("SELECT to_regclass('clips')")
         assert (await cur.fetchone())[0] is None
 

@@ -50,7 +50,6 @@ def test_openai_base_url_alias(monkeypatch):
 @pytest.mark.parametrize(
     ("env", "fragment"),
     [
-        ({}, "OPENAI_API_KEY is required"),
         (
             {"OPENAI_API_KEY": "k", "EMBEDDING_DIMENSIONS": "2000"},
             "more than text-embedding-3-small",
@@ -69,6 +68,21 @@ def test_invalid_configuration_is_one_clear_line(monkeypatch, env, fragment):
     message = str(info.value)
     assert fragment in message
     assert "\n" not in message
+
+
+def test_the_api_key_is_asked_for_only_where_the_provider_is_called(monkeypatch):
+    """Least privilege: migrate, stats, admin... load settings without OPENAI_API_KEY."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cfg = settings.load()
+    assert cfg.embedding_provider == "openai"
+    with pytest.raises(errors.ConfigurationError, match="OPENAI_API_KEY is required"):
+        cfg.require_provider_credentials()
+    from clipembed import providers
+
+    with pytest.raises(errors.ConfigurationError, match="OPENAI_API_KEY is required"):
+        providers.create(cfg)
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    settings.load().require_provider_credentials()
 
 
 def test_env_example_is_a_valid_env_file(tmp_path, monkeypatch):

@@ -1,0 +1,464 @@
+"""Every statement over an adopted clips table, composed with ``psycopg.sql`` from its mapping.
+
+The adopted table belongs to the platform: clipembed reads it, writes only the specification's
+vector columns (the mirror) and the rows ``clipembed import`` brings, and puts nothing on it but
+the triggers named here (``clipembed_*``). Those triggers have no column list and no WHEN
+clause, so the catalog records no dependency of clipembed on any of its columns: the platform's
+own migrations may change or drop them (Clipper's 000019 down drops the vector columns).
+"""
+
+from __future__ import annotations
+
+from psycopg import sql
+
+from clipembed.source import SCHEMA, SEARCH_PATH, Source
+
+#: the triggers clipembed puts on an adopted table, and nothing else
+TRIGGERS = ("clipembed_sync", "clipembed_sync_truncate")
+
+#: the columns (name -> type) of a table, by schema and name
+TABLE_COLUMNS = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
+  AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+TABLE_EXISTS = """
+SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
+"""
+
+CREATE_CONFIG = sql.SQL(
+    """
+CREATE TABLE IF NOT EXISTS {schema}.source_config (
+    only_row          boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    source            jsonb NOT NULL,          -- clipembed.source.Source, as resolved
+    added_columns     text[] NOT NULL DEFAULT '{{}}',  -- vector columns clipembed added
+    created_extension boolean NOT NULL DEFAULT false,  -- pgvector installed by clipembed
+    adopted_at        timestamptz NOT NULL DEFAULT now(),
+    updated_at        timestamptz NOT NULL DEFAULT now()
+)
+"""
+).format(schema=sql.Identifier(SCHEMA))
+
+READ_CONFIG = sql.SQL(
+    "SELECT source, added_columns, created_extension FROM {schema}.source_config"
+).format(schema=sql.Identifier(SCHEMA))
+
+WRITE_CONFIG = sql.SQL(
+    """
+INSERT INTO {schema}.source_config (source, added_columns, created_extension)
+VALUES (%s, %s, %s)
+ON CONFLICT (only_row) DO UPDATE SET source = EXCLUDED.source,
+    added_columns = EXCLUDED.added_columns, created_extension = EXCLUDED.created_extension,
+    updated_at = now()
+"""
+).format(schema=sql.Identifier(SCHEMA))
+
+
+def _table(src: Source) -> sql.Composed:
+    return sql.SQL("{}.{}").format(
+        sql.Identifier(src.mapping.schema), sql.Identifier(src.mapping.table)
+    )
+
+
+def _col(src: Source, field: str, row: str | None = None) -> sql.Composable:
+    ident = sql.Identifier(src.mapping.column(field))
+    return ident if row is None else sql.SQL("{}.{}").format(sql.SQL(row), ident)
+
+
+def _hidden(src: Source, row: str) -> sql.Composable:
+    """Whether a row is hidden: any flag true, NULL counting as false."""
+    if not src.hidden:
+        return sql.SQL("false")
+    return sql.SQL("({})").format(
+        sql.SQL(" OR ").join(
+            sql.SQL("coalesce({}.{}, false)").format(sql.SQL(row), sql.Identifier(c))
+            for c in src.hidden
+        )
+    )
+
+
+def _twitch_id(src: Source, row: str) -> sql.Composable:
+    if src.twitch_clip_id is None:
+        return sql.SQL("{}::text").format(_col(src, "id", row))
+    return sql.SQL("coalesce({}.{}::text, {}::text)").format(
+        sql.SQL(row), sql.Identifier(src.twitch_clip_id), _col(src, "id", row)
+    )
+
+
+def _values(src: Source, row: str) -> list[sql.Composable]:
+    """The shadow row of a source row: id, twitch_clip_id, title, creator, broadcaster, game,
+    language, created_at, is_removed (text columns NOT NULL in the shadow get '')."""
+    return [
+        _col(src, "id", row),
+        _twitch_id(src, row),
+        sql.SQL("coalesce({}::text, '')").format(_col(src, "title", row)),
+        sql.SQL("coalesce({}::text, '')").format(_col(src, "creator", row)),
+        sql.SQL("coalesce({}::text, '')").format(_col(src, "broadcaster", row)),
+        sql.SQL("{}::text").format(_col(src, "game", row)),
+        sql.SQL("{}::text").format(_col(src, "language", row)),
+        sql.SQL("coalesce({}::timestamptz, now())").format(_col(src, "created_at", row)),
+        _hidden(src, row),
+    ]
+
+
+SHADOW_COLUMNS = sql.SQL(
+    "id, twitch_clip_id, title, creator_name, broadcaster_name, game_name, language,"
+    " created_at, is_removed"
+)
+
+#: The shadow's text columns become text (the adopted table's may be longer than the
+#: specification's varchar sizes; a copy must never fail a platform's write).
+#: (0001's keyword trigger names those columns: it is set aside while they change.)
+WIDEN_SHADOW = sql.SQL(
+    """
+DROP TRIGGER clips_search_vector_trigger ON {schema}.clips;
+ALTER TABLE {schema}.clips ALTER COLUMN twitch_clip_id TYPE text,
+    ALTER COLUMN title TYPE text, ALTER COLUMN creator_name TYPE text,
+    ALTER COLUMN broadcaster_name TYPE text, ALTER COLUMN game_name TYPE text,
+    ALTER COLUMN language TYPE text, ALTER COLUMN twitch_clip_url SET DEFAULT '',
+    ALTER COLUMN embed_url SET DEFAULT '';
+CREATE TRIGGER clips_search_vector_trigger
+    BEFORE INSERT OR UPDATE OF title, creator_name, broadcaster_name, game_name ON {schema}.clips
+    FOR EACH ROW EXECUTE FUNCTION {schema}.clips_search_vector_update()
+"""
+).format(schema=sql.Identifier(SCHEMA))
+
+
+def copy_into_shadow(src: Source) -> sql.Composed:
+    """Every row of the adopted table into the shadow (set-based; existing rows refreshed)."""
+    return sql.SQL(
+        """
+INSERT INTO {schema}.clips AS c ({cols})
+SELECT {values} FROM {table} s
+ON CONFLICT (id) DO UPDATE SET twitch_clip_id = EXCLUDED.twitch_clip_id,
+    title = EXCLUDED.title, creator_name = EXCLUDED.creator_name,
+    broadcaster_name = EXCLUDED.broadcaster_name, game_name = EXCLUDED.game_name,
+    language = EXCLUDED.language, created_at = EXCLUDED.created_at,
+    is_removed = EXCLUDED.is_removed
+WHERE (c.twitch_clip_id, c.title, c.creator_name, c.broadcaster_name, c.game_name, c.language,
+       c.created_at, c.is_removed)
+   IS DISTINCT FROM (EXCLUDED.twitch_clip_id, EXCLUDED.title, EXCLUDED.creator_name,
+       EXCLUDED.broadcaster_name, EXCLUDED.game_name, EXCLUDED.language, EXCLUDED.created_at,
+       EXCLUDED.is_removed)
+"""
+    ).format(
+        schema=sql.Identifier(SCHEMA),
+        cols=SHADOW_COLUMNS,
+        values=sql.SQL(", ").join(_values(src, "s")),
+        table=_table(src),
+    )
+
+
+def forget_vanished(src: Source) -> sql.Composed:
+    """Shadow rows whose clip is no longer in the adopted table (deleted while not watched)."""
+    return sql.SQL(
+        "DELETE FROM {schema}.clips c WHERE NOT EXISTS"
+        " (SELECT 1 FROM {table} s WHERE s.{id} = c.id)"
+    ).format(schema=sql.Identifier(SCHEMA), table=_table(src), id=_col(src, "id"))
+
+
+# ------------------------------------------------------------------ the triggers' functions
+
+#: Writes one clip into the shadow, whose own triggers (keyword analysis, postings, the queue,
+#: counters) do the rest. SET search_path: those triggers' functions name clipembed's tables
+#: unqualified, and this runs in the platform's sessions.
+APPLY_FUNCTION = sql.SQL(
+    """
+CREATE OR REPLACE FUNCTION {schema}.source_apply(
+    p_id uuid, p_twitch_clip_id text, p_title text, p_creator text, p_broadcaster text,
+    p_game text, p_language text, p_created_at timestamptz, p_hidden boolean
+) RETURNS void LANGUAGE plpgsql SET search_path = {path} AS $f$
+BEGIN
+    INSERT INTO clips AS c ({cols})
+    VALUES (p_id, p_twitch_clip_id, p_title, p_creator, p_broadcaster, p_game, p_language,
+            p_created_at, p_hidden)
+    ON CONFLICT (id) DO UPDATE SET twitch_clip_id = EXCLUDED.twitch_clip_id,
+        title = EXCLUDED.title, creator_name = EXCLUDED.creator_name,
+        broadcaster_name = EXCLUDED.broadcaster_name, game_name = EXCLUDED.game_name,
+        language = EXCLUDED.language, created_at = EXCLUDED.created_at,
+        is_removed = EXCLUDED.is_removed
+    WHERE (c.twitch_clip_id, c.title, c.creator_name, c.broadcaster_name, c.game_name,
+           c.language, c.created_at, c.is_removed)
+       IS DISTINCT FROM (EXCLUDED.twitch_clip_id, EXCLUDED.title, EXCLUDED.creator_name,
+           EXCLUDED.broadcaster_name, EXCLUDED.game_name, EXCLUDED.language,
+           EXCLUDED.created_at, EXCLUDED.is_removed);
+END
+$f$
+"""
+).format(schema=sql.Identifier(SCHEMA), path=sql.SQL(SEARCH_PATH), cols=SHADOW_COLUMNS)
+
+#: A clip gone from the adopted table: its shadow row goes, and with it (foreign keys, ON DELETE
+#: CASCADE) its queue item, postings, vectors in every space and batch items.
+FORGET_FUNCTION = sql.SQL(
+    """
+CREATE OR REPLACE FUNCTION {schema}.source_forget(p_id uuid)
+RETURNS void LANGUAGE plpgsql SET search_path = {path} AS $f$
+BEGIN
+    DELETE FROM clips WHERE id = p_id;
+END
+$f$
+"""
+).format(schema=sql.Identifier(SCHEMA), path=sql.SQL(SEARCH_PATH))
+
+TRUNCATE_FUNCTION = sql.SQL(
+    """
+CREATE OR REPLACE FUNCTION {schema}.source_truncate()
+RETURNS trigger LANGUAGE plpgsql SET search_path = {path} AS $f$
+BEGIN
+    TRUNCATE clips CASCADE;
+    DELETE FROM clipembed_counters;
+    RETURN NULL;
+END
+$f$
+"""
+).format(schema=sql.Identifier(SCHEMA), path=sql.SQL(SEARCH_PATH))
+
+
+def sync_function(src: Source) -> sql.Composed:
+    """The row trigger on the adopted table. Its first test is the hot path: an UPDATE that
+    changes nothing clipembed watches (view counts, votes, the platform's own columns, the
+    mirror's own writes) returns at once, without a SET or a write."""
+    watched = [_col(src, f) for f in ("title", "creator", "broadcaster", "game", "language")]
+    watched.append(_col(src, "created_at"))
+    if src.twitch_clip_id is not None:
+        watched.append(sql.Identifier(src.twitch_clip_id))
+    unchanged = sql.SQL(" AND ").join(
+        [
+            sql.SQL("OLD.{c} IS NOT DISTINCT FROM NEW.{c}").format(c=c)
+            for c in [_col(src, "id"), *watched]
+        ]
+        + [sql.SQL("{} = {}").format(_hidden(src, "OLD"), _hidden(src, "NEW"))]
+    )
+    return sql.SQL(
+        """
+CREATE OR REPLACE FUNCTION {schema}.source_sync() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        IF {unchanged} THEN
+            RETURN NULL;
+        END IF;
+        IF OLD.{id} IS DISTINCT FROM NEW.{id} THEN
+            PERFORM {schema}.source_forget(OLD.{id});
+        END IF;
+    ELSIF TG_OP = 'DELETE' THEN
+        PERFORM {schema}.source_forget(OLD.{id});
+        RETURN NULL;
+    END IF;
+    PERFORM {schema}.source_apply({values});
+    RETURN NULL;
+END
+$f$
+"""
+    ).format(
+        schema=sql.Identifier(SCHEMA),
+        unchanged=unchanged,
+        id=_col(src, "id"),
+        values=sql.SQL(", ").join(_values(src, "NEW")),
+    )
+
+
+def create_triggers(src: Source) -> list[sql.Composed]:
+    table = _table(src)
+    schema = sql.Identifier(SCHEMA)
+    return [
+        sql.SQL(
+            "CREATE TRIGGER clipembed_sync AFTER INSERT OR UPDATE OR DELETE ON {table}"
+            " FOR EACH ROW EXECUTE FUNCTION {schema}.source_sync()"
+        ).format(table=table, schema=schema),
+        sql.SQL(
+            "CREATE TRIGGER clipembed_sync_truncate AFTER TRUNCATE ON {table}"
+            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.source_truncate()"
+        ).format(table=table, schema=schema),
+    ]
+
+
+def drop_triggers(src: Source) -> list[sql.Composed]:
+    return [
+        sql.SQL("DROP TRIGGER IF EXISTS {name} ON {table}").format(
+            name=sql.Identifier(name), table=_table(src)
+        )
+        for name in TRIGGERS
+    ]
+
+
+HAS_TRIGGER = """
+SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND t.tgname = %s
+"""
+
+
+def mirror_function(src: Source) -> sql.Composed:
+    """Statement trigger on the shadow: its vector columns (the active space's mirror, kept by
+    migration 0009's trigger) are copied to the adopted table's, in their types. When those
+    columns are gone (the platform rolled back its migration) the copy is skipped, not the
+    write: ``clipembed backfill`` restores the mirror once they are back."""
+    body: sql.Composable
+    if not src.has_vector_columns:
+        body = sql.SQL("RETURN NULL;")
+    else:
+        body = sql.SQL(
+            """
+    UPDATE {table} s SET embedding = n.embedding, embedding_model = n.embedding_model,
+        embedding_generated_at = n.embedding_generated_at
+    FROM new_rows n JOIN old_rows o ON o.id = n.id
+    WHERE s.{id} = n.id
+      AND (n.embedding IS DISTINCT FROM o.embedding
+           OR n.embedding_model IS DISTINCT FROM o.embedding_model
+           OR n.embedding_generated_at IS DISTINCT FROM o.embedding_generated_at);
+    RETURN NULL;
+EXCEPTION WHEN undefined_column OR undefined_table OR datatype_mismatch OR data_exception THEN
+    RAISE WARNING 'clipembed: % copying vectors to %: the mirror is restored by the next backfill',
+        SQLERRM, {where};
+    RETURN NULL;"""
+        ).format(table=_table(src), id=_col(src, "id"), where=sql.Literal(src.mapping.qualified))
+    return sql.SQL(
+        """
+CREATE OR REPLACE FUNCTION {schema}.source_mirror() RETURNS trigger LANGUAGE plpgsql AS $f$
+BEGIN
+{body}
+END
+$f$
+"""
+    ).format(schema=sql.Identifier(SCHEMA), body=body)
+
+
+MIRROR_TRIGGER = sql.SQL(
+    """
+DROP TRIGGER IF EXISTS clipembed_source_mirror ON {schema}.clips;
+CREATE TRIGGER clipembed_source_mirror AFTER UPDATE ON {schema}.clips
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.source_mirror()
+"""
+).format(schema=sql.Identifier(SCHEMA))
+
+
+def add_vector_column(src_schema: str, table: str, column: str, dimensions: int) -> sql.Composed:
+    """The specification's columns, added where the table lacks them (and only then dropped)."""
+    types = {
+        "embedding": sql.SQL("vector({})").format(sql.Literal(dimensions)),
+        "embedding_generated_at": sql.SQL("timestamptz"),
+        "embedding_model": sql.SQL("varchar(100)"),
+    }
+    return sql.SQL("ALTER TABLE {}.{} ADD COLUMN {} {}").format(
+        sql.Identifier(src_schema), sql.Identifier(table), sql.Identifier(column), types[column]
+    )
+
+
+def drop_column(src: Source, column: str) -> sql.Composed:
+    return sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
+        _table(src), sql.Identifier(column)
+    )
+
+
+DROP_SCHEMA = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(SCHEMA))
+CREATE_SCHEMA = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA))
+
+# ------------------------------------------------------------------ the mirror, two writers
+
+
+def mirror_counts(src: Source) -> sql.Composed:
+    """Per clip, the adopted table's vector against clipembed's: *foreign* (written by another
+    writer: another model or time, or a vector where clipembed has none) and *missing* (emptied
+    by someone else while clipembed holds one)."""
+    assert src.generated_at_type is not None
+    return sql.SQL(
+        """
+SELECT count(*) FILTER (WHERE s.embedding IS NOT NULL AND (c.embedding IS NULL
+           OR s.embedding_model IS DISTINCT FROM c.embedding_model
+           OR s.embedding_generated_at IS DISTINCT FROM c.embedding_generated_at::{gtype})),
+       count(*) FILTER (WHERE s.embedding IS NULL AND c.embedding IS NOT NULL)
+FROM {table} s JOIN {schema}.clips c ON c.id = s.{id}
+"""
+    ).format(
+        table=_table(src),
+        schema=sql.Identifier(SCHEMA),
+        id=_col(src, "id"),
+        gtype=sql.SQL(src.generated_at_type),
+    )
+
+
+def restore_page(src: Source, *, replace_foreign: bool) -> sql.Composed:
+    """Copy clipembed's vectors back into the adopted table for one key range (``%(after)s``,
+    ``%(upto)s``): where its vector is missing and, with ``replace_foreign``, where another
+    writer's vector sits. No provider call: the shadow holds the active space's vectors."""
+    assert src.generated_at_type is not None
+    foreign = sql.SQL(
+        " OR s.embedding_model IS DISTINCT FROM c.embedding_model"
+        " OR s.embedding_generated_at IS DISTINCT FROM c.embedding_generated_at::{}"
+    ).format(sql.SQL(src.generated_at_type))
+    return sql.SQL(
+        """
+UPDATE {table} s SET embedding = c.embedding, embedding_model = c.embedding_model,
+    embedding_generated_at = c.embedding_generated_at
+FROM {schema}.clips c
+WHERE c.id = s.{id} AND c.id > %(after)s AND c.id <= %(upto)s AND c.embedding IS NOT NULL
+  AND (s.embedding IS NULL{foreign})
+"""
+    ).format(
+        table=_table(src),
+        schema=sql.Identifier(SCHEMA),
+        id=_col(src, "id"),
+        foreign=foreign if replace_foreign else sql.SQL(""),
+    )
+
+
+RESTORE_KEYS = sql.SQL(
+    "SELECT max(id) FROM (SELECT id FROM {schema}.clips WHERE id > %s ORDER BY id LIMIT %s) t"
+).format(schema=sql.Identifier(SCHEMA))
+
+
+# ------------------------------------------------------------------ reads for search and import
+
+
+def display_rows(src: Source) -> sql.Composed:
+    """The columns a search result shows, read from the adopted table itself (live view counts
+    and votes), with NULL where it lacks one. ``%s``: the ids."""
+    spec = (
+        "id",
+        "twitch_clip_id",
+        "twitch_clip_url",
+        "embed_url",
+        "title",
+        "creator_name",
+        "broadcaster_name",
+        "game_name",
+        "language",
+        "thumbnail_url",
+        "duration",
+        "view_count",
+        "vote_score",
+        "created_at",
+        "is_nsfw",
+    )
+    mapped = {canonical: field for field, canonical in _canonical().items()}
+    cols: list[sql.Composable] = []
+    for name in spec:
+        if name in mapped:
+            cols.append(sql.SQL("s.{} AS {}").format(_col(src, mapped[name]), sql.Identifier(name)))
+        elif name in src.display:
+            cols.append(sql.SQL("s.{}").format(sql.Identifier(name)))
+        elif name == "twitch_clip_id":
+            cols.append(sql.SQL("s.{}::text AS twitch_clip_id").format(_col(src, "id")))
+        else:
+            cols.append(sql.SQL("NULL AS {}").format(sql.Identifier(name)))
+    return sql.SQL("SELECT {} FROM {} s WHERE s.{} = ANY(%s)").format(
+        sql.SQL(", ").join(cols), _table(src), _col(src, "id")
+    )
+
+
+def _canonical() -> dict[str, str]:
+    from clipembed.source import FIELDS
+
+    return dict(FIELDS)
+
+
+def import_table(src: Source) -> sql.Composed:
+    """Where ``clipembed import`` writes on an adopted installation: the table itself (its
+    triggers bring each clip into clipembed's shadow)."""
+    return _table(src)
