@@ -109,6 +109,9 @@ async def execute(
         chosen = await backfill_mod.choose_via(rt, via, force=force)
         if chosen == "batch" and not dry_run:
             batch_summary = await BatchBackfill(rt).run(limit=limit, wait=wait, stop=stop)
+            restored = await backfill_mod.restore_mirror(rt)
+            if restored and not as_json:
+                common.stdout.print(_restored_line(restored, dry_run=False))
             if as_json:
                 print(json.dumps(batch_summary.as_dict()))
             else:
@@ -128,9 +131,21 @@ async def execute(
             summary.batch_cost_usd = (
                 summary.tokens * rt.require_service().settings.batch_price_per_million_tokens / 1e6
             )
+        if not summary.interrupted:
+            summary.mirror_restored = await backfill_mod.restore_mirror(rt, dry_run=dry_run)
     if as_json:
         print(json.dumps(summary.as_dict()))
     else:
         for line in summary.lines():
             common.stdout.print(line)
+        if summary.mirror_restored:
+            common.stdout.print(_restored_line(summary.mirror_restored, dry_run=dry_run))
     return backfill_mod.exit_code(summary)
+
+
+def _restored_line(n: int, *, dry_run: bool) -> str:
+    verb = "would restore" if dry_run else "restored"
+    return (
+        f"  Adopted table:    {verb} {n} vectors in its embedding column from clipembed's own "
+        "(no provider call)"
+    )

@@ -11,6 +11,7 @@ from clipembed import runtime
 from clipembed.cli import common
 from clipembed.db import connection
 from clipembed.jobs import importer
+from clipembed.source import adoption
 from clipembed.spaces import vectors as vectors_mod
 
 MAX_SHOWN = 50
@@ -58,7 +59,9 @@ def register(app: typer.Typer) -> None:
             assert path is not None
             conn = await connection.connect(connection.database_url(cfg))
             async with conn:
-                report = await importer.import_file(conn, path)
+                adopted = await adoption.load(conn)
+                await conn.commit()
+                report = await importer.import_file(conn, path, target=adopted)
             for line, reason in report.bad[:MAX_SHOWN]:
                 common.stderr.print(f"line {line}: {reason}", markup=False)
             if len(report.bad) > MAX_SHOWN:

@@ -51,9 +51,7 @@ async def _use_search_path(conn: psycopg.AsyncConnection[Any]) -> None:
 async def connect(url: str, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
     """One connection, with connection errors turned into a one-line ConfigurationError."""
     try:
-        conn = await psycopg.AsyncConnection.connect(
-            url, connect_timeout=CONNECT_TIMEOUT, **kwargs
-        )
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=CONNECT_TIMEOUT, **kwargs)
     except psycopg.OperationalError as exc:
         reason = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
         reason = reason or type(exc).__name__

@@ -20,19 +20,23 @@ FIRST_ID = "00000000-0000-0000-0000-000000000000"
 # ---------------------------------------------------------------- import
 
 
-def upsert_clips(columns: Sequence[str]) -> sql.Composed:
+def upsert_clips(columns: Sequence[str], *, table: sql.Composable | None = None) -> sql.Composed:
     """INSERT ... ON CONFLICT (twitch_clip_id) DO UPDATE for the given columns, one row per call.
 
     psycopg's ``executemany`` pipelines it: one round trip per batch, not per row. A row equal
     to the stored one is left alone, so re-importing a file writes (and triggers) nothing.
+    ``table``: where (default ``clips``; an adopted table, whose triggers bring the rows to
+    clipembed), with ``columns`` named as that table names them.
     """
+    target = table if table is not None else sql.Identifier("clips")
     updated = [c for c in columns if c != "twitch_clip_id"]
     return sql.SQL(
-        "INSERT INTO clips ({cols}) VALUES ({params}) "
+        "INSERT INTO {table} AS t ({cols}) VALUES ({params}) "
         "ON CONFLICT (twitch_clip_id) DO UPDATE SET {sets} "
         "WHERE ({old}) IS DISTINCT FROM ({new})"
     ).format(
-        old=sql.SQL(", ").join(sql.Identifier("clips", c) for c in updated),
+        table=target,
+        old=sql.SQL(", ").join(sql.Identifier("t", c) for c in updated),
         new=sql.SQL(", ").join(sql.Identifier("excluded", c) for c in updated),
         cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
         params=sql.SQL(", ").join(sql.Placeholder() for _ in columns),

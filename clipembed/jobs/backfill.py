@@ -27,11 +27,13 @@ import logging
 import time
 
 from clipembed import settings as settings_mod
-from clipembed.db import queries
+from clipembed import spaces
+from clipembed.db import connection, queries
 from clipembed.jobs import estimate, index_policy, pipeline
 from clipembed.jobs import progress as progress_mod
 from clipembed.jobs.report import Summary, exit_code
 from clipembed.runtime import Runtime
+from clipembed.source import adoption
 from clipembed.status import rollups
 
 __all__ = ["Summary", "effective_settings", "exit_code", "run"]
@@ -78,6 +80,22 @@ async def choose_via(runtime: Runtime, via: str, *, force: bool = False) -> str:
         live, missing = await cur.fetchone() or (0, 0)
     backlog = live if force else missing
     return "batch" if backlog > runtime.settings.embedding_batch_api_min_clips else "sync"
+
+
+async def restore_mirror(runtime: Runtime, *, dry_run: bool = False) -> int:
+    """An adopted table's embedding column brought back to clipembed's vectors where another
+    writer emptied it (or, unless CLIPEMBED_FOREIGN_VECTORS=keep, replaced them): a copy from
+    the shadow, no provider call. With ``dry_run``, how many it would copy (at most)."""
+    space = runtime.require_space()
+    conn = await connection.connect(runtime.database_url, autocommit=True)
+    async with conn:
+        adopted = await adoption.load(conn)
+        if adopted is None or (await spaces.active(conn)).id != space.id:
+            return 0
+        if dry_run:
+            foreign, missing = await adoption.mirror_state(conn, adopted)
+            return missing + (foreign if adopted.mapping.foreign_vectors == "replace" else 0)
+        return await adoption.restore_mirror(conn, adopted)
 
 
 async def run(

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, cast
 
 import psycopg
+from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from clipembed import clips
+from clipembed import clips, errors, source
 from clipembed.db import queries
+from clipembed.source import queries as source_queries
 
 logger = logging.getLogger(__name__)
 
@@ -142,16 +144,23 @@ def parse_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, ClipRecord 
             yield number, item
 
 
-def _row(record: ClipRecord) -> tuple[Any, ...]:
-    return tuple(getattr(record, c) for c in COLUMNS)
+def _row(record: ClipRecord, columns: list[str]) -> tuple[Any, ...]:
+    return tuple(getattr(record, c) for c in columns)
 
 
-async def import_file(conn: psycopg.AsyncConnection[Any], path: Path) -> ImportReport:
+async def import_file(
+    conn: psycopg.AsyncConnection[Any], path: Path, *, target: source.Source | None = None
+) -> ImportReport:
     """Upsert every good line of ``path``; returns counts and the bad lines.
 
     A batch the database rejects as a whole (a value our validation let through) is retried row
     by row, each in its own savepoint, so only the offending lines are reported and skipped.
+    ``target``: an adopted table (written itself; its clipembed_sync trigger brings each row
+    into clipembed), else the owned ``clips``.
     """
+    upsert, columns = UPSERT, COLUMNS
+    if target is not None:
+        upsert, columns = await _adopted_upsert(conn, target)
     report = ImportReport()
     batch: list[tuple[int, tuple[Any, ...]]] = []
 
@@ -164,14 +173,14 @@ async def import_file(conn: psycopg.AsyncConnection[Any], path: Path) -> ImportR
             return
         try:
             async with conn.transaction(), conn.cursor() as cur:
-                await cur.executemany(UPSERT, [row for _, row in batch])
+                await cur.executemany(upsert, [row for _, row in batch])
             report.loaded += len(batch)
         except ROW_ERRORS:
             async with conn.transaction(), conn.cursor() as cur:
                 for number, row in batch:
                     try:
                         async with conn.transaction():
-                            await cur.execute(UPSERT, row)
+                            await cur.execute(upsert, row)
                         report.loaded += 1
                     except ROW_ERRORS as exc:
                         bad(number, f"rejected by the database: {_first_line(exc)}")
@@ -196,11 +205,34 @@ async def import_file(conn: psycopg.AsyncConnection[Any], path: Path) -> ImportR
             if isinstance(item, str):
                 bad(number, item)
                 continue
-            batch.append((number, _row(item)))
+            batch.append((number, _row(item, columns)))
             if len(batch) >= BATCH:
                 await flush()
     await flush()
     return report
+
+
+async def _adopted_upsert(
+    conn: psycopg.AsyncConnection[Any], src: source.Source
+) -> tuple[sql.Composed, list[str]]:
+    """The upsert into an adopted table: the file's columns renamed by the mapping, those the
+    table lacks left out; it needs the unique twitch_clip_id the file's rows are keyed by."""
+    if src.twitch_clip_id is None:
+        raise errors.SchemaError(
+            f"{src.mapping.qualified} has no twitch_clip_id column: `clipembed import` upserts by "
+            "it (load clips into an adopted table with the platform's own tools)"
+        )
+    cur = await conn.execute(source_queries.TABLE_COLUMNS, (src.mapping.schema, src.mapping.table))
+    present = {name for name, _ in await cur.fetchall()}
+    renamed = {canonical: src.mapping.column(field) for field, canonical in source.FIELDS.items()}
+    columns = [c for c in COLUMNS if renamed.get(c, c) in present]
+    upsert = queries.upsert_clips(
+        [renamed.get(c, c) for c in columns],
+        table=sql.SQL("{}.{}").format(
+            sql.Identifier(src.mapping.schema), sql.Identifier(src.mapping.table)
+        ),
+    )
+    return upsert, columns
 
 
 def _first_line(exc: Exception) -> str:

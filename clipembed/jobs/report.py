@@ -31,6 +31,9 @@ class Summary:
     superseded: int = 0  # embedded, but the clip was edited meanwhile: left for the next run
     batch_cost_usd: float | None = None  # --dry-run --via batch: the Batch API's price
     space: str | None = None  # the embedding space filled
+    #: adopted table: vectors copied back into its embedding column (no provider call), or
+    #: with --dry-run those that would be
+    mirror_restored: int = 0
 
     @property
     def average_ms(self) -> float:

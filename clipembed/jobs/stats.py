@@ -10,6 +10,7 @@ from psycopg_pool import AsyncConnectionPool
 from clipembed import clips, metrics, spaces
 from clipembed.batches import queries as batch_queries
 from clipembed.db import connection, queries
+from clipembed.source import adoption
 
 STALE_PAGE = 5000  # rows per keyset page of the stale count
 
@@ -83,7 +84,22 @@ async def collect(
             "cost_usd": round(sum(float(r[4]) for r in rows), 6),
             "saving_usd": round(sum(float(r[5]) - float(r[4]) for r in rows), 6),
         }
-    metrics.COVERAGE.set((with_embeddings - stale) / total if total else 1.0)
+    async with pool.connection() as conn:
+        adopted = await adoption.load(conn)
+        if adopted is not None:
+            foreign, missing = await adoption.mirror_state(conn, adopted)
+            out["adopted"] = {
+                "table": adopted.mapping.qualified,
+                "hidden_when": list(adopted.hidden),
+                "foreign_vectors": foreign,
+                "mirror_missing": missing,
+                "foreign_policy": adopted.mapping.foreign_vectors,
+            }
+            # a vector another writer replaced, or one emptied from the table, is not current
+            # for the table's readers: `clipembed backfill` restores it (no provider call)
+            out["current_embeddings"] = max(0, out["current_embeddings"] - foreign - missing)
+            stale += foreign + missing
+    metrics.COVERAGE.set(max(0, with_embeddings - stale) / total if total else 1.0)
     return out
 
 
@@ -105,6 +121,16 @@ def lines(stats: dict[str, Any]) -> list[str]:
             f"Queue leased:           {queue['leased']}",
             f"Oldest pending:         {queue['oldest_pending_seconds']:.1f}s",
             f"Dead letters:           {queue['dead_letters']}",
+        ]
+    adopted = stats.get("adopted")
+    if adopted:
+        out += [
+            f"Adopted table:          {adopted['table']}"
+            f" (hidden when: {', '.join(adopted['hidden_when']) or 'no flag'})",
+            f"Foreign vectors:        {adopted['foreign_vectors']}"
+            f" (written by another writer; policy: {adopted['foreign_policy']})",
+            f"Vectors missing there:  {adopted['mirror_missing']}"
+            " (clipembed holds them: `clipembed backfill` restores them)",
         ]
     batches = stats.get("batches")
     if batches:

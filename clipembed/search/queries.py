@@ -123,8 +123,5 @@ SET_ITERATIVE_SCAN = "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', 
 # ---------------------------------------------------------------- the clips corpus
 
 #: The columns a clip result shows.
-CLIP_ROWS = sql.SQL(
-    "SELECT id, twitch_clip_id, twitch_clip_url, embed_url, title, creator_name, broadcaster_name,"
-    " game_name, language, thumbnail_url, duration, view_count, vote_score, created_at, is_nsfw"
-    " FROM clips WHERE id = ANY(%s)"
-)
+#: (migration 0010's ``clip_rows``: on an adopted table, clipembed's own over that table)
+CLIP_ROWS = sql.SQL("SELECT * FROM clip_rows(%s::uuid[])")

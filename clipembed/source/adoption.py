@@ -152,13 +152,12 @@ async def refresh(
         await conn.execute(statement)
     await conn.execute(queries.sync_function(src))
     for name, statement in zip(queries.TRIGGERS, queries.create_triggers(src), strict=True):
-        cur = await conn.execute(
-            queries.HAS_TRIGGER, (src.mapping.schema, src.mapping.table, name)
-        )
+        cur = await conn.execute(queries.HAS_TRIGGER, (src.mapping.schema, src.mapping.table, name))
         if await cur.fetchone() is None:
             await conn.execute(statement)
     await conn.execute(queries.mirror_function(src))
     await conn.execute(queries.MIRROR_TRIGGER)
+    await conn.execute(queries.clip_rows_function(src))
     await conn.execute(queries.copy_into_shadow(src))
     await conn.execute(queries.forget_vanished(src))
     return src

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from clipembed.source import SCHEMA, SEARCH_PATH, Source
+from clipembed.source import FIELDS, SCHEMA, SEARCH_PATH, Source
 
 #: the triggers clipembed puts on an adopted table, and nothing else
 TRIGGERS = ("clipembed_sync", "clipembed_sync_truncate")
@@ -409,53 +409,62 @@ WHERE c.id = s.{id} AND c.id > %(after)s AND c.id <= %(upto)s AND c.embedding IS
 
 
 RESTORE_KEYS = sql.SQL(
-    "SELECT max(id) FROM (SELECT id FROM {schema}.clips WHERE id > %s ORDER BY id LIMIT %s) t"
+    "SELECT id FROM (SELECT id FROM {schema}.clips WHERE id > %s ORDER BY id LIMIT %s) t"
+    " ORDER BY id DESC LIMIT 1"
 ).format(schema=sql.Identifier(SCHEMA))
 
 
 # ------------------------------------------------------------------ reads for search and import
 
 
-def display_rows(src: Source) -> sql.Composed:
-    """The columns a search result shows, read from the adopted table itself (live view counts
-    and votes), with NULL where it lacks one. ``%s``: the ids."""
-    spec = (
-        "id",
-        "twitch_clip_id",
-        "twitch_clip_url",
-        "embed_url",
-        "title",
-        "creator_name",
-        "broadcaster_name",
-        "game_name",
-        "language",
-        "thumbnail_url",
-        "duration",
-        "view_count",
-        "vote_score",
-        "created_at",
-        "is_nsfw",
-    )
-    mapped = {canonical: field for field, canonical in _canonical().items()}
+def clip_rows_function(src: Source) -> sql.Composed:
+    """``clipembed.clip_rows(ids)``, what a search result shows, read from the adopted table
+    itself (live view counts and votes; NULL where it lacks a column). Same signature as
+    migration 0010's owned version; a string body, so no catalog dependency on the columns."""
+    types = {
+        "id": "uuid",
+        "twitch_clip_id": "text",
+        "twitch_clip_url": "text",
+        "embed_url": "text",
+        "title": "text",
+        "creator_name": "text",
+        "broadcaster_name": "text",
+        "game_name": "text",
+        "language": "text",
+        "thumbnail_url": "text",
+        "duration": "double precision",
+        "view_count": "integer",
+        "vote_score": "integer",
+        "created_at": "timestamptz",
+        "is_nsfw": "boolean",
+    }
+    mapped = {canonical: field for field, canonical in FIELDS.items()}
     cols: list[sql.Composable] = []
-    for name in spec:
+    for name, typ in types.items():
         if name in mapped:
-            cols.append(sql.SQL("s.{} AS {}").format(_col(src, mapped[name]), sql.Identifier(name)))
-        elif name in src.display:
-            cols.append(sql.SQL("s.{}").format(sql.Identifier(name)))
+            value: sql.Composable = sql.SQL("s.{}").format(_col(src, mapped[name]))
         elif name == "twitch_clip_id":
-            cols.append(sql.SQL("s.{}::text AS twitch_clip_id").format(_col(src, "id")))
+            value = _twitch_id(src, "s")
+        elif name in src.display:
+            value = sql.SQL("s.{}").format(sql.Identifier(name))
         else:
-            cols.append(sql.SQL("NULL AS {}").format(sql.Identifier(name)))
-    return sql.SQL("SELECT {} FROM {} s WHERE s.{} = ANY(%s)").format(
+            value = sql.SQL("NULL")
+        cols.append(sql.SQL("{}::{}").format(value, sql.SQL(typ)))
+    body = sql.SQL("SELECT {} FROM {} s WHERE s.{} = ANY(ids)").format(
         sql.SQL(", ").join(cols), _table(src), _col(src, "id")
     )
-
-
-def _canonical() -> dict[str, str]:
-    from clipembed.source import FIELDS
-
-    return dict(FIELDS)
+    return sql.SQL(
+        """
+CREATE OR REPLACE FUNCTION {schema}.clip_rows(ids uuid[])
+RETURNS TABLE ({columns}) LANGUAGE sql STABLE AS $f$ {body} $f$
+"""
+    ).format(
+        schema=sql.Identifier(SCHEMA),
+        columns=sql.SQL(", ").join(
+            sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in types.items()
+        ),
+        body=body,
+    )
 
 
 def import_table(src: Source) -> sql.Composed:

@@ -1,0 +1,1 @@
+DROP FUNCTION IF EXISTS clip_rows(uuid[]);
