@@ -46,6 +46,14 @@ def tables(s: dict[str, Any]) -> Group:
             f"{s['index']['size_bytes'] / 1048576:.1f} MiB" if s["index"]["exists"] else "missing",
         ),
     ]
+    adopted = s.get("adopted")
+    if adopted:
+        rows.append(
+            (
+                f"{adopted['table']}: foreign / missing vectors",
+                f"{adopted['foreign_vectors']:,} / {adopted['mirror_missing']:,}",
+            )
+        )
     for name, value in rows:
         head.add_row(name, value)
     rates = Table(title="Throughput")

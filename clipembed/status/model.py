@@ -25,11 +25,16 @@ from clipembed import metrics, spaces
 from clipembed import settings as settings_mod
 from clipembed.batches import queries as batch_queries
 from clipembed.search import core
+from clipembed.source import adoption
 from clipembed.spaces import queries as space_queries
 from clipembed.spaces import registry
 from clipembed.status import queries
 
 WINDOWS = (1, 15, 60)  # minutes
+#: the adopted table's foreign/missing vectors are a join over every clip: counted at most this
+#: often per process (the console refreshes every few seconds)
+MIRROR_TTL = 30.0  # seconds
+_mirror_cache: dict[str, tuple[float, tuple[int, int]]] = {}
 HISTORY_BUCKET = 15  # minutes per chart point (96 points over 24 h)
 LAST_ERRORS = 10
 
@@ -102,6 +107,7 @@ async def collect(
                 for r in await cur.fetchall()
             ]
     leased, pending, retrying, max_attempts, oldest, dead = backlog_row or (0, 0, 0, 0, 0, 0)
+    adopted = await _adopted(pool)
     models = {
         name: {
             "embedded": embedded,
@@ -186,7 +192,31 @@ async def collect(
             "saving_usd": round(sum(float(r[5]) - float(r[4]) for r in batch_rows), 4),
         },
         "history": {"bucket_minutes": HISTORY_BUCKET, "points": points},
+        "adopted": adopted,
         "took_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
+async def _adopted(pool: AsyncConnectionPool) -> dict[str, Any] | None:
+    """The adopted table, and vectors in its embedding column that are not clipembed's
+    (*foreign*: another writer's) or that clipembed holds but the column lost (*missing*)."""
+    async with pool.connection() as conn:
+        src = await adoption.load(conn)
+        if src is None:
+            return None
+        key = src.mapping.qualified
+        cached = _mirror_cache.get(key)
+        if cached is not None and time.monotonic() - cached[0] < MIRROR_TTL:
+            foreign, missing = cached[1]
+        else:
+            foreign, missing = await adoption.mirror_state(conn, src)
+            _mirror_cache[key] = (time.monotonic(), (foreign, missing))
+    return {
+        "table": key,
+        "hidden_when": list(src.hidden),
+        "foreign_vectors": foreign,
+        "mirror_missing": missing,
+        "foreign_policy": src.mapping.foreign_vectors,
     }
 
 
@@ -242,4 +272,7 @@ def export(s: dict[str, Any]) -> None:
     for state, n in states.items():
         metrics.STATUS_WORKERS.labels(state).set(n)
     metrics.STATUS_INDEX_BYTES.set(s["index"]["size_bytes"])
+    if s.get("adopted"):
+        metrics.STATUS_CLIPS.labels("foreign").set(s["adopted"]["foreign_vectors"])
+        metrics.STATUS_CLIPS.labels("mirror_missing").set(s["adopted"]["mirror_missing"])
     metrics.STATUS_BATCH_WAITING.set(s["batches"]["clips_waiting"])

@@ -211,7 +211,16 @@ def test_adopt_clipper_database_and_leave_it_as_found(clipper, fake_openai):
     up = run("migrate", "up", env_over=no_key)
     assert up.returncode == 0, up.stderr
     assert "adopted public.clips" in up.stdout
-    for command in (("migrate", "status"), ("stats", "--json"), ("admin", "token", "list")):
+    for command in (
+        ("migrate", "status"),
+        ("stats", "--json"),
+        ("status", "--json"),
+        ("failed", "list"),
+        ("batches", "list"),
+        ("model", "list"),
+        ("admin", "token", "list"),
+        ("search", "gta", "--mode", "keyword"),
+    ):
         out = run(*command, env_over=no_key)
         assert out.returncode == 0, (command, out.stderr)
 
@@ -312,6 +321,9 @@ def test_adopt_clipper_database_and_leave_it_as_found(clipper, fake_openai):
         )
     stats = json.loads(run("stats", "--json").stdout)
     assert stats["adopted"]["foreign_vectors"] == 5 and stats["adopted"]["mirror_missing"] == 0
+    status = json.loads(run("status", "--json").stdout)
+    assert status["adopted"]["foreign_vectors"] == 5
+    assert status["adopted"]["hidden_when"] == ["is_removed", "is_hidden", "dmca_removed"]
     requests = fake_openai.stats()["requests"]
     out = run("backfill", "--json")
     assert out.returncode == 0, out.stderr
