@@ -247,6 +247,40 @@ def test_adopt_clipper_database_and_leave_it_as_found(clipper, fake_openai):
     assert fake_openai.stats()["embedded_more_than_once"] == 0
     assert clipper_search(url, words) == keyword_before  # the mirror writes changed no tsvector
 
+    # Clipper's own reads of clips.embedding run unchanged: its rerank and similar-clips queries
+    target = rows[6]
+    with psycopg.connect(url) as conn:
+        register_vector(conn)
+        candidates = [r[0] for r in conn.execute("SELECT id FROM clips LIMIT 200")]
+        title, broadcaster, creator, game, _, _ = mirror(url, target["twitch_clip_id"])
+        reranked = conn.execute(
+            "SELECT twitch_clip_id, embedding <=> %s AS distance FROM clips"
+            " WHERE id = ANY(%s) AND embedding IS NOT NULL AND is_removed = false"
+            " ORDER BY embedding <=> %s LIMIT 10",
+            (
+                expected(title, broadcaster, creator, game),
+                candidates,
+                expected(title, broadcaster, creator, game),
+            ),
+            prepare=True,
+        ).fetchall()
+        assert reranked[0][0] == target["twitch_clip_id"] and reranked[0][1] < 1e-5
+        similar = conn.execute(
+            "SELECT c.twitch_clip_id FROM clips c, (SELECT embedding FROM clips"
+            " WHERE twitch_clip_id = %s) seed WHERE c.is_removed = false AND c.is_hidden = false"
+            " AND c.embedding IS NOT NULL AND c.twitch_clip_id <> %s"
+            " ORDER BY c.embedding <=> seed.embedding LIMIT 5",
+            (target["twitch_clip_id"], target["twitch_clip_id"]),
+        ).fetchall()
+        assert len(similar) == 5
+        views = conn.execute(
+            "UPDATE clips SET view_count = view_count + 1 WHERE twitch_clip_id = %s"
+            " RETURNING view_count",
+            (target["twitch_clip_id"],),
+            prepare=True,
+        ).fetchone()
+        assert views[0] == (target.get("view_count") or 0) + 1
+
     # hidden, DMCA-removed and removed clips are never returned, in any mode
     for hidden in rows[1:4]:
         for mode in ("keyword", "semantic", "hybrid"):
