@@ -1,5 +1,6 @@
 """Applying a finished batch: download its files, store each answered vector whose clip still
-has the submitted text, send failed lines to the worker queue, release the unanswered clips.
+has the submitted text, put failed lines on the queue with their reason (the run plans them
+into a later batch), release the unanswered clips, give back the queue rows it parked.
 
 Resumable: items already applied before a restart are skipped, and the batch is marked applied
 only at the end. The HNSW index is dropped and rebuilt around a batch that brings a large share
@@ -66,6 +67,7 @@ class BatchApplier:
         index: dict[str, int] = defaultdict(int)
         answered: list[tuple[dict[str, Any], Any]] = []
         failed: list[Any] = []
+        reasons: list[str] = []
         unanswered: list[Any] = []
         for it in items:
             cid = it["custom_id"]
@@ -77,6 +79,7 @@ class BatchApplier:
                 answered.append((it, parsed.vectors[cid][position]))
             elif cid in parsed.failures:
                 failed.append(it["clip_id"])
+                reasons.append(f"Batch API line failed: {parsed.failures[cid]}"[:500])
             else:
                 unanswered.append(it["clip_id"])
         rebuild = await self._drop_index_for(len(answered))
@@ -93,11 +96,14 @@ class BatchApplier:
                     self.rt.pool, "index_build", {"seconds": seconds, "by": "batch"}
                 )
         async with self.rt.pool.connection() as conn:
-            if failed:  # the worker's retry table (and dead letters) take these over
+            if failed:  # on the queue with their reason: a later batch of this run takes them
                 await queue_mod.enqueue(conn, failed)
+                await conn.execute(queries.FAILED_REASONS, (failed, reasons))
                 await conn.execute(queries.SET_ITEMS, ("failed", batch_id, failed))
                 await conn.commit()
             await conn.execute(queries.RELEASE_WAITING, (batch_id,))  # unanswered: re-planned
+            # the rows this batch parked go back to the queue (any other space is a worker's)
+            await conn.execute(queries.UNPARK, (batch_id,))
             await conn.execute(queries.SET_APPLIED, (batch_id,))
         self.summary.failed_lines += len(failed)
         self.summary.released += len(unanswered)

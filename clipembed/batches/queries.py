@@ -21,13 +21,74 @@ WHERE NOT EXISTS (
 )
 """
 
+#: A batch's id, drawn before its row is written: the queue rows it parks carry it.
+NEXT_BATCH_ID = "SELECT nextval(pg_get_serial_sequence('embedding_batches', 'id'))"
 CREATE_BATCH = """
-INSERT INTO embedding_batches (model, dimensions, requests, clips, tokens, cost_usd, sync_cost_usd,
-                               space_id)
-VALUES (%(model)s, %(dimensions)s, %(requests)s, %(clips)s, %(tokens)s, %(cost)s, %(sync_cost)s,
-        %(space)s)
+INSERT INTO embedding_batches (id, model, dimensions, requests, clips, tokens, cost_usd,
+                               sync_cost_usd, space_id)
+VALUES (%(id)s, %(model)s, %(dimensions)s, %(requests)s, %(clips)s, %(tokens)s, %(cost)s,
+        %(sync_cost)s, %(space)s)
 RETURNING id
 """
+
+#: The batch takes the queued clips no worker holds (issue 19): their queue rows are parked for
+#: it, in the transaction that records its items. SKIP LOCKED: a row a worker is claiming right
+#: now stays the worker's (%(batch)s, %(ids)s).
+PARK = """
+UPDATE embedding_queue q SET in_batch = %(batch)s
+WHERE q.clip_id IN (
+    SELECT clip_id FROM embedding_queue
+    WHERE clip_id = ANY(%(ids)s::uuid[]) AND in_batch IS NULL
+      AND (leased_until IS NULL OR leased_until < now())
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING q.clip_id
+"""
+#: Of these clips, those on the queue but not parked for this batch: a worker holds them (a
+#: lease, or a claim in flight), or another batch parked them (%(batch)s, %(ids)s).
+NOT_OURS = """
+SELECT clip_id FROM embedding_queue
+WHERE clip_id = ANY(%(ids)s::uuid[]) AND in_batch IS DISTINCT FROM %(batch)s
+"""
+#: Of these clips, those a worker holds (a live lease) or another batch parked (``%s``: ids).
+HELD = """
+SELECT clip_id FROM embedding_queue
+WHERE clip_id = ANY(%s::uuid[]) AND (leased_until >= now() OR in_batch IS NOT NULL)
+"""
+#: The batch is applied (or given up): its parked rows go back to the workers' queue.
+UNPARK = """
+UPDATE embedding_queue SET in_batch = NULL, next_attempt_at = now() WHERE in_batch = %s
+"""
+#: Failed lines wait on the queue with their reason (a later batch, or the worker, takes them).
+FAILED_REASONS = """
+UPDATE embedding_queue q SET last_error = f.reason
+FROM unnest(%s::uuid[], %s::text[]) AS f (id, reason)
+WHERE q.clip_id = f.id
+"""
+#: Of these (clip, content hash) pairs, those whose text already failed in %s batches of the
+#: space: a further batch would most likely fail them again.
+FAILED_BATCHES = """
+SELECT i.clip_id FROM unnest(%s::uuid[], %s::bytea[]) AS t (id, h)
+JOIN embedding_batch_items i ON i.clip_id = t.id AND i.content_hash = t.h
+JOIN embedding_batches b ON b.id = i.batch_id
+WHERE i.state = 'failed' AND b.space_id = %s
+GROUP BY i.clip_id HAVING count(*) >= %s
+"""
+#: Clips that gave up: to the dead letters with their reason (the queue row, if any, goes).
+DEAD_LETTER = """
+WITH gone AS (
+    DELETE FROM embedding_queue q WHERE q.clip_id = ANY(%(ids)s::uuid[])
+    RETURNING q.clip_id, q.attempts, q.enqueued_at
+)
+INSERT INTO embedding_dead_letters (clip_id, attempts, last_error, enqueued_at)
+SELECT f.id, coalesce(g.attempts, 0), f.reason, coalesce(g.enqueued_at, now())
+FROM unnest(%(ids)s::uuid[], %(reasons)s::text[]) AS f (id, reason)
+LEFT JOIN gone g ON g.clip_id = f.id
+ON CONFLICT (clip_id) DO UPDATE
+    SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()
+"""
+#: What each clip's queue row says went wrong (%s: ids).
+LAST_ERRORS = "SELECT clip_id, last_error FROM embedding_queue WHERE clip_id = ANY(%s::uuid[])"
 ADD_ITEMS = """
 INSERT INTO embedding_batch_items (batch_id, clip_id, custom_id, position, content_hash, tokens)
 VALUES (%s, %s, %s, %s, %s, %s)
@@ -96,8 +157,6 @@ SELECT count(*) FROM embedding_batch_items i JOIN embedding_batches b ON b.id = 
 WHERE i.state = 'waiting' AND b.state <> 'applied'
 """
 
-#: Of these clip ids, those on the real-time queue (a worker owns them).
-QUEUED = "SELECT clip_id FROM embedding_queue WHERE clip_id = ANY(%s::uuid[])"
 BATCH_FILE = "SELECT state, input_file_id FROM embedding_batches WHERE id = %s"
 PROVIDER_ID = "SELECT provider_batch_id FROM embedding_batches WHERE id = %s"
 CLIPS_OF = "SELECT count(*) FROM embedding_batch_items WHERE batch_id = %s"

@@ -19,6 +19,13 @@ class BatchSummary:
     sync_cost_usd: float = 0.0
     open_batches: int = 0
     index_rebuild_seconds: float = 0.0
+    #: clips left to a worker that holds them, or to another open batch
+    skipped_held: int = 0
+    #: texts that failed in MAX_BATCH_ATTEMPTS batches, embedded synchronously at the end
+    sync_inputs: int = 0
+    sync_embedded: int = 0
+    #: clips given up with their reason (`clipembed failed list`)
+    dead_lettered: int = 0
     interrupted: bool = False
     duration: float = 0.0
 
@@ -36,7 +43,11 @@ class BatchSummary:
             "Batch backfill " + ("interrupted" if self.interrupted else "done"),
             f"  Batches submitted: {self.batches_submitted} ({self.clips_submitted} clips)",
             f"  Applied:           {self.applied}",
-            f"  Failed lines:      {self.failed_lines} (back on the worker queue)",
+            f"  Failed lines:      {self.failed_lines} (planned again by this run)",
+            f"  Synchronous:       {self.sync_embedded} of {self.sync_inputs} texts that failed"
+            " in two batches",
+            f"  Dead-lettered:     {self.dead_lettered} (`clipembed failed list` says why)",
+            f"  Skipped:           {self.skipped_held} (a worker holds them, or another batch)",
             f"  Re-planned:        {self.released}",
             f"  Edited meanwhile:  {self.superseded}",
             f"  Still open:        {self.open_batches}",

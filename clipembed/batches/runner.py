@@ -14,13 +14,19 @@ during download         ``completed``: downloaded again (the provider keeps the 
 during apply            items already applied are skipped; the rest are applied
 ======================  ===========================================================
 
-A clip is in at most one open batch (planning skips clips waiting in one, and clips on the
-real-time queue, which a worker owns). Results are stored only if the clip's text still hashes
-to what was submitted; an edit made during the window sends the clip back to the normal path
-(its trigger queued it). Lines that fail go to the worker queue, whose retry table and dead
-letters apply; the unanswered clips of an expired, failed or cancelled batch are released and
-planned into a later batch. The enqueued-token limit is never exceeded: a batch is submitted
-only when its tokens fit next to those of the batches still at the provider.
+A clip is in at most one open batch (planning skips clips waiting in one). Clips waiting on the
+real-time queue are taken too unless a worker holds them (a lease, or a claim in flight): their
+queue rows are *parked* for the batch in the transaction that records its items, so a worker
+started meanwhile never embeds them, and given back when the batch is applied (issue 19).
+Results are stored only if the clip's text still hashes to what was submitted; an edit made
+during the window un-parks the clip (its trigger) and the worker embeds the new text.
+
+A backfill finishes its own job: lines that fail wait on the queue with their reason and are
+planned into a later batch by the same run; a text that failed in fallback.MAX_BATCH_ATTEMPTS batches is
+embedded synchronously at the end of the run (``sync_fallback``, at most the failed lines), or
+dead-lettered with its reason. The unanswered clips of an expired, failed or cancelled batch are
+released and planned into a later batch. The enqueued-token limit is never exceeded: a batch is
+submitted only when its tokens fit next to those of the batches still at the provider.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from clipembed import batching, clips, errors
-from clipembed.batches import files, queries
+from clipembed.batches import fallback, files, queries
 from clipembed.batches.apply import BatchApplier
 from clipembed.batches.report import BatchSummary
 from clipembed.jobs import pipeline
@@ -48,7 +54,13 @@ logger = logging.getLogger(__name__)
 
 
 class BatchBackfill:
-    def __init__(self, runtime: Runtime, *, client: BatchClient | None = None) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        client: BatchClient | None = None,
+        sync_fallback: bool = True,
+    ) -> None:
         svc = runtime.require_service()
         if not isinstance(svc.provider, OpenAIProvider):
             raise errors.ConfigurationError(
@@ -62,6 +74,11 @@ class BatchBackfill:
         self.cfg = svc.settings  # the space's model: its prices
         self.summary = BatchSummary()
         self.applier = BatchApplier(runtime, svc, self.client, self.summary)
+        self.sync_fallback = sync_fallback
+        #: clips skipped because a worker holds them or another batch parked them
+        self._held: set[Any] = set()
+        #: clips whose text failed in fallback.MAX_BATCH_ATTEMPTS batches: the end of the run takes them
+        self._gave_up: dict[Any, pipeline.Pending] = {}
 
     # ------------------------------------------------------------------ the loop
     async def run(
@@ -72,7 +89,10 @@ class BatchBackfill:
         remaining = limit
         exhausted = False
         while not stop.is_set():
+            returned = self.summary.failed_lines + self.summary.released
             await self.advance_open()
+            if self.summary.failed_lines + self.summary.released > returned:
+                exhausted = False  # failed or unanswered lines are this run's to plan again
             if not exhausted:
                 planned = await self.plan_and_submit(remaining)
                 if remaining is not None:
@@ -86,7 +106,10 @@ class BatchBackfill:
                 break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.cfg.embedding_batch_poll_seconds)
+        if not stop.is_set() and exhausted and self._gave_up:
+            await fallback.finish(self, list(self._gave_up.values()))
         self.summary.interrupted = stop.is_set()
+        self.summary.skipped_held = len(self._held)
         self.summary.open_batches = len(await self._open())
         self.summary.duration = time.monotonic() - started
         return self.summary
@@ -125,21 +148,41 @@ class BatchBackfill:
         return planned_total
 
     async def _candidates(self, want: int) -> list[pipeline.Pending]:
-        """Clips needing embedding that no open batch and no worker holds, up to ``want``."""
+        """Clips needing embedding that no open batch and no worker holds, up to ``want``.
+
+        Queued clips count: the queue only says the clip needs embedding. A text that already
+        failed in fallback.MAX_BATCH_ATTEMPTS batches is kept aside for the end of the run."""
         found: list[pipeline.Pending] = []
         page: list[pipeline.Pending] = []
 
         async def flush() -> None:
             if not page:
                 return
+            ids = [p.id for p in page]
             async with self.rt.pool.connection() as conn:
-                cur = await conn.execute(
-                    queries.NOT_IN_A_BATCH, ([p.id for p in page], self.space.id)
-                )
+                cur = await conn.execute(queries.NOT_IN_A_BATCH, (ids, self.space.id))
                 free = {r[0] for r in await cur.fetchall()}
-                cur = await conn.execute(queries.QUEUED, ([p.id for p in page],))
-                queued = {r[0] for r in await cur.fetchall()}
-            found.extend(p for p in page if p.id in free and p.id not in queued)
+                cur = await conn.execute(queries.HELD, (ids,))
+                held = {r[0] for r in await cur.fetchall()}
+                cur = await conn.execute(
+                    queries.FAILED_BATCHES,
+                    (
+                        ids,
+                        [p.content_hash for p in page],
+                        self.space.id,
+                        fallback.MAX_BATCH_ATTEMPTS,
+                    ),
+                )
+                gave_up = {r[0] for r in await cur.fetchall()}
+            for p in page:
+                if p.id not in free:
+                    continue
+                if p.id in held:
+                    self._held.add(p.id)
+                elif p.id in gave_up:
+                    self._gave_up[p.id] = p
+                else:
+                    found.append(p)
             page.clear()
 
         async for item in pipeline.scan(
@@ -168,16 +211,33 @@ class BatchBackfill:
         items, counts = items[:keep], counts[:keep]
         if not items:
             return None, 0
-        plan = batching.plan_batches(
-            counts,
-            max_inputs=self.provider.max_inputs_per_request,
-            max_tokens=self.provider.max_tokens_per_request,
-        )
         price = self.cfg.price_per_million_tokens
         async with self.rt.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(
+            cur = await conn.execute(queries.NEXT_BATCH_ID)
+            row = await cur.fetchone()
+            assert row is not None
+            batch_id = int(row[0])
+            # queued clips no worker holds are parked for this batch; the others stay theirs
+            ids = [p.id for p in items]
+            await conn.execute(queries.PARK, {"batch": batch_id, "ids": ids})
+            cur = await conn.execute(queries.NOT_OURS, {"batch": batch_id, "ids": ids})
+            theirs = {r[0] for r in await cur.fetchall()}
+            if theirs:
+                self._held.update(theirs)
+                kept = [(p, n) for p, n in zip(items, counts, strict=True) if p.id not in theirs]
+                items, counts = [p for p, _ in kept], [n for _, n in kept]
+                total = sum(counts)
+            if not items:
+                return None, 0
+            plan = batching.plan_batches(
+                counts,
+                max_inputs=self.provider.max_inputs_per_request,
+                max_tokens=self.provider.max_tokens_per_request,
+            )
+            await conn.execute(
                 queries.CREATE_BATCH,
                 {
+                    "id": batch_id,
                     "model": self.svc.model,
                     "dimensions": self.svc.dimensions,
                     "requests": len(plan),
@@ -188,9 +248,6 @@ class BatchBackfill:
                     "space": self.space.id,
                 },
             )
-            row = await cur.fetchone()
-            assert row is not None
-            batch_id = int(row[0])
             rows = []
             for r, request in enumerate(plan):
                 cid = files.custom_id(batch_id, r)
@@ -303,6 +360,7 @@ class BatchBackfill:
 
     async def _finish(self, batch_id: int) -> None:
         async with self.rt.pool.connection() as conn:
+            await conn.execute(queries.UNPARK, (batch_id,))
             await conn.execute(queries.SET_APPLIED, (batch_id,))
 
     # ------------------------------------------------------------------ operator actions
@@ -316,6 +374,7 @@ class BatchBackfill:
         if state in ("planned", "uploaded"):  # never reached the provider: release its clips
             async with self.rt.pool.connection() as conn:
                 await conn.execute(queries.RELEASE_WAITING, (batch_id,))
+                await conn.execute(queries.UNPARK, (batch_id,))
                 await conn.execute(queries.SET_APPLIED, (batch_id,))
             return "released before submission"
         if state == "applied" or state in queries.FINISHED:

@@ -59,6 +59,12 @@ def register(app: typer.Typer) -> None:
         space: str | None = typer.Option(
             None, "--space", help="The embedding space to fill (default: the active one)."
         ),
+        sync_fallback: bool = typer.Option(
+            True,
+            "--sync-fallback/--no-sync-fallback",
+            help="--via batch: embed texts that failed in two batches synchronously at the end"
+            " (at the sync price), or dead-letter them with their reason.",
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
         debug: bool = common.DebugOption,
     ) -> None:
@@ -84,6 +90,7 @@ def register(app: typer.Typer) -> None:
                 via=via,
                 wait=wait,
                 as_json=as_json,
+                sync_fallback=sync_fallback,
             )
 
         raise typer.Exit(common.run(main, debug=debug))
@@ -100,6 +107,7 @@ async def execute(
     via: str = "sync",
     wait: bool = True,
     as_json: bool = False,
+    sync_fallback: bool = True,
 ) -> int:
     """One backfill of a space (``clipembed backfill`` and ``clipembed model backfill``)."""
     stop = asyncio.Event()
@@ -108,7 +116,9 @@ async def execute(
     async with runtime.open_runtime(cfg, space=space) as rt:
         chosen = await backfill_mod.choose_via(rt, via, force=force)
         if chosen == "batch" and not dry_run:
-            batch_summary = await BatchBackfill(rt).run(limit=limit, wait=wait, stop=stop)
+            batch_summary = await BatchBackfill(rt, sync_fallback=sync_fallback).run(
+                limit=limit, wait=wait, stop=stop
+            )
             restored = await backfill_mod.restore_mirror(rt)
             if restored and not as_json:
                 common.stdout.print(_restored_line(restored, dry_run=False))

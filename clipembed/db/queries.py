@@ -80,6 +80,12 @@ def backfill_count(table: str) -> sql.Composed:
     ).format(table=sql.Identifier(table))
 
 
+#: Clips of a space waiting in its open Batch API batches (a backfill leaves them to the batch).
+WAITING_IN_BATCHES = """
+SELECT count(*) FROM embedding_batch_items i JOIN embedding_batches b ON b.id = i.batch_id
+WHERE i.state = 'waiting' AND b.state <> 'applied' AND b.space_id = %s
+"""
+
 #: Whether a Batch API batch of a space is still open (``--via auto`` then resumes it).
 OPEN_BATCH_EXISTS = (
     "SELECT EXISTS (SELECT 1 FROM embedding_batches WHERE state <> 'applied' AND space_id = %s)"

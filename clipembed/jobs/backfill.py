@@ -125,6 +125,8 @@ async def run(
     async with pool.connection() as conn:
         cur = await conn.execute(queries.backfill_count(space.table_name))
         live, missing = await cur.fetchone() or (0, 0)
+        cur = await conn.execute(queries.WAITING_IN_BATCHES, (space.id,))
+        summary.in_open_batch = int((await cur.fetchone() or (0,))[0])
     expected = live if force else missing  # a lower bound for the progress bar (stale ones add)
     if limit is not None:
         expected = min(expected, limit)

@@ -355,6 +355,7 @@ async def queue_stats(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
     return {
         "pending": int(row.get("pending", 0)),
         "leased": int(row.get("leased", 0)),
+        "in_batch": int(row.get("in_batch", 0)),
         "oldest_pending_seconds": float(row.get("oldest_pending_seconds", 0.0)),
         "dead_letters": int(row.get("dead_letters", 0)),
     }

@@ -15,6 +15,7 @@ CLAIM = """
 WITH candidates AS (
     SELECT clip_id, claims, next_attempt_at, enqueued_at FROM embedding_queue
     WHERE next_attempt_at <= now() AND (leased_until IS NULL OR leased_until < now())
+      AND in_batch IS NULL  -- parked: a Batch API batch embeds this text (migration 0011)
     ORDER BY next_attempt_at, enqueued_at
     FOR UPDATE SKIP LOCKED
     LIMIT %(limit)s
@@ -170,10 +171,13 @@ ON CONFLICT (clip_id) DO NOTHING
 
 STATS = """
 SELECT
-    count(*) FILTER (WHERE leased_until IS NULL OR leased_until < now()) AS pending,
+    count(*) FILTER (WHERE (leased_until IS NULL OR leased_until < now()) AND in_batch IS NULL)
+        AS pending,
     count(*) FILTER (WHERE leased_until >= now()) AS leased,
+    count(*) FILTER (WHERE in_batch IS NOT NULL) AS in_batch,
     coalesce(extract(epoch FROM now() - min(enqueued_at)
-        FILTER (WHERE leased_until IS NULL OR leased_until < now())), 0)::float AS oldest_pending_seconds,
+        FILTER (WHERE (leased_until IS NULL OR leased_until < now()) AND in_batch IS NULL)), 0)::float
+        AS oldest_pending_seconds,
     (SELECT count(*) FROM embedding_dead_letters) AS dead_letters
 FROM embedding_queue
 """

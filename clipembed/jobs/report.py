@@ -34,6 +34,8 @@ class Summary:
     #: adopted table: vectors copied back into its embedding column (no provider call), or
     #: with --dry-run those that would be
     mirror_restored: int = 0
+    #: clips left to the open Batch API batches that hold them (`clipembed batches list`)
+    in_open_batch: int = 0
 
     @property
     def average_ms(self) -> float:
@@ -75,6 +77,7 @@ class Summary:
                 f"  Tokens:           {self.tokens}",
                 f"  Estimated cost:   ${self.estimated_cost_usd:.4f}",
                 f"  Estimated time:   {eta} at the configured rate limits",
+                *self._skip_lines(),
             ] + (
                 [
                     f"  Via Batch API:    ${self.batch_cost_usd:.4f} (half price, within 24 h;"
@@ -96,7 +99,19 @@ class Summary:
             f"  Tokens:           {self.tokens}",
             f"  Cache hit rate:   {self.cache_hit_rate:.1%}",
             f"  Estimated cost:   ${self.estimated_cost_usd:.4f}",
+            *self._skip_lines(),
         ]
+
+    def _skip_lines(self) -> list[str]:
+        """Why clips were left alone, where it is not obvious (the summary says each reason)."""
+        out = []
+        if self.superseded:
+            out.append(f"  Edited meanwhile: {self.superseded} (the worker embeds the new text)")
+        if self.in_open_batch:
+            out.append(
+                f"  In open batches:  {self.in_open_batch} (left to them: `clipembed batches list`)"
+            )
+        return out
 
 
 def duration(seconds: float) -> str:

@@ -16,12 +16,13 @@ STALE = "SELECT count(*) FROM embedding_queue WHERE had_vector"
 BACKLOG = """
 SELECT count(*) FILTER (WHERE leased_until >= now()) AS leased,
        count(*) FILTER (WHERE (leased_until IS NULL OR leased_until < now())
-                          AND last_error IS NULL) AS pending,
+                          AND last_error IS NULL AND in_batch IS NULL) AS pending,
        count(*) FILTER (WHERE (leased_until IS NULL OR leased_until < now())
                           AND last_error IS NOT NULL) AS retrying,
        coalesce(max(attempts) FILTER (WHERE last_error IS NOT NULL), 0) AS max_attempts,
        coalesce(extract(epoch FROM now() - min(enqueued_at)
-                FILTER (WHERE leased_until IS NULL OR leased_until < now())), 0) AS oldest_seconds,
+                FILTER (WHERE (leased_until IS NULL OR leased_until < now())
+                        AND in_batch IS NULL)), 0) AS oldest_seconds,
        (SELECT count(*) FROM embedding_dead_letters) AS dead
 FROM embedding_queue
 """

@@ -86,7 +86,7 @@ async def test_a_complete_batch_backfill_at_half_price_with_no_sync_requests(
     )
 
 
-async def test_failing_lines_go_to_the_worker_queue_and_an_edit_is_never_overwritten(
+async def test_failed_lines_are_planned_again_by_the_same_run_and_an_edit_is_never_overwritten(
     db, openai_settings, fake_openai
 ):
     fake_openai.control(batch_mode="manual", batch_fail_lines=["b1-r2"])
@@ -107,21 +107,23 @@ async def test_failing_lines_go_to_the_worker_queue_and_an_edit_is_never_overwri
             (edited_id,),
         )
         fake_openai.control(batch_complete=provider_id)
+        fake_openai.control(batch_mode="instant")  # the run's second batch completes at once
+        requests = fake_openai.stats()["requests"]
         summary = await runner.run()
-    assert summary.failed_lines == 7  # one request line of 7 inputs failed
+    assert summary.failed_lines == 7  # one request line of 7 inputs failed in the first batch
     assert summary.superseded == 1
-    queued = {
-        r[0]
-        for r in sql(
-            db, "SELECT c.twitch_clip_id FROM embedding_queue q JOIN clips c ON c.id = q.clip_id"
-        )
-    }
-    assert edited_id in queued and len(queued) == 8  # 7 failed + the edited one (its trigger)
-    for row in rows(db):
-        if row[5] is not None:
-            assert_correct(row)  # whatever was stored is the vector of the current text
+    stats = fake_openai.stats()
+    assert stats["batches_created"] == 2  # the 7 failed texts went into a second batch...
+    items = sql(db, "SELECT count(*) FROM embedding_batch_items WHERE batch_id = 2")
+    assert items == [(8,)]  # ...with the edited clip's new text
+    assert stats["requests"] == requests and summary.sync_inputs == 0
+    assert summary.dead_lettered == 0
+    assert sql(db, "SELECT count(*) FROM embedding_queue") == [(0,)]
     edited = [r for r in rows(db) if r[1] == "edited in the window"]
-    assert edited[0][5] is None
+    assert len(edited) == 1
+    for row in rows(db):
+        assert_correct(row)  # the edited clip holds its new text's vector, never the old one
+    assert stats["embedded_more_than_once"] == 0
 
 
 async def test_an_expired_batch_keeps_finished_lines_and_re_plans_the_rest(
