@@ -4,12 +4,14 @@ A search waiting behind a backfill's batch (for the concurrency semaphore, for a
 the batch holds, through three 30-second retries) is an outage for its user. So query texts do
 not go through :meth:`EmbeddingService.embed`:
 
-- **coalescing**: queries arriving within ``SEARCH_COALESCE_MS`` of each other (or until
-  ``max_batch`` wait) go out as one provider request, or one local encode: 64 concurrent
-  searches cost a few batched encodes, not 64 single ones. Identical texts share one future;
-- **their own budget**: a limiter holding ``EMBEDDING_QUERY_RESERVE`` of the provider's RPM and
-  TPM under its own key; bulk work runs on the rest (its limiter's ``share``), so it can never
-  take the queries' part, and a query never queues behind a bulk budget;
+- **coalescing**: queries arriving within ``SEARCH_COALESCE_MS`` of each other go out as one
+  provider request, or one local encode. One request at a time waits for the rate budget, and
+  every query arriving meanwhile joins it (up to what the provider accepts in one request), so
+  the budget's pace sets the batch size, not a queue of small requests the lane made itself.
+  Identical texts share one future;
+- **priority, not partition** (issue 18): one budget for the provider; the lane's limiter is a
+  ``query`` limiter, the service's a ``bulk`` one, so bulk work (backfills, workers) yields
+  whenever a query waits, and uses the whole budget when none does;
 - **one attempt within a deadline** (``SEARCH_EMBED_TIMEOUT_MS``): a miss, a 429, a 5xx or a
   hang raises :class:`~clipembed.errors.QueryEmbeddingUnavailable` with a message safe to show
   anyone; the search degrades to its keyword branch. A request still in flight when a caller
@@ -36,7 +38,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH = 64  # queries per request; one local encode of 64 short texts is ~0.2 s on 2 cores
+MAX_BATCH = 64  # queries per local encode: 64 short texts take ~0.2 s on 2 cores
+MAX_QUERY_TOKENS = 512  # a query is at most 500 characters: never more tokens than that
 
 
 class QueryEmbedder:
@@ -53,14 +56,26 @@ class QueryEmbedder:
         self.limiter = limiter
         self.timeout = timeout_seconds
         self.coalesce = coalesce_seconds
-        self.max_batch = max(1, min(max_batch, service.provider.max_inputs_per_request))
+        provider = service.provider
+        remote = getattr(provider, "parallel_requests", True)
+        # a remote provider takes as many queries per request as it accepts (inputs and tokens);
+        # a local model encodes at most MAX_BATCH at a time (its latency grows with the batch)
+        accepted = min(
+            provider.max_inputs_per_request,
+            max(1, provider.max_tokens_per_request // MAX_QUERY_TOKENS),
+        )
+        self.max_batch = max(
+            1, accepted if remote and max_batch == MAX_BATCH else min(max_batch, accepted)
+        )
         self._pending: dict[str, asyncio.Future[np.ndarray]] = {}
         self._flush_scheduled: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         # A local model encodes one batch at a time (it uses every core): while one is running,
         # queries accumulate into the next batch instead of queueing as many small ones.
-        self._max_in_flight = 8 if getattr(service.provider, "parallel_requests", True) else 1
+        self._max_in_flight = 8 if remote else 1
         self._in_flight = 0
+        #: a request is waiting for the rate budget: new queries join it rather than start one
+        self._acquiring = False
         self.requests = 0
         self.texts = 0
 
@@ -93,8 +108,8 @@ class QueryEmbedder:
 
     # --- coalescing ---------------------------------------------------------------------------
     def _schedule(self) -> None:
-        if self._in_flight >= self._max_in_flight:
-            return  # the request in flight flushes what gathered when it ends
+        if self._in_flight >= self._max_in_flight or self._acquiring:
+            return  # the request in flight (or waiting for its slot) takes what gathers
         if len(self._pending) >= self.max_batch:
             self._flush_now()
         elif self._flush_scheduled is None:
@@ -105,33 +120,64 @@ class QueryEmbedder:
         if self._flush_scheduled is not None:
             self._flush_scheduled.cancel()
             self._flush_scheduled = None
-        if not self._pending:
+        if not self._pending or self._acquiring:
             return
-        batch = dict(list(self._pending.items())[: self.max_batch])
-        for text in batch:
-            del self._pending[text]
         self._in_flight += 1
-        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._acquiring = True
+        task = asyncio.get_running_loop().create_task(self._send())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if self._pending:  # more than one batch's worth arrived at once
-            self._schedule()
 
-    async def _send(self, batch: dict[str, asyncio.Future[np.ndarray]]) -> None:
+    async def _send(self) -> None:
         try:
+            budget_error: errors.QueryEmbeddingUnavailable | None = None
+            try:
+                # The rate budget first; queries arriving meanwhile join this request. The
+                # tokens are those pending now (queries that join later are a few hundred
+                # tokens at most: a query is capped at 500 characters).
+                waiting = list(self._pending)[: self.max_batch]
+                _, counts = self.service.provider.prepare_batch(waiting)
+                async with asyncio.timeout(self.timeout):
+                    await self.limiter.acquire(sum(counts))
+            except TimeoutError:
+                budget_error = errors.QueryEmbeddingUnavailable(
+                    "the embedding provider's rate budget is exhausted"
+                )
+            finally:
+                self._acquiring = False
+            batch = dict(list(self._pending.items())[: self.max_batch])
+            for text in batch:
+                del self._pending[text]
+            if self._pending:
+                self._schedule()  # more than one request's worth: the next one waits its turn
+            if budget_error is not None:
+                logger.warning(
+                    "query embedding failed", extra={"queries": len(batch), "reason": "budget"}
+                )
+                self._fail(batch, budget_error)
+                return
             await self._send_batch(batch)
         finally:
             self._in_flight -= 1
             if self._pending and self._flush_scheduled is None:
                 self._flush_now()  # these waited for the request that just ended: go now
 
+    @staticmethod
+    def _fail(
+        batch: dict[str, asyncio.Future[np.ndarray]], failure: errors.QueryEmbeddingUnavailable
+    ) -> None:
+        for future in batch.values():
+            if not future.done():
+                future.set_exception(failure)
+            if not future.cancelled():
+                future.exception()  # retrieved: no "never retrieved" warning later
+
     async def _send_batch(self, batch: dict[str, asyncio.Future[np.ndarray]]) -> None:
         texts = list(batch)
         provider = self.service.provider
         try:
             async with asyncio.timeout(self.timeout):
-                sent, counts = provider.prepare_batch(texts)
-                await self.limiter.acquire(sum(counts))
+                sent, _ = provider.prepare_batch(texts)
                 self.requests += 1
                 self.texts += len(texts)
                 metrics.QUERY_EMBED_BATCH.observe(len(texts))
@@ -145,16 +191,14 @@ class QueryEmbedder:
                 "query embedding failed",
                 extra={"queries": len(texts), "reason": reason, "detail": str(exc)[:200]},
             )
-            failure = errors.QueryEmbeddingUnavailable(
-                "the embedding provider did not answer in time"
-                if reason == "timeout"
-                else "the embedding provider is unavailable"
+            self._fail(
+                batch,
+                errors.QueryEmbeddingUnavailable(
+                    "the embedding provider did not answer in time"
+                    if reason == "timeout"
+                    else "the embedding provider is unavailable"
+                ),
             )
-            for future in batch.values():
-                if not future.done():
-                    future.set_exception(failure)
-                if not future.cancelled():
-                    future.exception()  # retrieved: no "never retrieved" warning later
             return
         except BaseException as exc:  # cancelled at shutdown, or a bug: fail the waiters
             for future in batch.values():

@@ -23,6 +23,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+import uuid
 
 from clipembed.cache import RedisLink
 from clipembed.providers.base import RateLimitInfo
@@ -34,10 +35,18 @@ KEY_TTL_MS = 10 * 60 * 1000  # state expires once idle for ten minutes
 REQUEST_MARGIN = 1  # requests below the configured rpm (GCRA can add one per minute)
 TOKEN_SAFETY = 0.98  # fraction of the configured tpm actually used
 
+#: Search's queries go first (issue 18): a query that waits for the budget registers in a sorted
+#: set (KEYS[2], member -> expiry), and bulk work yields while any live query is registered. One
+#: budget for both, so bulk work uses all of it when no query waits, and a query takes the next
+#: free slot, whatever bulk work would have done with it.
+QUERY_WAIT_TTL_MS = 3_000  # a registration lives this long unless refreshed (a crashed waiter)
+BULK_YIELD_MS = 10  # how long bulk work waits before looking again while queries wait
+
 _SCRIPT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local key = KEYS[1]
+local waiting = KEYS[2]
 local op = ARGV[1]
 if op == 'block' then
   local until_ms = now + tonumber(ARGV[2])
@@ -46,9 +55,22 @@ if op == 'block' then
   redis.call('PEXPIRE', key, tonumber(ARGV[3]))
   return 0
 end
+if op == 'leave' then
+  redis.call('ZREM', waiting, ARGV[2])
+  return 0
+end
 local req_interval = tonumber(ARGV[2])
 local tok_interval = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
+local role = ARGV[6]
+local member = ARGV[7]
+if role == 'query' then
+  redis.call('ZADD', waiting, now + tonumber(ARGV[8]), member)
+  redis.call('PEXPIRE', waiting, tonumber(ARGV[8]))
+elseif role == 'bulk' then
+  redis.call('ZREMRANGEBYSCORE', waiting, '-inf', now)
+  if redis.call('ZCARD', waiting) > 0 then return tonumber(ARGV[9]) end
+end
 local st = redis.call('HMGET', key, 'req', 'tok', 'blocked')
 local req = tonumber(st[1] or '0') or 0
 local tok = tonumber(st[2] or '0') or 0
@@ -57,6 +79,7 @@ local wait = math.max(blocked - now, req - now, tok - now, 0)
 if wait > 0 then return math.ceil(wait) end
 redis.call('HSET', key, 'req', math.max(req, now) + req_interval, 'tok', math.max(tok, now) + cost * tok_interval)
 redis.call('PEXPIRE', key, tonumber(ARGV[5]))
+if role == 'query' then redis.call('ZREM', waiting, member) end
 return 0
 """
 
@@ -68,15 +91,41 @@ class GcraState:
     req: float = 0.0
     tok: float = 0.0
     blocked: float = 0.0
+    #: queries waiting for this budget (member -> expiry): bulk work yields to them
+    waiting: dict[str, float] = dataclasses.field(default_factory=dict)
 
-    def try_acquire(self, now: float, req_interval: float, tok_interval: float, cost: int) -> float:
-        """0 and reserve if allowed now; otherwise the milliseconds to wait (reserving nothing)."""
+    def try_acquire(
+        self,
+        now: float,
+        req_interval: float,
+        tok_interval: float,
+        cost: int,
+        *,
+        role: str = "any",
+        member: str = "",
+    ) -> float:
+        """0 and reserve if allowed now; otherwise the milliseconds to wait (reserving nothing).
+
+        ``role``: ``query`` registers as waiting (bulk work yields to it), ``bulk`` yields while
+        a live query waits, ``any`` neither."""
+        if role == "query":
+            self.waiting[member] = now + QUERY_WAIT_TTL_MS
+        elif role == "bulk":
+            for m in [m for m, expiry in self.waiting.items() if expiry <= now]:
+                del self.waiting[m]
+            if self.waiting:
+                return float(BULK_YIELD_MS)
         wait = max(self.blocked - now, self.req - now, self.tok - now, 0.0)
         if wait > 0:
             return wait
         self.req = max(self.req, now) + req_interval
         self.tok = max(self.tok, now) + cost * tok_interval
+        if role == "query":
+            self.waiting.pop(member, None)
         return 0.0
+
+    def leave(self, member: str) -> None:
+        self.waiting.pop(member, None)
 
     def block(self, now: float, ms: float) -> None:
         self.blocked = max(self.blocked, now + ms)
@@ -134,8 +183,12 @@ class RateLimiter:
         enabled: bool = True,
         reserve_requests: int = 1,
         share: float = 1.0,
+        role: str = "any",
+        state: GcraState | None = None,
     ) -> None:
         self.enabled = enabled  # a local model has no provider limits to respect
+        #: ``query`` goes first: ``bulk`` limiters on the same key yield while one waits
+        self.role = role
         #: the part of the provider's budget this limiter may use (bulk work leaves the query
         #: lane its reserve, EMBEDDING_QUERY_RESERVE); applied to configured and announced limits
         self.share = share
@@ -147,7 +200,9 @@ class RateLimiter:
         self.reserve_requests = reserve_requests  # requests that may be in flight at once
         self.link = link
         self.key = key
-        self._local = GcraState()
+        # without Redis, limiters given one ``state`` share one budget in this process (the
+        # bulk and query limiters of a service); with Redis the key shares it everywhere
+        self._local = state if state is not None else GcraState()
         self._script = link.client.register_script(_SCRIPT) if link is not None else None
         self.waited_seconds = 0.0
 
@@ -160,7 +215,11 @@ class RateLimiter:
     def _now_ms(self) -> float:
         return time.monotonic() * 1000
 
-    async def _try(self, cost: int) -> float:
+    @property
+    def waiting_key(self) -> str:
+        return f"{self.key}:queries-waiting"
+
+    async def _try(self, cost: int, member: str) -> float:
         if self.link is not None and self._script is not None:
             script = self._script
             args: list[str | float | int] = [
@@ -169,27 +228,62 @@ class RateLimiter:
                 self.tok_interval,
                 cost,
                 KEY_TTL_MS,
+                self.role,
+                member,
+                QUERY_WAIT_TTL_MS,
+                BULK_YIELD_MS,
             ]
 
             async def run(_: object) -> float:
-                return float(await script(keys=[self.key], args=args))
+                return float(await script(keys=[self.key, self.waiting_key], args=args))
 
             result = await self.link.call(run, -1.0)
             if result >= 0:
                 return result
-        return self._local.try_acquire(self._now_ms(), self.req_interval, self.tok_interval, cost)
+        return self._local.try_acquire(
+            self._now_ms(),
+            self.req_interval,
+            self.tok_interval,
+            cost,
+            role=self.role,
+            member=member,
+        )
 
     async def acquire(self, tokens: int) -> None:
-        """Wait until one request carrying ``tokens`` tokens may be sent, and reserve it."""
+        """Wait until one request carrying ``tokens`` tokens may be sent, and reserve it.
+
+        A ``query`` limiter is registered as waiting meanwhile (bulk work on the same budget
+        yields to it) and unregistered however the wait ends (reserved, timed out, cancelled).
+        """
         if not self.enabled:
             return
-        while True:
-            wait_ms = await self._try(tokens)
-            if wait_ms <= 0:
-                return
-            sleep = min(wait_ms / 1000, MAX_SLEEP)
-            self.waited_seconds += sleep
-            await asyncio.sleep(sleep)
+        member = uuid.uuid4().hex if self.role == "query" else ""
+        reserved = False
+        try:
+            while True:
+                wait_ms = await self._try(tokens, member)
+                if wait_ms <= 0:
+                    reserved = True
+                    return
+                sleep = min(wait_ms / 1000, MAX_SLEEP)
+                if self.role == "query":
+                    # stay registered: refresh before the registration expires
+                    sleep = min(sleep, QUERY_WAIT_TTL_MS / 2000)
+                self.waited_seconds += sleep
+                await asyncio.sleep(sleep)
+        finally:
+            if member and not reserved:
+                await self._leave(member)
+
+    async def _leave(self, member: str) -> None:
+        self._local.leave(member)
+        if self.link is not None and self._script is not None:
+            script = self._script
+
+            async def run(_: object) -> None:
+                await script(keys=[self.key, self.waiting_key], args=["leave", member])
+
+            await self.link.call(run, None)
 
     async def block(self, seconds: float) -> None:
         """Hold every process sharing this limit for ``seconds`` (a 429's retry-after)."""
@@ -201,7 +295,7 @@ class RateLimiter:
             script = self._script
 
             async def run(_: object) -> None:
-                await script(keys=[self.key], args=["block", ms, KEY_TTL_MS])
+                await script(keys=[self.key, self.waiting_key], args=["block", ms, KEY_TTL_MS])
 
             await self.link.call(run, None)
 

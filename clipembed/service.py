@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from clipembed import batching, clips, embedded, errors, metrics, providers, query_lane
+from clipembed import batching, clips, embedded, errors, metrics, providers, query_lane, ratelimit
 from clipembed.cache import EmbeddingCache, RedisLink
 from clipembed.providers import base
 from clipembed.ratelimit import RateLimiter
@@ -390,18 +390,23 @@ async def open_service(settings: Settings) -> EmbeddingService:
         else None
     )
     remote = provider.name != "local"
-    reserve = settings.embedding_query_reserve if remote else 0.0
+    # One budget, queries first (issue 18): bulk work may use all of it while no query waits,
+    # and yields to a waiting query. EMBEDDING_QUERY_RESERVE=0 turns the priority off.
+    priority = remote and settings.embedding_query_reserve > 0
+    key = f"{settings.redis_key_prefix}ratelimit:{provider.model}"
+    shared = ratelimit.GcraState()
     limiter = RateLimiter(
         requests_per_minute=settings.embedding_requests_per_minute,
         tokens_per_minute=settings.embedding_tokens_per_minute,
         link=link,
-        key=f"{settings.redis_key_prefix}ratelimit:{provider.model}",
+        key=key,
         enabled=remote,
         # Hold only when the provider's request budget is exhausted: our own pacing already
         # keeps it near zero at full speed, and holding earlier (at "fewer left than requests
         # in flight") cost 8% of throughput under a binding limit (docs/benchmarks.md).
         reserve_requests=1,
-        share=1.0 - reserve,  # the query lane's reserve is never taken by bulk work
+        role="bulk" if priority else "any",
+        state=shared,
     )
     service = EmbeddingService(provider, settings=settings, limiter=limiter, cache=cache, link=link)
     service.queries = query_lane.QueryEmbedder(
@@ -410,9 +415,10 @@ async def open_service(settings: Settings) -> EmbeddingService:
             requests_per_minute=settings.embedding_requests_per_minute,
             tokens_per_minute=settings.embedding_tokens_per_minute,
             link=link,
-            key=f"{settings.redis_key_prefix}ratelimit:{provider.model}:queries",
-            enabled=remote and reserve > 0,
-            share=max(reserve, 0.001),
+            key=key,
+            enabled=remote,
+            role="query" if priority else "any",
+            state=shared,
         ),
         timeout_seconds=settings.search_embed_timeout_ms / 1000,
         coalesce_seconds=settings.search_coalesce_ms / 1000,

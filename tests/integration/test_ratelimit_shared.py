@@ -58,3 +58,43 @@ def test_two_processes_never_exceed_one_shared_limit(fake_openai, redis_base_url
     assert times[-1] - times[0] >= (2 * per_process - 1) * 0.5 * 0.9
     # the 429 path was never needed: the limiter kept requests under the limit
     assert stats["by_status"] == {"200": 2 * per_process}
+
+
+async def test_through_redis_bulk_work_yields_to_a_waiting_query(redis_base_url, redis_prefix):
+    """The same priority through the Lua script: two limiters without a shared in-memory
+    state, as two processes would be."""
+    import asyncio
+
+    from clipembed.cache import RedisLink
+    from clipembed.ratelimit import RateLimiter
+    from tests.plugins.waiting import wait_for
+
+    link = RedisLink(redis_base_url)
+    try:
+        kw = {
+            "requests_per_minute": 600,
+            "tokens_per_minute": 10**9,
+            "link": link,
+            "key": f"{redis_prefix}ratelimit:m",
+        }
+        bulk, query = RateLimiter(role="bulk", **kw), RateLimiter(role="query", **kw)
+        order: list[str] = []
+        await bulk.acquire(1)
+
+        async def take(limiter: RateLimiter, name: str) -> None:
+            await limiter.acquire(1)
+            order.append(name)
+
+        bulk_task = asyncio.create_task(take(bulk, "bulk"))
+        await asyncio.sleep(0)
+        query_task = asyncio.create_task(take(query, "query"))
+        # the query is registered in Redis while it waits (what the bulk limiter reads)
+        registered = await wait_for(
+            lambda: link.client.zcard(query.waiting_key), timeout=5, what="the registration"
+        )
+        assert registered == 1 and order == []
+        await asyncio.gather(query_task, bulk_task)
+        assert order == ["query", "bulk"]
+        assert await link.client.zcard(query.waiting_key) == 0
+    finally:
+        await link.aclose()

@@ -101,14 +101,24 @@ async def test_concurrent_queries_are_coalesced_into_few_requests(openai_setting
         await svc.aclose()
 
 
-async def test_bulk_work_cannot_take_the_query_reserve(openai_settings):
+async def test_one_budget_with_queries_first(openai_settings):
+    """Priority, not partition (issue 18): bulk work and queries pace on the whole budget, under
+    one key, bulk work yielding to queries; EMBEDDING_QUERY_RESERVE=0 turns the priority off."""
     svc = await service.open_service(
         openai_settings(embedding_requests_per_minute=1000, embedding_query_reserve=0.2)
     )
     try:
-        assert svc.limiter.requests_per_minute == 800
-        assert svc.queries.limiter.requests_per_minute == 200
-        assert svc.limiter.key != svc.queries.limiter.key
+        assert svc.limiter.requests_per_minute == 1000
+        assert svc.queries.limiter.requests_per_minute == 1000
+        assert svc.limiter.key == svc.queries.limiter.key
+        assert (svc.limiter.role, svc.queries.limiter.role) == ("bulk", "query")
+    finally:
+        await svc.aclose()
+    svc = await service.open_service(
+        openai_settings(embedding_requests_per_minute=1000, embedding_query_reserve=0.0)
+    )
+    try:
+        assert (svc.limiter.role, svc.queries.limiter.role) == ("any", "any")
     finally:
         await svc.aclose()
 
