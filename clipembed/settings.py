@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     # `backfill --batch/--concurrency` default to these; a flag wins (and lifts the service caps)
     clipembed_backfill_batch_size: int = Field(default=50, ge=1, le=OPENAI_MAX_INPUTS_PER_REQUEST)
     clipembed_backfill_concurrency: int = Field(default=4, ge=1, le=64)
+    #: clips per second a backfill (sync, Batch API apply, model backfill) may write; 0: no cap.
+    #: On a machine that also serves search, a cap keeps cores for it (docs/operations.md)
+    clipembed_backfill_max_rate: float = Field(default=0.0, ge=0.0)
+    #: parallel workers of an HNSW index build (PostgreSQL's max_parallel_maintenance_workers):
+    #: 0 on a machine that also serves search, more on a dedicated one
+    clipembed_index_build_workers: int = Field(default=2, ge=0, le=64)
     embedding_scheduler_interval_minutes: float = Field(default=360, gt=0)
     embedding_scheduler_window_days: float = Field(default=7, gt=0)
     embedding_scheduler_limit: int = Field(default=100, ge=1)

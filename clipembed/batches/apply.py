@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from clipembed.batches import files, queries
 from clipembed.batches.report import BatchSummary
-from clipembed.jobs import index_policy, pipeline
+from clipembed.jobs import index_policy, pacing, pipeline
 from clipembed.jobs import queue as queue_mod
 from clipembed.providers.openai_batch import BatchClient, BatchInfo
 from clipembed.runtime import Runtime
@@ -83,13 +83,18 @@ class BatchApplier:
             else:
                 unanswered.append(it["clip_id"])
         rebuild = await self._drop_index_for(len(answered))
+        pacer = pacing.Pacer(self.cfg.clipembed_backfill_max_rate, burst=APPLY_CHUNK)
         try:
             for start in range(0, len(answered), APPLY_CHUNK):
-                await self._write(batch_id, answered[start : start + APPLY_CHUNK])
+                chunk = answered[start : start + APPLY_CHUNK]
+                await pacer.take(len(chunk))  # CLIPEMBED_BACKFILL_MAX_RATE leaves search room
+                await self._write(batch_id, chunk)
         finally:
             if rebuild:
                 t = time.monotonic()
-                await index_policy.rebuild_index(self.rt.pool, self.space)
+                await index_policy.rebuild_index(
+                    self.rt.pool, self.space, workers=self.cfg.clipembed_index_build_workers
+                )
                 seconds = round(time.monotonic() - t, 1)
                 self.summary.index_rebuild_seconds += seconds
                 await rollups.event(

@@ -59,6 +59,13 @@ def register(app: typer.Typer) -> None:
         space: str | None = typer.Option(
             None, "--space", help="The embedding space to fill (default: the active one)."
         ),
+        max_rate: float | None = typer.Option(
+            None,
+            "--max-rate",
+            min=0,
+            help="Clips per second at most (0: no cap), to leave a machine that also serves"
+            " search room. [default: CLIPEMBED_BACKFILL_MAX_RATE, 0]",
+        ),
         sync_fallback: bool = typer.Option(
             True,
             "--sync-fallback/--no-sync-fallback",
@@ -78,6 +85,8 @@ def register(app: typer.Typer) -> None:
         cfg = backfill_mod.effective_settings(
             common.load_settings(), batch_size=batch, concurrency=concurrency
         )
+        if max_rate is not None:
+            cfg = cfg.model_copy(update={"clipembed_backfill_max_rate": max_rate})
 
         async def main() -> int:
             return await execute(

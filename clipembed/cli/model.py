@@ -177,6 +177,12 @@ def register(app: typer.Typer) -> None:
             max=64,
             help="Batches in flight (lower it to leave CPU and connections to live search).",
         ),
+        max_rate: float | None = typer.Option(
+            None,
+            "--max-rate",
+            min=0,
+            help="Clips per second at most (0: no cap). [default: CLIPEMBED_BACKFILL_MAX_RATE]",
+        ),
         as_json: bool = typer.Option(False, "--json"),
         debug: bool = common.DebugOption,
     ) -> None:
@@ -184,6 +190,8 @@ def register(app: typer.Typer) -> None:
         cfg = backfill_mod.effective_settings(
             common.load_settings(), batch_size=batch, concurrency=concurrency
         )
+        if max_rate is not None:
+            cfg = cfg.model_copy(update={"clipembed_backfill_max_rate": max_rate})
         code = common.run(
             lambda: backfill_cli.execute(
                 cfg,

@@ -148,10 +148,14 @@ SELECT count(*) FROM written
 
 
 #: Memory for one-pass HNSW builds: the graph of 100,000 x 768-dim vectors needs ~350 MB.
-INDEX_BUILD_SETTINGS = (
-    "SET maintenance_work_mem = '1GB'",
-    "SET max_parallel_maintenance_workers = 2",
-)
+def index_build_settings(workers: int) -> tuple[sql.Composed, ...]:
+    """The session settings of an HNSW build: memory for one pass, ``workers`` parallel workers."""
+    return (
+        sql.SQL("SET maintenance_work_mem = '1GB'").format(),
+        sql.SQL("SET max_parallel_maintenance_workers = {}").format(sql.Literal(int(workers))),
+    )
+
+
 #: How many spaces there are (a backfill retires queue items only when it writes the only one).
 SPACE_COUNT = "SELECT count(*) FROM embedding_spaces"
 

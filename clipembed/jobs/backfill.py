@@ -29,7 +29,7 @@ import time
 from clipembed import settings as settings_mod
 from clipembed import spaces
 from clipembed.db import connection, queries
-from clipembed.jobs import estimate, index_policy, pipeline
+from clipembed.jobs import estimate, index_policy, pacing, pipeline
 from clipembed.jobs import progress as progress_mod
 from clipembed.jobs.report import Summary, exit_code
 from clipembed.runtime import Runtime
@@ -109,6 +109,7 @@ async def run(
     index: str = "auto",
     stop: asyncio.Event | None = None,
     progress: progress_mod.Progress | None = None,
+    max_rate: float | None = None,
 ) -> Summary:
     """Run one backfill of the runtime's space; returns its summary. ``stop`` ends it gracefully."""
     svc = runtime.require_service()
@@ -161,6 +162,8 @@ async def run(
 
     queue: asyncio.Queue[list[pipeline.Pending] | None] = asyncio.Queue(maxsize=concurrency * 2)
     counts = pipeline.ScanCounts()
+    rate = cfg.clipembed_backfill_max_rate if max_rate is None else max_rate
+    pacer = pacing.Pacer(rate, burst=batch_size)
 
     async def produce() -> None:
         batch: list[pipeline.Pending] = []
@@ -179,9 +182,11 @@ async def run(
             batch.append(item)
             taken += 1
             if len(batch) >= batch_size:
+                await pacer.take(len(batch))  # --max-rate: the pace leaves the machine room
                 await queue.put(batch)
                 batch = []
         if batch and not stop.is_set():
+            await pacer.take(len(batch))
             await queue.put(batch)
         for _ in range(concurrency):
             await queue.put(None)
@@ -215,7 +220,7 @@ async def run(
         if rebuild:
             t = time.monotonic()
             logger.info("building the HNSW index")
-            await index_policy.rebuild_index(pool, space)
+            await index_policy.rebuild_index(pool, space, workers=cfg.clipembed_index_build_workers)
             summary.index_rebuilt = True
             seconds = round(time.monotonic() - t, 1)
             logger.info("HNSW index built", extra={"seconds": seconds})
@@ -226,6 +231,7 @@ async def run(
             progress.stop()
 
     summary.total, summary.skipped = counts.total, counts.skipped
+    summary.paced_seconds = round(pacer.waited, 1)
     summary.interrupted = stop.is_set()
     summary.duration = time.monotonic() - started
     summary.fill_service_stats(before, svc.stats, cfg.price_per_million_tokens)

@@ -68,12 +68,13 @@ async def drop_index(pool: AsyncConnectionPool, space: Space) -> None:
         await conn.execute(space_queries.drop_index(space.index_name))
 
 
-async def rebuild_index(pool: AsyncConnectionPool, space: Space) -> None:
-    """Build a space's HNSW index with enough memory and parallel workers to do it in one pass."""
+async def rebuild_index(pool: AsyncConnectionPool, space: Space, *, workers: int = 2) -> None:
+    """Build a space's HNSW index with enough memory to do it in one pass, with ``workers``
+    parallel workers (CLIPEMBED_INDEX_BUILD_WORKERS: 0 leaves the cores to search)."""
     async with pool.connection() as conn:
         await conn.set_autocommit(True)
         try:
-            for setting in queries.INDEX_BUILD_SETTINGS:
+            for setting in queries.index_build_settings(workers):
                 # a server that refuses a setting still builds the index, only slower
                 with contextlib.suppress(psycopg.Error):
                     await conn.execute(setting)

@@ -36,6 +36,8 @@ class Summary:
     mirror_restored: int = 0
     #: clips left to the open Batch API batches that hold them (`clipembed batches list`)
     in_open_batch: int = 0
+    #: seconds the --max-rate pace held the backfill back
+    paced_seconds: float = 0.0
 
     @property
     def average_ms(self) -> float:
@@ -107,6 +109,8 @@ class Summary:
         out = []
         if self.superseded:
             out.append(f"  Edited meanwhile: {self.superseded} (the worker embeds the new text)")
+        if self.paced_seconds:
+            out.append(f"  Paced:            {duration(self.paced_seconds)} (--max-rate)")
         if self.in_open_batch:
             out.append(
                 f"  In open batches:  {self.in_open_batch} (left to them: `clipembed batches list`)"
