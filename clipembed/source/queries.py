@@ -227,12 +227,13 @@ def sync_function(src: Source) -> sql.Composed:
     watched.append(_col(src, "created_at"))
     if src.twitch_clip_id is not None:
         watched.append(sql.Identifier(src.twitch_clip_id))
-    unchanged = sql.SQL(" AND ").join(
-        [
-            sql.SQL("OLD.{c} IS NOT DISTINCT FROM NEW.{c}").format(c=c)
-            for c in [_col(src, "id"), *watched]
-        ]
-        + [sql.SQL("{} = {}").format(_hidden(src, "OLD"), _hidden(src, "NEW"))]
+    # one row comparison: plpgsql evaluates it as one expression, not one per column
+    columns = [_col(src, "id"), *watched]
+    unchanged = sql.SQL("({old}, {old_hidden}) IS NOT DISTINCT FROM ({new}, {new_hidden})").format(
+        old=sql.SQL(", ").join(sql.SQL("OLD.{}").format(c) for c in columns),
+        new=sql.SQL(", ").join(sql.SQL("NEW.{}").format(c) for c in columns),
+        old_hidden=_hidden(src, "OLD"),
+        new_hidden=_hidden(src, "NEW"),
     )
     return sql.SQL(
         """
