@@ -48,6 +48,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check clipembed tests bench
 	$(BIN)/ruff format --check clipembed tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 format: $(STAMP)
 	$(BIN)/ruff format clipembed tests bench
