@@ -1,4 +1,6 @@
-"""``make bench``: every benchmark in turn; results in bench/results/, summarised in docs/benchmarks.md."""
+"""``make bench``: the standard benchmarks in turn (the others, long or needing a quiet machine,
+are run one by one: ``python -m bench.<name>``, each listed in docs/benchmarks.md with its
+command); results in bench/results/, summarised in docs/benchmarks.md."""
 
 from __future__ import annotations
 

@@ -46,7 +46,6 @@ class Runtime:
     pool: AsyncConnectionPool
     dimensions: int
     service: EmbeddingService | None = None
-    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     #: the pool search reads from (short statement timeout); the jobs' pool when not opened
     search_pool: AsyncConnectionPool | None = None
     #: the embedding space this process's jobs write (the active one unless asked otherwise);

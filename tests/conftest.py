@@ -27,7 +27,6 @@ from clipembed.testing import servers
 
 pytest_plugins = [
     "tests.plugins.provider",
-    "tests.plugins.service",
     "tests.plugins.jobs",
     "tests.plugins.search",
     "tests.plugins.queue",

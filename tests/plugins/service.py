@@ -1,3 +1,0 @@
-"""Fixtures for the service area (owned by whoever builds it)."""
-
-from __future__ import annotations
