@@ -2,8 +2,13 @@
 
 One event per batch with counts and timings, e.g.
 ``logger.info("batch embedded", extra={"clips": 100, "ms": 52.1})`` prints
-``... batch embedded clips=100 ms=52.1``. Secrets never reach a log line: settings hold the key
-as ``SecretStr`` and nothing logs request headers.
+``... batch embedded clips=100 ms=52.1``; a value holding a space, a quote, an ``=`` or a
+control character is printed JSON-quoted, so no value can pass for another field.
+
+Secrets never reach a log line: settings hold the key as ``SecretStr``, nothing logs request
+headers, and both formats pass every finished line through :func:`clipembed.redaction.scrub`
+(secret URL parameters, URL passwords, API keys, admin tokens, Bearer credentials), whichever
+library wrote it.
 
 ``CLIPEMBED_LOG_FORMAT=json`` prints one JSON object per line instead (for Loki, Elasticsearch,
 CloudWatch...): ``time`` (ISO 8601, UTC), ``level``, ``logger``, ``message``, every ``extra=``
@@ -17,8 +22,11 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import sys
 from typing import Any
+
+from clipembed import redaction
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
 
@@ -30,8 +38,19 @@ class KeyValueFormatter(logging.Formatter):
         base = super().format(record)
         fields = _extra_fields(record)
         if fields:
-            base += " " + " ".join(f"{k}={v}" for k, v in fields.items())
-        return base
+            base += " " + " ".join(f"{k}={_field(v)}" for k, v in fields.items())
+        return redaction.scrub(base)
+
+
+_UNSAFE_IN_FIELD = re.compile(r'[\s"=\x00-\x1f\x7f]')
+
+
+def _field(value: Any) -> str:
+    """A field's value as printed: bare when it is one word, else JSON-quoted."""
+    text = _text(value)
+    return (
+        json.dumps(text, ensure_ascii=False) if not text or _UNSAFE_IN_FIELD.search(text) else text
+    )
 
 
 def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -79,11 +98,12 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             payload["stack"] = self.formatStack(record.stack_info)
         try:
-            return json.dumps(payload, ensure_ascii=False, allow_nan=False, default=_text)
+            line = json.dumps(payload, ensure_ascii=False, allow_nan=False, default=_text)
         except (TypeError, ValueError, RecursionError):
             # non-str keys, NaN, a cycle...: each offending value becomes its str()
             safe = {k: _jsonable(v) for k, v in payload.items()}
-            return json.dumps(safe, ensure_ascii=False, allow_nan=False, default=_text)
+            line = json.dumps(safe, ensure_ascii=False, allow_nan=False, default=_text)
+        return redaction.scrub(line)  # the mask holds no character JSON would escape
 
     @staticmethod
     def _message(record: logging.LogRecord) -> str:
