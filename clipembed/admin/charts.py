@@ -21,7 +21,9 @@ def nice_max(value: float) -> float:
     """The axis top: 1, 2 or 5 times a power of ten at or above ``value`` (1 for nothing)."""
     if value <= 0 or not math.isfinite(value):
         return 1.0
-    power = 10 ** math.floor(math.log10(value))
+    power = 10.0 ** math.floor(math.log10(value))
+    if power == 0:  # a subnormal value: 10 ** -324 underflows to 0
+        return 1.0
     for step in (1, 2, 5, 10):
         if value <= step * power:
             return float(step * power)
