@@ -44,6 +44,22 @@ QUERY_EMBED_BATCH = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64),
 )
 
+# --- the HTTP server's defences (docs/security.md) --------------------------------------------
+AUTH_FAILURES = Counter(
+    "clipembed_auth_failures_total",
+    "Failed sign-ins and wrong Bearer tokens, by kind (signin, bearer) and answer "
+    "(refused: 401, throttled: 429).",
+    ["kind", "answer"],
+)
+SEARCH_REFUSED = Counter(
+    "clipembed_search_refused_total",
+    "Searches refused with 429 by a per-client limit (requests per second, query embeddings).",
+    ["limit"],
+)
+BODY_TOO_LARGE = Counter(
+    "clipembed_http_body_too_large_total", "Requests refused with 413 (CLIPEMBED_MAX_BODY_BYTES)."
+)
+
 # --- the status model's figures, refreshed at each scrape of /metrics (status.model.export) ---
 STATUS_CLIPS = Gauge(
     "clipembed_status_clips", "Clips by state for the configured model.", ["state"]

@@ -10,10 +10,18 @@ before exiting with code 2.
 from __future__ import annotations
 
 import functools
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clipembed import errors, models
@@ -25,6 +33,8 @@ LOCAL_DEFAULT_MODEL = models.LOCAL_DEFAULT_MODEL
 OPENAI_MAX_INPUTS_PER_REQUEST = models.OPENAI_MAX_INPUTS_PER_REQUEST
 OPENAI_MAX_TOKENS_PER_REQUEST = models.OPENAI_MAX_TOKENS_PER_REQUEST
 OPENAI_MAX_TOKENS_PER_INPUT = models.OPENAI_MAX_TOKENS_PER_INPUT
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Settings(BaseSettings):
@@ -90,6 +100,22 @@ class Settings(BaseSettings):
     #: when set, /search and /clips/{id}/similar need `Authorization: Bearer <this>`
     clipembed_search_token: SecretStr | None = None
 
+    # --- the HTTP server's defences (docs/security.md) ----------------------------------------
+    #: the largest request body any route takes (bytes); a larger one is 413 before it is parsed.
+    #: At most 1 MiB: below Starlette's spooling threshold, so no body ever reaches the disk
+    clipembed_max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+    #: proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: IPs or CIDRs,
+    #: comma-separated. None by default: the peer's own address is the client
+    clipembed_trusted_proxies: str = Field(default="", max_length=4000)
+    #: failed sign-ins and wrong Bearer tokens per minute, per client address and in all
+    clipembed_auth_failures_per_minute: int = Field(default=5, ge=1, le=10_000)
+    clipembed_auth_failures_per_minute_global: int = Field(default=100, ge=1, le=1_000_000)
+    #: per-client limits of /search and /clips/{id}/similar (0: none): requests per second
+    #: (``burst`` at once), and queries per minute that need a new embedding (not cached)
+    clipembed_search_requests_per_second: float = Field(default=10.0, ge=0)
+    clipembed_search_burst: int = Field(default=20, ge=1, le=10_000)
+    clipembed_search_embeds_per_minute: int = Field(default=30, ge=0)
+
     # --- jobs ------------------------------------------------------------------------------
     # `backfill --batch/--concurrency` default to these; a flag wins (and lifts the service caps)
     clipembed_backfill_batch_size: int = Field(default=50, ge=1, le=OPENAI_MAX_INPUTS_PER_REQUEST)
@@ -153,6 +179,12 @@ class Settings(BaseSettings):
         default="clipembed:", validation_alias=AliasChoices("clipembed_redis_prefix")
     )
     clipembed_home: Path = Field(default_factory=lambda: Path.home() / ".clipembed")
+
+    @field_validator("clipembed_trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: str) -> str:
+        parse_networks(value)  # raises ValueError naming the entry
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -227,6 +259,11 @@ class Settings(BaseSettings):
         return self.redis_url.get_secret_value() if self.redis_url is not None else ""
 
     @property
+    def trusted_proxies(self) -> tuple[IPNetwork, ...]:
+        """CLIPEMBED_TRUSTED_PROXIES as networks (a bare address is a /32 or /128)."""
+        return parse_networks(self.clipembed_trusted_proxies)
+
+    @property
     def cache_ttl_seconds(self) -> int:
         return self.embedding_cache_ttl_days * 24 * 3600
 
@@ -238,6 +275,19 @@ class Settings(BaseSettings):
         if self.embedding_provider == "local":
             return 0.0
         return models.price_per_million(self.model)
+
+
+def parse_networks(value: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated IPs and CIDRs; ValueError naming the first that is neither."""
+    networks = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ValueError(f"{entry[:60]!r} is not an IP address or CIDR") from None
+    return tuple(networks)
 
 
 def load(**overrides: object) -> Settings:
