@@ -1,4 +1,4 @@
-"""Access control for the console: admin tokens, browser sessions, CSRF, sign-in throttling.
+"""Access control for the console: admin tokens, browser sessions, CSRF.
 
 - **Tokens** are 32 random bytes (``ce_`` + urlsafe base64), printed once by
   ``clipembed admin token create --name NAME`` and stored as SHA-256 digests. A digest is enough:
@@ -8,20 +8,19 @@
 - **Browsers** sign in once with a token and get a session: an HttpOnly, SameSite=Strict cookie
   holding a random id (stored as a digest), valid ``CLIPEMBED_ADMIN_SESSION_HOURS``; every
   state-changing form carries the session's CSRF token, compared in constant time.
-- **Sign-in attempts** that fail are throttled per client address (5 per minute, per process).
-  The sign-in takes only the token: a wrong one never tells whether any name exists.
+- **Failed attempts** (sign-ins, Bearer tokens) are throttled by :mod:`clipembed.admin.throttle`
+  after the token is checked, never before: a valid token always gets in. The sign-in takes
+  only the token: a wrong one never tells whether any name exists.
 - Without any token, the console says how to create one: it is never open.
 """
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import datetime as dt
 import hashlib
 import hmac
 import secrets
-import time
 from typing import Any
 
 import psycopg
@@ -32,7 +31,6 @@ from clipembed.admin import queries
 
 TOKEN_PREFIX = "ce_"
 SESSION_COOKIE = "clipembed_session"
-FAILED_SIGNINS_PER_MINUTE = 5
 MAX_NAME = 100
 
 
@@ -144,39 +142,3 @@ def csrf_ok(principal: Principal, submitted: str | None) -> bool:
     if principal.csrf is None:
         return True
     return bool(submitted) and hmac.compare_digest(principal.csrf, submitted or "")
-
-
-# ------------------------------------------------------------------------------ throttling
-
-
-class SignInThrottle:
-    """Failed sign-ins per client address in a sliding minute (in memory, per process)."""
-
-    def __init__(self, limit: int = FAILED_SIGNINS_PER_MINUTE, window: float = 60.0) -> None:
-        self.limit = limit
-        self.window = window
-        self._failures: dict[str, collections.deque[float]] = {}
-
-    def _recent(self, client: str, now: float) -> collections.deque[float]:
-        times = self._failures.setdefault(client, collections.deque())
-        while times and now - times[0] > self.window:
-            times.popleft()
-        return times
-
-    def blocked_for(self, client: str, now: float | None = None) -> float:
-        """Seconds until ``client`` may try again (0: now)."""
-        now = time.monotonic() if now is None else now
-        times = self._recent(client, now)
-        if len(times) < self.limit:
-            return 0.0
-        return max(0.0, self.window - (now - times[0]))
-
-    def failed(self, client: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        self._recent(client, now).append(now)
-        if len(self._failures) > 10_000:  # bounded memory under a spray of addresses
-            oldest = next(iter(self._failures))
-            del self._failures[oldest]
-
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)

@@ -1,27 +1,24 @@
 """The console's HTTP layer: ``/status`` (JSON) and the ``/admin`` pages. Thin on purpose.
 
-Every route here needs credentials (:mod:`clipembed.admin.auth`): a Bearer token, or a browser
-session. JSON routes answer 401 without them; pages send a browser to the sign-in page. Every
-POST from a browser carries the session's CSRF token. Pages are server-rendered Jinja2 with
-autoescaping (clip titles are user content) and work with JavaScript disabled.
+Every route here needs credentials (:mod:`clipembed.admin.access`): a Bearer token, or a
+browser session. JSON routes answer 401 without them; pages send a browser to the sign-in
+page. Every POST from a browser carries the session's CSRF token, and its body is read only
+once the credentials are checked. Pages are server-rendered Jinja2 with autoescaping (clip
+titles are user content) and work with JavaScript disabled.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
-from clipembed import runtime as runtime_mod
-from clipembed.admin import auth, charts
+from clipembed.admin import access, auth, charts, throttle
 from clipembed.admin import queries as admin_queries
 from clipembed.jobs import queue
 from clipembed.search import clips as clip_search
@@ -30,16 +27,10 @@ from clipembed.status import model as status_model
 
 logger = logging.getLogger(__name__)
 
-HERE = Path(__file__).resolve().parent
-templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates = access.templates
 router = APIRouter(include_in_schema=False)
-throttle = auth.SignInThrottle()
 
 FAILURES_SHOWN = 500
-NO_TOKEN = (
-    "no admin token exists yet: create one with `clipembed admin token create --name YOU` "
-    "and sign in with it"
-)
 
 #: Strict policy for the console and every JSON answer: nothing inline, nothing foreign.
 CSP = (
@@ -71,92 +62,14 @@ class SecurityHeaders(BaseHTTPMiddleware):
 
 
 def install(app: FastAPI) -> None:
-    """Mount the console on an app: its routes, its stylesheet, the security headers."""
+    """Mount the console on an app: its routes, its stylesheet, the security headers, and the
+    answers to a missing sign-in (:func:`clipembed.admin.access.register_handlers`)."""
     app.add_middleware(SecurityHeaders)
-    app.mount("/admin/static", StaticFiles(directory=str(HERE / "static")), name="admin-static")
+    static = access.HERE / "static"
+    app.mount("/admin/static", StaticFiles(directory=str(static)), name="admin-static")
+    app.include_router(access.router)
     app.include_router(router)
-
-
-# ------------------------------------------------------------------------------ who is asking
-
-
-class NeedsSignIn(Exception):
-    """A page was asked for without credentials: the browser goes to the sign-in page."""
-
-    def __init__(self, next_path: str, *, no_tokens: bool = False) -> None:
-        self.next_path = next_path
-        self.no_tokens = no_tokens
-
-
-def _runtime(request: Request) -> runtime_mod.Runtime:
-    rt: runtime_mod.Runtime = request.app.state.runtime
-    return rt
-
-
-async def identify(request: Request) -> auth.Principal | None:
-    """The principal behind a Bearer token or a session cookie, or None."""
-    pool = _runtime(request).pool
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    try:
-        if scheme.lower() == "bearer" and token.strip():
-            return await auth.check_token(pool, token.strip())
-        session = request.cookies.get(auth.SESSION_COOKIE)
-        if session:
-            return await auth.check_session(pool, session)
-    except auth.AuthError:
-        return None
-    return None
-
-
-async def api_principal(request: Request) -> auth.Principal:
-    principal = await identify(request)
-    if principal is None:
-        detail = NO_TOKEN if not await auth.any_token(_runtime(request).pool) else "unauthorized"
-        raise _Unauthorized(detail)
-    return principal
-
-
-async def page_principal(request: Request) -> auth.Principal:
-    principal = await identify(request)
-    if principal is None:
-        no_tokens = not await auth.any_token(_runtime(request).pool)
-        raise NeedsSignIn(request.url.path, no_tokens=no_tokens)
-    return principal
-
-
-class _Unauthorized(Exception):
-    def __init__(self, detail: str) -> None:
-        self.detail = detail
-
-
-def unauthorized_json(detail: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-
-
-def register_handlers(app: FastAPI) -> None:
-    @app.exception_handler(_Unauthorized)
-    async def _unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
-        return unauthorized_json(exc.detail)
-
-    @app.exception_handler(NeedsSignIn)
-    async def _sign_in(request: Request, exc: NeedsSignIn) -> Response:
-        if exc.no_tokens:
-            return templates.TemplateResponse(
-                request, "no_tokens.html", {"message": NO_TOKEN}, status_code=401
-            )
-        return RedirectResponse(f"/admin/login?next={quote(_safe_next(exc.next_path))}", 303)
-
-
-def _safe_next(path: str | None) -> str:
-    """Only a path of the console itself: never an open redirect."""
-    if not path or not path.startswith("/admin") or path.startswith("//") or "\\" in path:
-        return "/admin"
-    return path
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    access.register_handlers(app)
 
 
 # ------------------------------------------------------------------------------ JSON
@@ -164,98 +77,13 @@ def _client(request: Request) -> str:
 
 @router.get("/status")
 async def status(
-    request: Request, _: auth.Principal = Depends(api_principal), history: bool = True
+    request: Request, _: auth.Principal = Depends(access.api_principal), history: bool = True
 ) -> JSONResponse:
-    rt = _runtime(request)
+    rt = access.runtime(request)
     data = await status_model.collect(
         rt.pool, rt.settings, dimensions=rt.dimensions, history=history
     )
     return JSONResponse(data)
-
-
-# ------------------------------------------------------------------------------ sign-in
-
-
-@router.get("/admin/login", response_class=HTMLResponse)
-async def login_page(request: Request, next: str = "/admin", error: str | None = None) -> Response:
-    if not await auth.any_token(_runtime(request).pool):
-        return templates.TemplateResponse(
-            request, "no_tokens.html", {"message": NO_TOKEN}, status_code=401
-        )
-    return templates.TemplateResponse(
-        request, "login.html", {"next": _safe_next(next), "error": error}
-    )
-
-
-@router.post("/admin/login")
-async def login(
-    request: Request,
-    token: str = Form("", max_length=200),
-    next: str = Form("/admin", max_length=500),
-) -> Response:
-    rt = _runtime(request)
-    client = _client(request)
-    wait = throttle.blocked_for(client)
-    if wait > 0:
-        return templates.TemplateResponse(
-            request,
-            "login.html",
-            {"next": _safe_next(next), "error": f"Too many attempts: wait {wait:.0f} s."},
-            status_code=429,
-            headers={"Retry-After": str(int(wait) + 1)},
-        )
-    try:
-        principal = await auth.check_token(rt.pool, token.strip())
-    except auth.AuthError:
-        throttle.failed(client)
-        logger.warning("admin sign-in refused", extra={"client": client})
-        return templates.TemplateResponse(
-            request,
-            "login.html",
-            {"next": _safe_next(next), "error": "That token is not valid."},
-            status_code=401,
-        )
-    throttle.succeeded(client)
-    hours = rt.settings.clipembed_admin_session_hours
-    session, _ = await auth.open_session(rt.pool, principal, hours=hours)
-    response = RedirectResponse(_safe_next(next), status_code=303)
-    secure = rt.settings.clipembed_admin_cookie_secure
-    response.set_cookie(
-        auth.SESSION_COOKIE,
-        session,
-        max_age=int(hours * 3600),
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https" if secure is None else secure,
-        path="/",
-    )
-    logger.info("admin signed in", extra={"token": principal.name, "client": client})
-    return response
-
-
-@router.post("/admin/logout")
-async def logout(
-    request: Request,
-    csrf: str = Form("", max_length=200),
-    principal: auth.Principal = Depends(page_principal),
-) -> Response:
-    if not auth.csrf_ok(principal, csrf):
-        return _csrf_refused(request)
-    session = request.cookies.get(auth.SESSION_COOKIE)
-    if session:
-        await auth.close_session(_runtime(request).pool, session)
-    response = RedirectResponse("/admin/login", status_code=303)
-    response.delete_cookie(auth.SESSION_COOKIE, path="/")
-    return response
-
-
-def _csrf_refused(request: Request) -> Response:
-    return templates.TemplateResponse(
-        request,
-        "error.html",
-        {"title": "Refused", "message": "This form has expired. Reload the page and try again."},
-        status_code=403,
-    )
 
 
 # ------------------------------------------------------------------------------ pages
@@ -271,9 +99,9 @@ def _page(request: Request, name: str, principal: auth.Principal, **context: Any
 
 @router.get("/admin", response_class=HTMLResponse)
 async def overview(
-    request: Request, principal: auth.Principal = Depends(page_principal)
+    request: Request, principal: auth.Principal = Depends(access.page_principal)
 ) -> HTMLResponse:
-    rt = _runtime(request)
+    rt = access.runtime(request)
     data = await status_model.collect(rt.pool, rt.settings, dimensions=rt.dimensions)
     points = data["history"]["points"]
     bucket = data["history"]["bucket_minutes"]
@@ -287,16 +115,31 @@ async def overview(
         (title, charts.line_chart(values, title=title, unit=unit, css_class=css))
         for title, values, unit, css in series
     ]
-    return _page(request, "overview.html", principal, s=data, charts=chart_list)
+    return _page(
+        request,
+        "overview.html",
+        principal,
+        s=data,
+        charts=chart_list,
+        access=await _access(request),
+    )
+
+
+async def _access(request: Request) -> dict[str, Any]:
+    """The overview's figures on refused access: failed sign-ins and tokens, refused searches."""
+    figures = await throttle.of(request).figures()
+    limits = getattr(request.app.state, "search_limits", None)
+    figures["searches_refused_last_hour"] = await limits.refused_last_hour() if limits else 0
+    return figures
 
 
 @router.get("/admin/failures", response_class=HTMLResponse)
 async def failures(
     request: Request,
-    principal: auth.Principal = Depends(page_principal),
+    principal: auth.Principal = Depends(access.page_principal),
     retried: int | None = Query(None, ge=0),
 ) -> HTMLResponse:
-    async with _runtime(request).pool.connection() as conn:
+    async with access.runtime(request).pool.connection() as conn:
         rows = await (await conn.execute(admin_queries.DEAD_LETTERS, (FAILURES_SHOWN,))).fetchall()
     letters = [
         {
@@ -316,19 +159,17 @@ async def failures(
 
 @router.post("/admin/failures/retry", response_class=HTMLResponse)
 async def retry(
-    request: Request,
-    principal: auth.Principal = Depends(page_principal),
-    csrf: str = Form("", max_length=200),
-    ids: list[str] = Form(default_factory=list),
-    one: str = Form("", max_length=64),
-    all_: bool = Form(False, alias="all"),
-    confirm: str = Form("", max_length=10),
+    request: Request, principal: auth.Principal = Depends(access.page_principal)
 ) -> Response:
     """Retry dead letters: a selection, or all. A first POST asks for confirmation."""
-    if not auth.csrf_ok(principal, csrf):
-        return _csrf_refused(request)
-    if one:  # a row's own button: that clip alone, whatever else is ticked
-        ids = [one]
+    form = await access.read_form(request, max_fields=access.FORM_FIELDS)
+    if not auth.csrf_ok(principal, access.field(form, "csrf", access.MAX_TOKEN)):
+        return access.csrf_refused(request)
+    one = access.field(form, "one", 64)
+    all_ = access.field(form, "all", 10) in ("true", "1", "on", "yes")
+    confirm = access.field(form, "confirm", 10)
+    # a row's own button: that clip alone, whatever else is ticked
+    ids = [one] if one else [i for i in form.getlist("ids") if isinstance(i, str)]
     try:
         chosen = [str(uuid.UUID(i)) for i in ids[:FAILURES_SHOWN]]
     except ValueError:
@@ -342,7 +183,7 @@ async def retry(
         return RedirectResponse("/admin/failures", status_code=303)
     if confirm != "yes":
         return _page(request, "confirm_retry.html", principal, ids=chosen, all=all_)
-    async with _runtime(request).pool.connection() as conn:
+    async with access.runtime(request).pool.connection() as conn:
         moved = await queue.replay(conn, None if all_ else chosen)
     logger.info("dead letters retried from the console", extra={"by": principal.name, "n": moved})
     return RedirectResponse(f"/admin/failures?retried={moved}", status_code=303)
@@ -350,9 +191,9 @@ async def retry(
 
 @router.get("/admin/workers", response_class=HTMLResponse)
 async def workers(
-    request: Request, principal: auth.Principal = Depends(page_principal)
+    request: Request, principal: auth.Principal = Depends(access.page_principal)
 ) -> HTMLResponse:
-    rt = _runtime(request)
+    rt = access.runtime(request)
     data = await status_model.collect(rt.pool, rt.settings, dimensions=rt.dimensions, history=False)
     return _page(request, "workers.html", principal, s=data)
 
@@ -360,11 +201,11 @@ async def workers(
 @router.get("/admin/search", response_class=HTMLResponse)
 async def search_page(
     request: Request,
-    principal: auth.Principal = Depends(page_principal),
+    principal: auth.Principal = Depends(access.page_principal),
     q: str = Query("", max_length=clip_search.MAX_QUERY_CHARS),
     mode: str = Query("hybrid", max_length=10),
 ) -> HTMLResponse:
-    rt = _runtime(request)
+    rt = access.runtime(request)
     results: list[dict[str, Any]] = []
     degraded: list[str] = []
     error = None

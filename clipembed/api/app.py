@@ -1,9 +1,16 @@
 """The HTTP app: search endpoints, health, metrics, and the background jobs' lifecycle.
 
 The lifespan opens one :class:`~clipembed.runtime.Runtime` (pool, embedding service) and puts it
-on ``app.state.runtime`` for the routes; when ``EMBEDDING_ENABLED=true`` it runs the scheduler,
-and with ``CLIPEMBED_SERVE_WORKER=true`` a queue worker, as background tasks. Shutdown sets
-their stop event and waits for the batch in flight before closing the pool.
+on ``app.state.runtime`` for the routes, with the sign-in throttle beside it (shared through
+the service's Redis link when there is one); when
+``EMBEDDING_ENABLED=true`` it runs the scheduler, and with ``CLIPEMBED_SERVE_WORKER=true`` a
+queue worker, as background tasks. Shutdown sets their stop event and waits for the batch in
+flight before closing the pool.
+
+Around every route, outermost first (docs/security.md): the client's address from trusted
+proxies only (:mod:`.clients`), the access log, the body limit (:mod:`.bodylimit`), relative
+redirects (:mod:`.responses`), the console's security headers. A 422 echoes at most a short
+prefix of what it rejects.
 """
 
 from __future__ import annotations
@@ -15,14 +22,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from clipembed import redaction
 from clipembed import runtime as runtime_mod
-from clipembed.admin import auth
+from clipembed.admin import access, auth, throttle
 from clipembed.admin import routes as admin_routes
-from clipembed.api import docs, search_routes
+from clipembed.api import bodylimit, clients, docs, responses, search_routes
 from clipembed.db import queries
 from clipembed.settings import Settings
 from clipembed.status import model as status_model
@@ -35,6 +43,8 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime_mod.open_runtime(settings, search=True) as rt:
             app.state.runtime = rt
+            link = rt.service.link if rt.service is not None else None
+            app.state.auth_throttle = throttle.AuthThrottle.from_settings(settings, link)
             stop = asyncio.Event()
             tasks: list[asyncio.Task[Any]] = []
             if settings.embedding_enabled:
@@ -70,12 +80,20 @@ def create_app(settings: Settings) -> FastAPI:
     )
     docs.install(app)
     admin_routes.install(app)
-    admin_routes.register_handlers(app)
     app.include_router(search_routes.router)
+    app.add_exception_handler(RequestValidationError, responses.validation_error)
+    # add_middleware wraps what is there: the last one added runs first
+    app.add_middleware(responses.RelativeRedirects)
+    app.add_middleware(bodylimit.BodyLimit, max_bytes=settings.clipembed_max_body_bytes)
+    app.add_middleware(clients.AccessLog)
+    app.add_middleware(clients.ClientAddress, proxies=settings.trusted_proxies)
 
     @app.get("/healthz", tags=["operations"])
     async def healthz(request: Request) -> JSONResponse:
-        """Database, Redis and provider configuration (never a secret)."""
+        """Database, Redis and provider configuration (never a secret).
+
+        The provider's base URL (its credentials masked) only for an admin token: anyone else
+        sees no URL at all."""
         rt: runtime_mod.Runtime = request.app.state.runtime
         svc = rt.require_service()
         report: dict[str, Any] = {}
@@ -100,11 +118,12 @@ def create_app(settings: Settings) -> FastAPI:
             "name": svc.provider.name,
             "model": svc.model,
             "dimensions": svc.dimensions,
-            "base_url": _redact(settings.embedding_api_base_url)
-            if svc.provider.name == "openai"
-            else None,
             "api_key_set": settings.openai_api_key is not None,
         }
+        if await _is_admin(request):
+            report["provider"]["base_url"] = (
+                _redact(settings.embedding_api_base_url) if svc.provider.name == "openai" else None
+            )
         report["scheduler"] = {"enabled": settings.embedding_enabled}
         ok = report["database"]["ok"] is True and report.get("search_database", {}).get("ok", True)
         return JSONResponse({"ok": ok, **report}, status_code=200 if ok else 503)
@@ -112,7 +131,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     async def metrics_endpoint(
         request: Request,
-        _: auth.Principal = Depends(admin_routes.api_principal),
+        _: auth.Principal = Depends(access.api_principal),
     ) -> Response:
         """Prometheus metrics; scrape with an admin token (`authorization` / bearer_token).
 
@@ -130,6 +149,17 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _is_admin(request: Request) -> bool:
+    """Whether the request carries an admin token or session (a wrong one counts as a failure,
+    but /healthz answers anyway: a health check is never throttled)."""
+    if "authorization" not in request.headers and auth.SESSION_COOKIE not in request.cookies:
+        return False
+    try:
+        return await access.identify(request) is not None
+    except access.Throttled:
+        return False
 
 
 def _redact(url: str | None) -> str | None:

@@ -37,13 +37,17 @@ def register(app: typer.Typer) -> None:
         port: int = typer.Option(8000, "--port", envvar="CLIPEMBED_PORT"),
         debug: bool = common.DebugOption,
     ) -> None:
-        """HTTP API: /search, /clips/{id}/similar, /healthz, /metrics (scheduler with EMBEDDING_ENABLED)."""
+        """HTTP API: /search, /clips/{id}/similar, /healthz, /metrics (scheduler with EMBEDDING_ENABLED).
+
+        Behind a proxy, set CLIPEMBED_TRUSTED_PROXIES (docs/security.md)."""
         from clipembed import logs
+        from clipembed.api import clients
         from clipembed.api.app import create_app
 
         cfg = common.load_settings()
         logs.setup()
-        config = uvicorn.Config(
+        # forwarded headers and the access log are the app's (trusted proxies only, redacted)
+        config = clients.server_config(
             create_app(cfg), host=host, port=port, log_level="info", timeout_graceful_shutdown=30
         )
         server = _Server(config)

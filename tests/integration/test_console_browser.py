@@ -27,7 +27,6 @@ import pytest
 
 from clipembed import runtime, settings
 from clipembed.admin import auth
-from clipembed.admin import routes as admin_routes
 from clipembed.api.app import create_app
 from clipembed.jobs import backfill, worker
 from tests.plugins.jobs import clip_record, load_clips
@@ -108,13 +107,6 @@ class Console:
 
 
 MakeConsole = Callable[..., Awaitable[Console]]
-
-
-@pytest.fixture(autouse=True)
-def fresh_sign_in_throttle(monkeypatch):
-    """The throttle counts failed sign-ins per address for the whole process: another test's
-    failures from 127.0.0.1 in the same minute must not block these sign-ins."""
-    monkeypatch.setattr(admin_routes, "throttle", auth.SignInThrottle())
 
 
 @pytest.fixture
@@ -317,8 +309,9 @@ async def test_an_expired_session_is_sent_back_to_the_sign_in_page(console_facto
         "UPDATE clipembed_admin_sessions SET expires_at = now() - interval '1 minute'"
     )
     await page.goto(console.base + "/admin/failures")
-    await expect(page).to_have_url(console.base + "/admin/login?next=/admin/failures")
+    await expect(page).to_have_url(console.base + "/admin/login?next=/admin/failures&error=expired")
     await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    await expect(page.get_by_role("alert")).to_have_text("Your session has ended: sign in again.")
     await expect(page.locator("header nav")).to_have_count(0)  # nothing of the console shown
     # A POST with the expired session is refused the same way, and changes nothing.
     response = await page.context.request.post(

@@ -14,7 +14,8 @@ test after the first browser test; the async API simply runs on the session loop
 - ``page``: a fresh context (cookies, storage, JavaScript setting) and page per test.
 - ``new_context``: for a test that needs its own context options (``java_script_enabled=False``).
 - ``live_server``: ``base_url = live_server(app)`` serves a FastAPI app with a real uvicorn on a
-  free port (in a thread) until the test ends (``serve_http`` is the context manager under it).
+  free port (in a thread), configured as ``clipembed serve`` does, until the test ends
+  (``serve_http`` is the context manager under it).
 - ``screenshot``: ``await screenshot(page, "name")`` saves ``docs/img/name.png`` for the docs.
 
 Test modules reach the helpers through these fixtures, not by importing this module (an import
@@ -130,9 +131,16 @@ async def page(new_context: NewContext) -> Page:
 
 @contextlib.contextmanager
 def serve_http(app: FastAPI) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free 127.0.0.1 port (in a thread); yield its base URL."""
+    """Serve ``app`` with uvicorn on a free 127.0.0.1 port (in a thread); yield its base URL.
+
+    uvicorn is configured as ``clipembed serve`` configures it (no proxy headers of its own, the
+    app's access log): what a test sees over the socket is what a deployment serves."""
+    from clipembed.api import clients
+
     port = servers.free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        clients.server_config(app, host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True, name=f"uvicorn-{port}")
     thread.start()
     deadline = time.monotonic() + 60

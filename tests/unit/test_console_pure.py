@@ -1,4 +1,4 @@
-"""The console's pure parts: charts, sign-in throttling, CSRF comparison, redirects."""
+"""The console's pure parts: charts, the failure throttle, CSRF comparison, redirects."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipembed.admin import auth, charts, routes
+from clipembed.admin import access, auth, charts, throttle
 
 
 @pytest.mark.parametrize(
@@ -32,17 +32,18 @@ def svg_lines(svg):
     return svg.count("<polyline")
 
 
-def test_throttle_blocks_after_the_limit_and_forgets_after_a_minute():
-    t = auth.SignInThrottle(limit=3, window=60)
-    for i in range(3):
-        assert t.blocked_for("a", now=100 + i) == 0
-        t.failed("a", now=100 + i)
-    assert t.blocked_for("a", now=103) == pytest.approx(57)
-    assert t.blocked_for("b", now=103) == 0  # per client
-    assert t.blocked_for("a", now=161) == 0
-    t.failed("a", now=161)
-    t.succeeded("a")
-    assert t.blocked_for("a", now=162) == 0
+async def test_the_throttle_answers_failures_429_past_the_limit_per_client_and_in_all():
+    """The throttle has no say over a valid token (the routes check it first): its one
+    question is how to answer a failure, 401 or 429 for how long."""
+    t = throttle.AuthThrottle(per_client=3, overall=5)
+    for _ in range(3):
+        assert await t.failed("10.0.0.1", "signin") == 0  # within the limit: a 401
+    wait = await t.failed("10.0.0.1", "signin")  # the 4th: a 429, for at most a minute
+    assert 0 < wait <= 60
+    assert await t.failed("2001:db8::1", "bearer") == 0  # per client...
+    assert await t.failed("10.0.0.3", "bearer") > 0  # ...and in all (6 > 5)
+    figures = await t.figures()
+    assert figures["failures_last_hour"] == 6 and figures["throttled_last_hour"] == 2
 
 
 def test_csrf_is_needed_for_a_session_only():
@@ -64,4 +65,4 @@ def test_csrf_is_needed_for_a_session_only():
     ],
 )
 def test_sign_in_only_redirects_inside_the_console(asked, went):
-    assert routes._safe_next(asked) == went
+    assert access.safe_next(asked) == went
