@@ -812,6 +812,9 @@ def main() -> None:
             EMBEDDING_TIMEOUT_SECONDS="10",
             CLIPEMBED_HOME=str(tmp),
             CLIPEMBED_LOG_LEVEL="WARNING",
+            # one load generator is one client address: the per-client search limits are off
+            CLIPEMBED_SEARCH_REQUESTS_PER_SECOND="0",
+            CLIPEMBED_SEARCH_EMBEDS_PER_MINUTE="0",
         )
         print(f"setting up {args.clips} clips...", flush=True)
         prepared, words = setup(url, tmp, args.clips, env)

@@ -129,6 +129,9 @@ def hanging_provider(url: str, home: Path, queries: int) -> dict[str, Any]:
             REDIS_URL="none",
             CLIPEMBED_HOME=str(home),
             SEARCH_EMBED_TIMEOUT_MS="1000",
+            # one load generator is one client address: the per-client search limits are off
+            CLIPEMBED_SEARCH_REQUESTS_PER_SECOND="0",
+            CLIPEMBED_SEARCH_EMBEDS_PER_MINUTE="0",
         )
         port = servers.free_port()
         proc = subprocess.Popen(

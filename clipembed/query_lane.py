@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -82,8 +83,15 @@ class QueryEmbedder:
     def __repr__(self) -> str:
         return f"QueryEmbedder(timeout={self.timeout}s, coalesce={self.coalesce * 1000:.0f}ms)"
 
-    async def embed(self, text: str) -> np.ndarray:
-        """The vector of one query text, within the deadline, or QueryEmbeddingUnavailable."""
+    async def embed(
+        self, text: str, *, admit: Callable[[], Awaitable[None]] | None = None
+    ) -> np.ndarray:
+        """The vector of one query text, within the deadline, or QueryEmbeddingUnavailable.
+
+        ``admit`` is awaited only when the text needs a new provider request (neither cached
+        nor already on its way for another caller); whatever it raises is the caller's answer
+        (the HTTP search's per-client budget, :mod:`clipembed.api.limits`).
+        """
         prepared = self.service.prepare(text)
         if not prepared:
             raise errors.PermanentProviderError("empty text: nothing to embed")
@@ -92,6 +100,8 @@ class QueryEmbedder:
             (cached,) = await self.service.cache.get_many([prepared])
             if cached is not None:
                 return cached
+        if admit is not None and prepared not in self._pending:
+            await admit()
         future = self._pending.get(prepared)
         if future is None:
             future = asyncio.get_running_loop().create_future()

@@ -1,8 +1,8 @@
 """The HTTP app: search endpoints, health, metrics, and the background jobs' lifecycle.
 
 The lifespan opens one :class:`~clipembed.runtime.Runtime` (pool, embedding service) and puts it
-on ``app.state.runtime`` for the routes, with the sign-in throttle beside it (shared through
-the service's Redis link when there is one); when
+on ``app.state.runtime`` for the routes, with the sign-in throttle and the per-client search
+limits beside it (shared through the service's Redis link when there is one); when
 ``EMBEDDING_ENABLED=true`` it runs the scheduler, and with ``CLIPEMBED_SERVE_WORKER=true`` a
 queue worker, as background tasks. Shutdown sets their stop event and waits for the batch in
 flight before closing the pool.
@@ -30,7 +30,7 @@ from clipembed import redaction
 from clipembed import runtime as runtime_mod
 from clipembed.admin import access, auth, throttle
 from clipembed.admin import routes as admin_routes
-from clipembed.api import bodylimit, clients, docs, responses, search_routes
+from clipembed.api import bodylimit, clients, docs, limits, responses, search_routes
 from clipembed.db import queries
 from clipembed.settings import Settings
 from clipembed.status import model as status_model
@@ -45,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
             app.state.runtime = rt
             link = rt.service.link if rt.service is not None else None
             app.state.auth_throttle = throttle.AuthThrottle.from_settings(settings, link)
+            app.state.search_limits = limits.SearchLimits.from_settings(settings, link)
             stop = asyncio.Event()
             tasks: list[asyncio.Task[Any]] = []
             if settings.embedding_enabled:

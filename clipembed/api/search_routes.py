@@ -3,8 +3,10 @@
 Contract with the app that includes :data:`router`: before the first request its lifespan sets
 ``app.state.runtime`` to a :class:`clipembed.runtime.Runtime` whose ``.pool`` is an open
 ``AsyncConnectionPool`` on a migrated database and whose ``.service`` is the embedding service
-(or None: keyword search still works, and the vector modes answer 503). Nothing else is read
-from the app, so a test can mount the router on a bare FastAPI app.
+(or None: keyword search still works, and the vector modes answer 503). Nothing else is
+needed, so a test can mount the router on a bare FastAPI app. When the app also sets
+``app.state.search_limits``, each client's searches are limited (:mod:`clipembed.api.limits`:
+requests per second, new semantic queries per minute; 429 with ``Retry-After``).
 
 Every input is validated before any SQL runs: an empty query or one over
 :data:`clipembed.search.clips.MAX_QUERY_CHARS` (500) characters, a limit outside 1-100, an
@@ -26,6 +28,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
 from clipembed import errors
+from clipembed.api import limits
 from clipembed.search import clips as clip_search
 from clipembed.search import core
 from clipembed.spaces import compare
@@ -45,7 +48,9 @@ async def search_access(request: Request) -> None:
         )
 
 
-router = APIRouter(tags=["search"], dependencies=[Depends(search_access)])
+router = APIRouter(
+    tags=["search"], dependencies=[Depends(search_access), Depends(limits.per_client)]
+)
 
 
 class BranchDetail(BaseModel):
@@ -106,7 +111,16 @@ class ErrorBody(BaseModel):
 #: Documented on every route: the OpenAPI schema says what each error looks like.
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "CLIPEMBED_SEARCH_TOKEN is set and was not sent."},
-    422: {"model": ErrorBody, "description": "Invalid request (a message or field errors)."},
+    422: {
+        "model": ErrorBody,
+        "description": "Invalid request (a message, or field errors echoing at most 100 "
+        "characters of the input).",
+    },
+    429: {
+        "model": ErrorBody,
+        "description": "This client's search limits are spent (requests per second, or new "
+        "semantic queries per minute); retry after the Retry-After header.",
+    },
     503: {
         "model": ErrorBody,
         "description": "A dependency is unavailable; retry after the Retry-After header.",
@@ -176,6 +190,7 @@ async def search(
             q,
             params=_params(mode, limit, offset),
             filters=filters,
+            admit=limits.admission(request),
         )
     except clip_search.InvalidQuery as exc:
         raise _unprocessable(str(exc)) from None

@@ -175,6 +175,7 @@ async def search_detailed(
     *,
     params: core.Params,
     filters: Filters,
+    admit: Callable[[], Awaitable[None]] | None = None,
 ) -> SearchOutcome:
     """:func:`search`, saying which branch it had to do without.
 
@@ -186,6 +187,8 @@ async def search_detailed(
     The active embedding space is read once, first: the query is embedded with its model and
     its table is searched, so a promote between two searches changes the next one, never half
     of one. ``embedder``: the service, or ``Runtime.service_for`` to follow promotes.
+    ``admit``: awaited before the query costs a new embedding (see ``QueryEmbedder.embed``);
+    what it raises ends the search.
     """
     text = clean_query(query, required=True)
     check_params(params)
@@ -201,7 +204,7 @@ async def search_detailed(
         raise errors.ConfigurationError("semantic search needs an embedding service")
     embedding: asyncio.Task[np.ndarray] | None = None
     if wants_semantic and service is not None:
-        embedding = asyncio.create_task(_embed_query(service, text))
+        embedding = asyncio.create_task(_embed_query(service, text, admit))
     degraded: list[str] = []
     where = filters.where()
     keyword: list[tuple[Any, float]] = []
@@ -246,10 +249,16 @@ async def search_detailed(
     return SearchOutcome(await _hydrate(pool, hits), degraded, described)
 
 
-async def _embed_query(service: service_mod.EmbeddingService, text: str) -> np.ndarray:
+async def _embed_query(
+    service: service_mod.EmbeddingService,
+    text: str,
+    admit: Callable[[], Awaitable[None]] | None = None,
+) -> np.ndarray:
     """Through the query lane when the service has one (it always has, from open_service)."""
     if service.queries is not None:
-        return await service.queries.embed(text)
+        return await service.queries.embed(text, admit=admit)
+    if admit is not None:  # no lane to tell a cached query apart: count it
+        await admit()
     result = await service.embed([text])
     vector: np.ndarray = result.vectors[0]
     return vector

@@ -215,7 +215,15 @@ def served_url(openai_settings, database_url, tmp_path):
     asyncio.run(load_clips(database_url, records, tmp_path))
     # a generous query-embedding deadline: on a busy CI machine a slow answer from the fake
     # provider would be a semantic 503, which is not what this test is about
-    cfg = openai_settings(database_url=database_url, search_embed_timeout_ms=10_000)
+    # The per-client search limits are off: every fuzz case comes from this one address, and
+    # a 429 would stop a case before the validation this test is about (the limits have their
+    # own tests in test_security_search.py)
+    cfg = openai_settings(
+        database_url=database_url,
+        search_embed_timeout_ms=10_000,
+        clipembed_search_requests_per_second=0,
+        clipembed_search_embeds_per_minute=0,
+    )
 
     async def embed() -> list[str]:
         async with runtime.open_runtime(cfg) as rt:
