@@ -51,6 +51,10 @@ AUTH_FAILURES = Counter(
     "(refused: 401, throttled: 429).",
     ["kind", "answer"],
 )
+SEARCH_SHED = Counter(
+    "clipembed_search_shed_total",
+    "Searches answered 503 'overloaded' at once: more in flight than complete within the deadline.",
+)
 SEARCH_REFUSED = Counter(
     "clipembed_search_refused_total",
     "Searches refused with 429 by a per-client limit (requests per second, query embeddings).",

@@ -145,6 +145,9 @@ async def open_runtime(
                 search_url,
                 max_size=pool_max_size,
                 statement_timeout_ms=cfg.search_statement_timeout_ms,
+                # a search never waits longer for a connection than it may take (issue 18):
+                # past that the API answers "overloaded" (clipembed.api.failures)
+                acquire_timeout=(cfg.search_statement_timeout_ms or 30_000) / 1000,
             )
         if with_service:
             from clipembed import service as service_mod

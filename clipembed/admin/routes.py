@@ -130,6 +130,8 @@ async def _access(request: Request) -> dict[str, Any]:
     figures = await throttle.of(request).figures()
     limits = getattr(request.app.state, "search_limits", None)
     figures["searches_refused_last_hour"] = await limits.refused_last_hour() if limits else 0
+    shedder = getattr(request.app.state, "shedder", None)
+    figures["searches_shed"] = shedder.shed_total if shedder is not None else 0
     return figures
 
 

@@ -30,7 +30,16 @@ from clipembed import redaction
 from clipembed import runtime as runtime_mod
 from clipembed.admin import access, auth, throttle
 from clipembed.admin import routes as admin_routes
-from clipembed.api import bodylimit, clients, docs, limits, responses, search_routes
+from clipembed.api import (
+    bodylimit,
+    clients,
+    docs,
+    failures,
+    limits,
+    responses,
+    search_routes,
+    shedding,
+)
 from clipembed.db import queries
 from clipembed.settings import Settings
 from clipembed.status import model as status_model
@@ -46,6 +55,10 @@ def create_app(settings: Settings) -> FastAPI:
             link = rt.service.link if rt.service is not None else None
             app.state.auth_throttle = throttle.AuthThrottle.from_settings(settings, link)
             app.state.search_limits = limits.SearchLimits.from_settings(settings, link)
+            deadline_ms = settings.search_statement_timeout_ms or 30_000
+            app.state.shedder = shedding.Shedder(
+                connections=rt.reader.max_size, deadline_seconds=deadline_ms / 1000
+            )
             stop = asyncio.Event()
             tasks: list[asyncio.Task[Any]] = []
             if settings.embedding_enabled:
@@ -83,6 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
     admin_routes.install(app)
     app.include_router(search_routes.router)
     app.add_exception_handler(RequestValidationError, responses.validation_error)
+    failures.install(app)  # one error map: 503 + Retry-After for every route
     # add_middleware wraps what is there: the last one added runs first
     app.add_middleware(responses.RelativeRedirects)
     app.add_middleware(bodylimit.BodyLimit, max_bytes=settings.clipembed_max_body_bytes)

@@ -3,8 +3,11 @@
 Contract with the app that includes :data:`router`: before the first request its lifespan sets
 ``app.state.runtime`` to a :class:`clipembed.runtime.Runtime` whose ``.pool`` is an open
 ``AsyncConnectionPool`` on a migrated database and whose ``.service`` is the embedding service
-(or None: keyword search still works, and the vector modes answer 503). Nothing else is
-needed, so a test can mount the router on a bare FastAPI app. When the app also sets
+(or None: keyword search still works, and the vector modes answer 503), and the app installs
+the error map (:func:`clipembed.api.failures.install`: routes raise, the map answers). Nothing
+else is needed, so a test can mount the router on a bare FastAPI app. When the app sets
+``app.state.shedder``, searches past what completes within the deadline are shed at once
+(:mod:`clipembed.api.shedding`). When the app also sets
 ``app.state.search_limits``, each client's searches are limited (:mod:`clipembed.api.limits`:
 requests per second, new semantic queries per minute; 429 with ``Retry-After``).
 
@@ -20,15 +23,13 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-import psycopg
-import psycopg_pool
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
-from clipembed import errors
-from clipembed.api import limits
+from clipembed.api import failures, limits, shedding
 from clipembed.search import clips as clip_search
 from clipembed.search import core
 from clipembed.spaces import compare
@@ -48,8 +49,24 @@ async def search_access(request: Request) -> None:
         )
 
 
+async def admitted(request: Request) -> AsyncIterator[None]:
+    """Load shedding (:mod:`.shedding`): a search holds a place while it runs, or is refused
+    at once with 503 "overloaded" when more are in flight than complete within the deadline."""
+    shedder: shedding.Shedder | None = getattr(request.app.state, "shedder", None)
+    if shedder is None:
+        yield
+        return
+    if not shedder.try_enter():
+        raise failures.Overloaded
+    try:
+        yield
+    finally:
+        shedder.leave()
+
+
 router = APIRouter(
-    tags=["search"], dependencies=[Depends(search_access), Depends(limits.per_client)]
+    tags=["search"],
+    dependencies=[Depends(search_access), Depends(limits.per_client), Depends(admitted)],
 )
 
 
@@ -123,11 +140,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     },
     503: {
         "model": ErrorBody,
-        "description": "A dependency is unavailable; retry after the Retry-After header.",
+        "description": "Overloaded (shed at once), or a dependency is slow or unavailable;"
+        " retry after the Retry-After header.",
     },
 }
-
-RETRY_AFTER_SECONDS = 5  # a provider blip or a busy database: worth a retry soon
 
 
 def _params(mode: str, limit: int, offset: int) -> core.Params:
@@ -136,12 +152,6 @@ def _params(mode: str, limit: int, offset: int) -> core.Params:
 
 def _unprocessable(message: str) -> HTTPException:
     return HTTPException(status_code=422, detail=message)
-
-
-def _unavailable(message: str) -> HTTPException:
-    return HTTPException(
-        status_code=503, detail=message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
-    )
 
 
 def query_filters(
@@ -183,27 +193,15 @@ async def search(
 ) -> dict[str, Any]:
     """Hybrid (default), keyword (BM25) or semantic (vector) search with filters in both branches."""
     rt = request.app.state.runtime
-    try:
-        outcome = await clip_search.search_detailed(
-            rt.reader,
-            rt.service_for if rt.service is not None else None,
-            q,
-            params=_params(mode, limit, offset),
-            filters=filters,
-            admit=limits.admission(request),
-        )
-    except clip_search.InvalidQuery as exc:
-        raise _unprocessable(str(exc)) from None
-    except clip_search.SemanticUnavailable as exc:
-        raise _unavailable(str(exc)) from None
-    except errors.ProviderError:  # never the provider's own text: it may echo anything
-        raise _unavailable("the embedding provider is unavailable: try again shortly") from None
-    except errors.ConfigurationError as exc:  # no embedding service in this runtime
-        raise HTTPException(status_code=503, detail=str(exc)) from None
-    except psycopg.errors.QueryCanceled:
-        raise _unavailable("the search took too long: try a more specific query") from None
-    except (psycopg.OperationalError, psycopg_pool.PoolTimeout):
-        raise _unavailable("the database is unavailable: try again shortly") from None
+    # errors become answers in one place: clipembed.api.failures (503 + Retry-After, 422)
+    outcome = await clip_search.search_detailed(
+        rt.reader,
+        rt.service_for if rt.service is not None else None,
+        q,
+        params=_params(mode, limit, offset),
+        filters=filters,
+        admit=limits.admission(request),
+    )
     if rt.service is not None:  # for `clipembed model compare` (in the background, best effort)
         compare.remember(rt.service.link, rt.settings.redis_key_prefix, q)
     return {
@@ -234,12 +232,9 @@ async def similar(
 ) -> dict[str, Any]:
     """Clips whose embeddings are nearest to this clip's (the clip itself excluded)."""
     rt = request.app.state.runtime
-    try:
-        results, space = await clip_search.similar_detailed(
-            rt.reader, clip_id, params=_params("semantic", limit, offset), filters=filters
-        )
-    except clip_search.InvalidQuery as exc:
-        raise _unprocessable(str(exc)) from None
+    results, space = await clip_search.similar_detailed(
+        rt.reader, clip_id, params=_params("semantic", limit, offset), filters=filters
+    )
     if results is None:
         raise HTTPException(status_code=404, detail="no such clip, or it has no embedding yet")
     return {

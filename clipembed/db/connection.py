@@ -74,7 +74,12 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
 
 
 async def open_pool(
-    url: str, *, min_size: int = 1, max_size: int = 8, statement_timeout_ms: int = 0
+    url: str,
+    *,
+    min_size: int = 1,
+    max_size: int = 8,
+    statement_timeout_ms: int = 0,
+    acquire_timeout: float = 30.0,
 ) -> AsyncConnectionPool:
     """A pool whose connections know pgvector's types. The schema must be migrated first.
 
@@ -105,6 +110,8 @@ async def open_pool(
             "options": f"-c statement_timeout={int(statement_timeout_ms)}",
         },
         open=False,
+        # how long a caller waits for a connection (search: its deadline, then "overloaded")
+        timeout=acquire_timeout,
         # A connection broken by a server restart is detected and replaced before use.
         check=AsyncConnectionPool.check_connection,
         reconnect_timeout=300,

@@ -1,6 +1,7 @@
 """The search router over real HTTP: uvicorn on a free port serving a bare FastAPI app of this
-test's own that includes only ``search_routes.router`` and sets ``app.state.runtime`` — the
-contract documented at the top of :mod:`clipembed.api.search_routes`, nothing more."""
+test's own that includes only ``search_routes.router``, installs the error map and sets
+``app.state.runtime`` — the contract documented at the top of
+:mod:`clipembed.api.search_routes`, nothing more."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from clipembed import runtime, settings
-from clipembed.api import search_routes
+from clipembed.api import failures, search_routes
 from clipembed.testing import servers
 
 pytestmark = pytest.mark.local_model
@@ -33,6 +34,7 @@ def bare_app(cfg: settings.Settings, *, with_service: bool) -> FastAPI:
 
     app = FastAPI(lifespan=lifespan)
     app.include_router(search_routes.router)
+    failures.install(app)
     return app
 
 

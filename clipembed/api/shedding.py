@@ -1,0 +1,86 @@
+"""Load shedding for search (issue 18): answer "overloaded" at once instead of timing out late.
+
+Under more concurrent searches than the machine can serve, every search used to queue for a
+pool connection and many failed after the pool's 30-second timeout (docs/benchmarks.md, "A
+model migration under load"): each user waited long, then got an error anyway. Here a search is
+admitted only while the searches already in the process could be served within the search
+deadline (``SEARCH_STATEMENT_TIMEOUT_MS``) at the rate searches have been completing
+(Little's law: waiting time ~ in flight / throughput); past that it gets 503 + ``Retry-After``
+with "overloaded" at once (a metric, a log line, a console figure). Before the first searches
+have completed, up to ``STARTUP_FACTOR`` searches per pool connection are admitted.
+
+Pure bookkeeping with an injectable clock; the dependency in :mod:`.search_routes` holds a
+search's place for the time of the request.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+
+from clipembed import metrics
+
+logger = logging.getLogger(__name__)
+
+WINDOW = 5.0  # seconds of completions the throughput is measured over
+MIN_SAMPLES = 10  # completions before the measured throughput is trusted
+STARTUP_FACTOR = 8  # searches admitted per pool connection before anything is measured
+LOG_EVERY = 10.0  # seconds between two "overloaded" log lines (a flood must not flood the log)
+
+
+class Shedder:
+    def __init__(
+        self,
+        *,
+        connections: int,
+        deadline_seconds: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.connections = max(1, connections)
+        self.deadline = max(0.05, deadline_seconds)
+        self._clock = clock
+        self._done: collections.deque[float] = collections.deque()
+        self.in_flight = 0
+        self.shed_total = 0
+        self._logged_at = float("-inf")
+
+    def throughput(self) -> float | None:
+        """Searches completed per second over the last WINDOW seconds (None: too few yet)."""
+        now = self._clock()
+        while self._done and self._done[0] < now - WINDOW:
+            self._done.popleft()
+        if len(self._done) < MIN_SAMPLES:
+            return None
+        return len(self._done) / WINDOW
+
+    def allowed(self) -> int:
+        """Searches that may be in flight: what completes within the deadline, at least the pool."""
+        rate = self.throughput()
+        if rate is None:
+            return self.connections * STARTUP_FACTOR
+        return max(self.connections, int(rate * self.deadline))
+
+    def try_enter(self) -> bool:
+        if self.in_flight >= self.allowed():
+            self.shed_total += 1
+            metrics.SEARCH_SHED.inc()
+            now = self._clock()
+            if now - self._logged_at >= LOG_EVERY:
+                self._logged_at = now
+                logger.warning(
+                    "search overloaded: shedding",
+                    extra={
+                        "in_flight": self.in_flight,
+                        "allowed": self.allowed(),
+                        "shed_total": self.shed_total,
+                    },
+                )
+            return False
+        self.in_flight += 1
+        return True
+
+    def leave(self) -> None:
+        self.in_flight = max(0, self.in_flight - 1)
+        self._done.append(self._clock())

@@ -1,0 +1,66 @@
+"""Load shedding and the error map over real HTTP (issue 18): under more concurrent searches
+than complete within the deadline, the excess is answered 503 "overloaded" at once."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from clipembed.api import shedding
+from clipembed.api.app import create_app
+from clipembed.testing import servers
+
+HELD = 8  # searches admitted before anything has completed: 1 connection x STARTUP_FACTOR
+
+
+@pytest.fixture
+def slow_api(database_url, openai_settings, fake_openai):
+    """The real app; every query embedding hangs (the fake's 'slow'), so admitted searches
+    stay in flight for SEARCH_EMBED_TIMEOUT_MS."""
+    fake_openai.control(plan=["slow"] * 1000)
+    cfg = openai_settings(
+        database_url=database_url,
+        search_embed_timeout_ms=4000,
+        clipembed_search_requests_per_second=1000,
+        clipembed_search_embeds_per_minute=100_000,
+    )
+    app = create_app(cfg)
+    port = servers.free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    app.state.shedder = shedding.Shedder(connections=1, deadline_seconds=2.0)
+    assert HELD == shedding.STARTUP_FACTOR
+    try:
+        yield f"http://127.0.0.1:{port}", app
+    finally:
+        server.should_exit = True
+        thread.join(15)
+
+
+async def test_the_excess_is_shed_at_once_with_retry_after(slow_api):
+    base, app = slow_api
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+
+        async def one(i: int) -> httpx.Response:
+            return await client.get("/search", params={"q": f"clutch {i}", "mode": "semantic"})
+
+        answers = await asyncio.gather(*(one(i) for i in range(3 * HELD)))
+    shed = [r for r in answers if "overloaded" in r.text]
+    assert app.state.shedder.shed_total == len(shed) > 0
+    for r in shed:
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    # the admitted ones waited for the hanging provider and answered 503 too (semantic mode),
+    # never more of them at once than the shedder allows
+    others = [r for r in answers if r not in shed]
+    assert len(others) > 0 and all(r.status_code == 503 for r in others)
+    assert app.state.shedder.in_flight == 0

@@ -1,0 +1,47 @@
+"""Load shedding's bookkeeping (issue 18), with an injected clock."""
+
+from __future__ import annotations
+
+from clipembed.api.shedding import MIN_SAMPLES, STARTUP_FACTOR, WINDOW, Shedder
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_before_anything_is_measured_a_multiple_of_the_pool_is_admitted():
+    shedder = Shedder(connections=4, deadline_seconds=2.0, clock=Clock())
+    admitted = sum(shedder.try_enter() for _ in range(100))
+    assert admitted == 4 * STARTUP_FACTOR
+    assert shedder.shed_total == 100 - admitted
+
+
+def test_what_completes_within_the_deadline_is_admitted_and_the_rest_shed_at_once():
+    clock = Clock()
+    shedder = Shedder(connections=2, deadline_seconds=1.0, clock=clock)
+    # 50 searches complete in one WINDOW: 10 per second
+    for i in range(50):
+        assert shedder.try_enter()
+        clock.now = i * WINDOW / 50
+        shedder.leave()
+    assert shedder.throughput() == 50 / WINDOW
+    # at 10/s, ten in flight are served within the 1 s deadline; the eleventh is shed
+    assert [shedder.try_enter() for _ in range(11)] == [True] * 10 + [False]
+    assert shedder.in_flight == 10 and shedder.shed_total == 1
+
+
+def test_never_fewer_than_the_pool_and_a_stall_falls_back_to_the_startup_rule():
+    clock = Clock()
+    shedder = Shedder(connections=3, deadline_seconds=0.5, clock=clock)
+    for _ in range(MIN_SAMPLES):
+        shedder.try_enter()
+        shedder.leave()
+    clock.now = 0.1
+    assert shedder.allowed() >= 3  # a slow rate still admits one search per connection
+    clock.now = 100.0  # nothing completed for a long time: the window holds too few samples
+    assert shedder.throughput() is None
+    assert shedder.allowed() == 3 * STARTUP_FACTOR
