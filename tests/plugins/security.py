@@ -29,6 +29,7 @@ import pytest
 from clipembed import logs, settings
 from clipembed.api.app import create_app
 from tests.plugins.admin import admin_token
+from tests.plugins.waiting import wait_until
 
 
 @dataclasses.dataclass
@@ -64,6 +65,17 @@ class ServerLog:
 
     def access(self) -> list[str]:
         return [line for line in self.text.getvalue().splitlines() if "clipembed.access" in line]
+
+    def wait_for_access(self, count: int) -> list[str]:
+        """The access lines once there are ``count`` (a request's line is written just after
+        its answer, so the last may still be on its way when the client has read it)."""
+
+        def enough() -> list[str] | None:
+            lines = self.access()
+            return lines if len(lines) >= count else None
+
+        found: list[str] = wait_until(enough, what=f"{count} access log lines")
+        return found
 
 
 @pytest.fixture
