@@ -274,9 +274,9 @@ async def test_a_failing_embedder_stops_the_run_and_the_index_is_built_after_eve
             writers_running -= 1
             events.append("write")
 
-    async def rebuild_index(pool, space):
+    async def rebuild_index(pool, space, **kwargs):
         events.append(f"rebuild with {writers_running} writers running")
-        await real_rebuild(pool, space)
+        await real_rebuild(pool, space, **kwargs)
 
     monkeypatch.setattr(svc, "embed_detailed", embed_detailed)
     monkeypatch.setattr(pipeline, "write_batch", write_batch)
