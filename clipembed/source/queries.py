@@ -418,6 +418,19 @@ RESTORE_KEYS = sql.SQL(
 # ------------------------------------------------------------------ reads for search and import
 
 
+#: what a search result shows where the adopted table holds NULL (or lacks the column)
+NOT_NULL_DEFAULTS = {
+    "twitch_clip_url": "''",
+    "embed_url": "''",
+    "title": "''",
+    "creator_name": "''",
+    "broadcaster_name": "''",
+    "view_count": "0",
+    "vote_score": "0",
+    "is_nsfw": "false",
+}
+
+
 def clip_rows_function(src: Source) -> sql.Composed:
     """``clipembed.clip_rows(ids)``, what a search result shows, read from the adopted table
     itself (live view counts and votes; NULL where it lacks a column). Same signature as
@@ -450,6 +463,9 @@ def clip_rows_function(src: Source) -> sql.Composed:
             value = sql.SQL("s.{}").format(sql.Identifier(name))
         else:
             value = sql.SQL("NULL")
+        default = NOT_NULL_DEFAULTS.get(name)
+        if default is not None:  # the API's result model requires these (NULL in some rows)
+            value = sql.SQL("coalesce({}::{}, {})").format(value, sql.SQL(typ), sql.SQL(default))
         cols.append(sql.SQL("{}::{}").format(value, sql.SQL(typ)))
     body = sql.SQL("SELECT {} FROM {} s WHERE s.{} = ANY(ids)").format(
         sql.SQL(", ").join(cols), _table(src), _col(src, "id")

@@ -235,6 +235,20 @@ def test_adopt_clipper_database_and_leave_it_as_found(clipper, fake_openai):
     assert after["schemas"] == sorted([*before["schemas"], ("clipembed",)])
     assert clipper_search(url, words) == keyword_before
 
+    # what a search result shows comes from Clipper's table, NULLs the API cannot show filled
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE clips SET view_count = NULL, is_nsfw = NULL WHERE twitch_clip_id = %s",
+            (rows[8]["twitch_clip_id"],),
+        )
+        conn.execute("SET search_path = clipembed, public")  # as clipembed's sessions do
+        shown = conn.execute(
+            "SELECT r.title, r.view_count, r.is_nsfw FROM clips c, clip_rows(ARRAY[c.id]) r"
+            " WHERE c.twitch_clip_id = %s",
+            (rows[8]["twitch_clip_id"],),
+        ).fetchone()
+    assert shown == (rows[8]["title"], 0, False)
+
     # backfill fills Clipper's own clips.embedding, in its own types, for visible clips only
     out = run("backfill", "--json")
     assert out.returncode == 0, out.stderr
