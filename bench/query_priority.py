@@ -18,15 +18,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
-import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bench import common
+from bench import common, query_lane
 from clipembed import errors, runtime, settings
 from clipembed.db import connection, migrations
 from clipembed.jobs import backfill, importer
@@ -39,15 +37,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "twitch"
 
 def query_texts(count: int, skip: int = 0) -> list[str]:
     """Distinct real stream titles (never clip titles: nothing is cached)."""
-    seen: dict[str, None] = {}
-    with gzip.open(DATA / "stream_titles.jsonl.gz", "rt", encoding="utf-8") as fh:
-        for line in fh:
-            title = (json.loads(line).get("title") or "").strip()
-            if 3 <= len(title) <= 200:
-                seen.setdefault(title, None)
-            if len(seen) >= count + skip:
-                break
-    return list(seen)[skip:]
+    return query_lane.query_texts(count + skip)[skip:]
 
 
 def pct(values: list[float], q: float) -> float:

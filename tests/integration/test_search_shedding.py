@@ -4,16 +4,13 @@ than complete within the deadline, the excess is answered 503 "overloaded" at on
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 
 import httpx
 import pytest
-import uvicorn
 
 from clipembed.api import shedding
 from clipembed.api.app import create_app
-from clipembed.testing import servers
+from tests.plugins.browser import serve_http
 
 HELD = 8  # searches admitted before anything has completed: 1 connection x STARTUP_FACTOR
 
@@ -26,25 +23,14 @@ def slow_api(database_url, openai_settings, fake_openai):
     cfg = openai_settings(
         database_url=database_url,
         search_embed_timeout_ms=4000,
-        clipembed_search_requests_per_second=1000,
-        clipembed_search_embeds_per_minute=100_000,
+        clipembed_search_requests_per_second=0,  # per-client limits off: one test client
+        clipembed_search_embeds_per_minute=0,
     )
     app = create_app(cfg)
-    port = servers.free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    app.state.shedder = shedding.Shedder(connections=1, deadline_seconds=2.0)
-    assert HELD == shedding.STARTUP_FACTOR
-    try:
-        yield f"http://127.0.0.1:{port}", app
-    finally:
-        server.should_exit = True
-        thread.join(15)
+    with serve_http(app) as base:  # uvicorn as `clipembed serve` runs it
+        app.state.shedder = shedding.Shedder(connections=1, deadline_seconds=2.0)
+        assert HELD == shedding.STARTUP_FACTOR
+        yield base, app
 
 
 async def test_the_excess_is_shed_at_once_with_retry_after(slow_api):
@@ -62,5 +48,6 @@ async def test_the_excess_is_shed_at_once_with_retry_after(slow_api):
     # the admitted ones waited for the hanging provider and answered 503 too (semantic mode),
     # never more of them at once than the shedder allows
     others = [r for r in answers if r not in shed]
-    assert len(others) > 0 and all(r.status_code == 503 for r in others)
+    odd = [(r.status_code, r.text[:200]) for r in others if r.status_code != 503]
+    assert len(others) > 0 and odd == []
     assert app.state.shedder.in_flight == 0
