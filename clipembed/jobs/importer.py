@@ -228,9 +228,7 @@ async def _adopted_upsert(
     columns = [c for c in COLUMNS if renamed.get(c, c) in present]
     upsert = queries.upsert_clips(
         [renamed.get(c, c) for c in columns],
-        table=sql.SQL("{}.{}").format(
-            sql.Identifier(src.mapping.schema), sql.Identifier(src.mapping.table)
-        ),
+        table=source_queries.table(src),
     )
     return upsert, columns
 

@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 
 from clipembed import errors, source
-from clipembed.source import queries
+from clipembed.source import queries, triggers
 
 logger = logging.getLogger(__name__)
 
@@ -131,13 +131,22 @@ async def prepare(
     return src
 
 
+async def _functions(conn: psycopg.AsyncConnection[Any], src: source.Source) -> None:
+    """The trigger functions, regenerated from the mapping (CREATE OR REPLACE)."""
+    for statement in (
+        triggers.APPLY_FUNCTION,
+        triggers.FORGET_FUNCTION,
+        triggers.TRUNCATE_FUNCTION,
+    ):
+        await conn.execute(statement)
+    await conn.execute(triggers.sync_function(src))
+
+
 async def attach(conn: psycopg.AsyncConnection[Any], src: source.Source) -> None:
     """After migration 0001 made the shadow: the triggers on the table, then its rows."""
     await conn.execute(queries.WIDEN_SHADOW)
-    for statement in (queries.APPLY_FUNCTION, queries.FORGET_FUNCTION, queries.TRUNCATE_FUNCTION):
-        await conn.execute(statement)
-    await conn.execute(queries.sync_function(src))
-    for statement in queries.create_triggers(src):
+    await _functions(conn, src)
+    for statement in triggers.create_triggers(src):
         await conn.execute(statement)
     await conn.execute(queries.copy_into_shadow(src))
 
@@ -148,15 +157,15 @@ async def refresh(
     """At the end of every ``migrate up``: the mapping re-resolved (settings may have changed:
     another flag hides clips), the functions regenerated, the shadow brought level."""
     src = await prepare(conn, mapping, dimensions=dimensions)
-    for statement in (queries.APPLY_FUNCTION, queries.FORGET_FUNCTION, queries.TRUNCATE_FUNCTION):
-        await conn.execute(statement)
-    await conn.execute(queries.sync_function(src))
-    for name, statement in zip(queries.TRIGGERS, queries.create_triggers(src), strict=True):
-        cur = await conn.execute(queries.HAS_TRIGGER, (src.mapping.schema, src.mapping.table, name))
+    await _functions(conn, src)
+    for name, statement in zip(triggers.TRIGGERS, triggers.create_triggers(src), strict=True):
+        cur = await conn.execute(
+            triggers.HAS_TRIGGER, (src.mapping.schema, src.mapping.table, name)
+        )
         if await cur.fetchone() is None:
             await conn.execute(statement)
-    await conn.execute(queries.mirror_function(src))
-    await conn.execute(queries.MIRROR_TRIGGER)
+    await conn.execute(triggers.mirror_function(src))
+    await conn.execute(triggers.MIRROR_TRIGGER)
     await conn.execute(queries.clip_rows_function(src))
     await conn.execute(queries.copy_into_shadow(src))
     await conn.execute(queries.forget_vanished(src))
@@ -174,7 +183,7 @@ async def remove(conn: psycopg.AsyncConnection[Any]) -> None:
         if row is not None:
             added, created_extension = list(row[1]), bool(row[2])
     if src is not None:
-        for statement in queries.drop_triggers(src):
+        for statement in triggers.drop_triggers(src):
             await conn.execute(statement)
     await conn.execute(queries.DROP_SCHEMA)
     if src is not None:

@@ -1,4 +1,5 @@
-"""Every statement over an adopted clips table, composed with ``psycopg.sql`` from its mapping.
+"""Every statement over an adopted clips table, composed with ``psycopg.sql`` from its mapping
+(the functions and triggers clipembed installs on it: :mod:`clipembed.source.triggers`).
 
 The adopted table belongs to the platform: clipembed reads it, writes only the specification's
 vector columns (the mirror) and the rows ``clipembed import`` brings, and puts nothing on it but
@@ -11,10 +12,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from clipembed.source import FIELDS, SCHEMA, SEARCH_PATH, Source
-
-#: the triggers clipembed puts on an adopted table, and nothing else
-TRIGGERS = ("clipembed_sync", "clipembed_sync_truncate")
+from clipembed.source import FIELDS, SCHEMA, Source
 
 #: the columns (name -> type) of a table, by schema and name
 TABLE_COLUMNS = """
@@ -59,18 +57,18 @@ ON CONFLICT (only_row) DO UPDATE SET source = EXCLUDED.source,
 ).format(schema=sql.Identifier(SCHEMA))
 
 
-def _table(src: Source) -> sql.Composed:
+def table(src: Source) -> sql.Composed:
     return sql.SQL("{}.{}").format(
         sql.Identifier(src.mapping.schema), sql.Identifier(src.mapping.table)
     )
 
 
-def _col(src: Source, field: str, row: str | None = None) -> sql.Composable:
+def column(src: Source, field: str, row: str | None = None) -> sql.Composable:
     ident = sql.Identifier(src.mapping.column(field))
     return ident if row is None else sql.SQL("{}.{}").format(sql.SQL(row), ident)
 
 
-def _hidden(src: Source, row: str) -> sql.Composable:
+def hidden(src: Source, row: str) -> sql.Composable:
     """Whether a row is hidden: any flag true, NULL counting as false."""
     if not src.hidden:
         return sql.SQL("false")
@@ -82,27 +80,27 @@ def _hidden(src: Source, row: str) -> sql.Composable:
     )
 
 
-def _twitch_id(src: Source, row: str) -> sql.Composable:
+def twitch_id(src: Source, row: str) -> sql.Composable:
     if src.twitch_clip_id is None:
-        return sql.SQL("{}::text").format(_col(src, "id", row))
+        return sql.SQL("{}::text").format(column(src, "id", row))
     return sql.SQL("coalesce({}.{}::text, {}::text)").format(
-        sql.SQL(row), sql.Identifier(src.twitch_clip_id), _col(src, "id", row)
+        sql.SQL(row), sql.Identifier(src.twitch_clip_id), column(src, "id", row)
     )
 
 
-def _values(src: Source, row: str) -> list[sql.Composable]:
+def values(src: Source, row: str) -> list[sql.Composable]:
     """The shadow row of a source row: id, twitch_clip_id, title, creator, broadcaster, game,
     language, created_at, is_removed (text columns NOT NULL in the shadow get '')."""
     return [
-        _col(src, "id", row),
-        _twitch_id(src, row),
-        sql.SQL("coalesce({}::text, '')").format(_col(src, "title", row)),
-        sql.SQL("coalesce({}::text, '')").format(_col(src, "creator", row)),
-        sql.SQL("coalesce({}::text, '')").format(_col(src, "broadcaster", row)),
-        sql.SQL("{}::text").format(_col(src, "game", row)),
-        sql.SQL("{}::text").format(_col(src, "language", row)),
-        sql.SQL("coalesce({}::timestamptz, now())").format(_col(src, "created_at", row)),
-        _hidden(src, row),
+        column(src, "id", row),
+        twitch_id(src, row),
+        sql.SQL("coalesce({}::text, '')").format(column(src, "title", row)),
+        sql.SQL("coalesce({}::text, '')").format(column(src, "creator", row)),
+        sql.SQL("coalesce({}::text, '')").format(column(src, "broadcaster", row)),
+        sql.SQL("{}::text").format(column(src, "game", row)),
+        sql.SQL("{}::text").format(column(src, "language", row)),
+        sql.SQL("coalesce({}::timestamptz, now())").format(column(src, "created_at", row)),
+        hidden(src, row),
     ]
 
 
@@ -149,8 +147,8 @@ WHERE (c.twitch_clip_id, c.title, c.creator_name, c.broadcaster_name, c.game_nam
     ).format(
         schema=sql.Identifier(SCHEMA),
         cols=SHADOW_COLUMNS,
-        values=sql.SQL(", ").join(_values(src, "s")),
-        table=_table(src),
+        values=sql.SQL(", ").join(values(src, "s")),
+        table=table(src),
     )
 
 
@@ -159,184 +157,7 @@ def forget_vanished(src: Source) -> sql.Composed:
     return sql.SQL(
         "DELETE FROM {schema}.clips c WHERE NOT EXISTS"
         " (SELECT 1 FROM {table} s WHERE s.{id} = c.id)"
-    ).format(schema=sql.Identifier(SCHEMA), table=_table(src), id=_col(src, "id"))
-
-
-# ------------------------------------------------------------------ the triggers' functions
-
-#: Writes one clip into the shadow, whose own triggers (keyword analysis, postings, the queue,
-#: counters) do the rest. SET search_path: those triggers' functions name clipembed's tables
-#: unqualified, and this runs in the platform's sessions.
-APPLY_FUNCTION = sql.SQL(
-    """
-CREATE OR REPLACE FUNCTION {schema}.source_apply(
-    p_id uuid, p_twitch_clip_id text, p_title text, p_creator text, p_broadcaster text,
-    p_game text, p_language text, p_created_at timestamptz, p_hidden boolean
-) RETURNS void LANGUAGE plpgsql SET search_path = {path} AS $f$
-BEGIN
-    INSERT INTO clips AS c ({cols})
-    VALUES (p_id, p_twitch_clip_id, p_title, p_creator, p_broadcaster, p_game, p_language,
-            p_created_at, p_hidden)
-    ON CONFLICT (id) DO UPDATE SET twitch_clip_id = EXCLUDED.twitch_clip_id,
-        title = EXCLUDED.title, creator_name = EXCLUDED.creator_name,
-        broadcaster_name = EXCLUDED.broadcaster_name, game_name = EXCLUDED.game_name,
-        language = EXCLUDED.language, created_at = EXCLUDED.created_at,
-        is_removed = EXCLUDED.is_removed
-    WHERE (c.twitch_clip_id, c.title, c.creator_name, c.broadcaster_name, c.game_name,
-           c.language, c.created_at, c.is_removed)
-       IS DISTINCT FROM (EXCLUDED.twitch_clip_id, EXCLUDED.title, EXCLUDED.creator_name,
-           EXCLUDED.broadcaster_name, EXCLUDED.game_name, EXCLUDED.language,
-           EXCLUDED.created_at, EXCLUDED.is_removed);
-END
-$f$
-"""
-).format(schema=sql.Identifier(SCHEMA), path=sql.SQL(SEARCH_PATH), cols=SHADOW_COLUMNS)
-
-#: A clip gone from the adopted table: its shadow row goes, and with it (foreign keys, ON DELETE
-#: CASCADE) its queue item, postings, vectors in every space and batch items.
-FORGET_FUNCTION = sql.SQL(
-    """
-CREATE OR REPLACE FUNCTION {schema}.source_forget(p_id uuid)
-RETURNS void LANGUAGE plpgsql SET search_path = {path} AS $f$
-BEGIN
-    DELETE FROM clips WHERE id = p_id;
-END
-$f$
-"""
-).format(schema=sql.Identifier(SCHEMA), path=sql.SQL(SEARCH_PATH))
-
-TRUNCATE_FUNCTION = sql.SQL(
-    """
-CREATE OR REPLACE FUNCTION {schema}.source_truncate()
-RETURNS trigger LANGUAGE plpgsql SET search_path = {path} AS $f$
-BEGIN
-    TRUNCATE clips CASCADE;
-    DELETE FROM clipembed_counters;
-    RETURN NULL;
-END
-$f$
-"""
-).format(schema=sql.Identifier(SCHEMA), path=sql.SQL(SEARCH_PATH))
-
-
-def sync_function(src: Source) -> sql.Composed:
-    """The row trigger on the adopted table. Its first test is the hot path: an UPDATE that
-    changes nothing clipembed watches (view counts, votes, the platform's own columns, the
-    mirror's own writes) returns at once, without a SET or a write."""
-    watched = [_col(src, f) for f in ("title", "creator", "broadcaster", "game", "language")]
-    watched.append(_col(src, "created_at"))
-    if src.twitch_clip_id is not None:
-        watched.append(sql.Identifier(src.twitch_clip_id))
-    # one row comparison: plpgsql evaluates it as one expression, not one per column
-    columns = [_col(src, "id"), *watched]
-    unchanged = sql.SQL("({old}, {old_hidden}) IS NOT DISTINCT FROM ({new}, {new_hidden})").format(
-        old=sql.SQL(", ").join(sql.SQL("OLD.{}").format(c) for c in columns),
-        new=sql.SQL(", ").join(sql.SQL("NEW.{}").format(c) for c in columns),
-        old_hidden=_hidden(src, "OLD"),
-        new_hidden=_hidden(src, "NEW"),
-    )
-    return sql.SQL(
-        """
-CREATE OR REPLACE FUNCTION {schema}.source_sync() RETURNS trigger LANGUAGE plpgsql AS $f$
-BEGIN
-    IF TG_OP = 'UPDATE' THEN
-        IF {unchanged} THEN
-            RETURN NULL;
-        END IF;
-        IF OLD.{id} IS DISTINCT FROM NEW.{id} THEN
-            PERFORM {schema}.source_forget(OLD.{id});
-        END IF;
-    ELSIF TG_OP = 'DELETE' THEN
-        PERFORM {schema}.source_forget(OLD.{id});
-        RETURN NULL;
-    END IF;
-    PERFORM {schema}.source_apply({values});
-    RETURN NULL;
-END
-$f$
-"""
-    ).format(
-        schema=sql.Identifier(SCHEMA),
-        unchanged=unchanged,
-        id=_col(src, "id"),
-        values=sql.SQL(", ").join(_values(src, "NEW")),
-    )
-
-
-def create_triggers(src: Source) -> list[sql.Composed]:
-    table = _table(src)
-    schema = sql.Identifier(SCHEMA)
-    return [
-        sql.SQL(
-            "CREATE TRIGGER clipembed_sync AFTER INSERT OR UPDATE OR DELETE ON {table}"
-            " FOR EACH ROW EXECUTE FUNCTION {schema}.source_sync()"
-        ).format(table=table, schema=schema),
-        sql.SQL(
-            "CREATE TRIGGER clipembed_sync_truncate AFTER TRUNCATE ON {table}"
-            " FOR EACH STATEMENT EXECUTE FUNCTION {schema}.source_truncate()"
-        ).format(table=table, schema=schema),
-    ]
-
-
-def drop_triggers(src: Source) -> list[sql.Composed]:
-    return [
-        sql.SQL("DROP TRIGGER IF EXISTS {name} ON {table}").format(
-            name=sql.Identifier(name), table=_table(src)
-        )
-        for name in TRIGGERS
-    ]
-
-
-HAS_TRIGGER = """
-SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %s AND c.relname = %s AND t.tgname = %s
-"""
-
-
-def mirror_function(src: Source) -> sql.Composed:
-    """Statement trigger on the shadow: its vector columns (the active space's mirror, kept by
-    migration 0009's trigger) are copied to the adopted table's, in their types. When those
-    columns are gone (the platform rolled back its migration) the copy is skipped, not the
-    write: ``clipembed backfill`` restores the mirror once they are back."""
-    body: sql.Composable
-    if not src.has_vector_columns:
-        body = sql.SQL("RETURN NULL;")
-    else:
-        body = sql.SQL(
-            """
-    UPDATE {table} s SET embedding = n.embedding, embedding_model = n.embedding_model,
-        embedding_generated_at = n.embedding_generated_at
-    FROM new_rows n JOIN old_rows o ON o.id = n.id
-    WHERE s.{id} = n.id
-      AND (n.embedding IS DISTINCT FROM o.embedding
-           OR n.embedding_model IS DISTINCT FROM o.embedding_model
-           OR n.embedding_generated_at IS DISTINCT FROM o.embedding_generated_at);
-    RETURN NULL;
-EXCEPTION WHEN undefined_column OR undefined_table OR datatype_mismatch OR data_exception THEN
-    RAISE WARNING 'clipembed: % copying vectors to %: the mirror is restored by the next backfill',
-        SQLERRM, {where};
-    RETURN NULL;"""
-        ).format(table=_table(src), id=_col(src, "id"), where=sql.Literal(src.mapping.qualified))
-    return sql.SQL(
-        """
-CREATE OR REPLACE FUNCTION {schema}.source_mirror() RETURNS trigger LANGUAGE plpgsql AS $f$
-BEGIN
-{body}
-END
-$f$
-"""
-    ).format(schema=sql.Identifier(SCHEMA), body=body)
-
-
-MIRROR_TRIGGER = sql.SQL(
-    """
-DROP TRIGGER IF EXISTS clipembed_source_mirror ON {schema}.clips;
-CREATE TRIGGER clipembed_source_mirror AFTER UPDATE ON {schema}.clips
-    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.source_mirror()
-"""
-).format(schema=sql.Identifier(SCHEMA))
+    ).format(schema=sql.Identifier(SCHEMA), table=table(src), id=column(src, "id"))
 
 
 def add_vector_column(src_schema: str, table: str, column: str, dimensions: int) -> sql.Composed:
@@ -353,7 +174,7 @@ def add_vector_column(src_schema: str, table: str, column: str, dimensions: int)
 
 def drop_column(src: Source, column: str) -> sql.Composed:
     return sql.SQL("ALTER TABLE {} DROP COLUMN IF EXISTS {}").format(
-        _table(src), sql.Identifier(column)
+        table(src), sql.Identifier(column)
     )
 
 
@@ -377,9 +198,9 @@ SELECT count(*) FILTER (WHERE s.embedding IS NOT NULL AND (c.embedding IS NULL
 FROM {table} s JOIN {schema}.clips c ON c.id = s.{id}
 """
     ).format(
-        table=_table(src),
+        table=table(src),
         schema=sql.Identifier(SCHEMA),
-        id=_col(src, "id"),
+        id=column(src, "id"),
         gtype=sql.SQL(src.generated_at_type),
     )
 
@@ -402,9 +223,9 @@ WHERE c.id = s.{id} AND c.id > %(after)s AND c.id <= %(upto)s AND c.embedding IS
   AND (s.embedding IS NULL{foreign})
 """
     ).format(
-        table=_table(src),
+        table=table(src),
         schema=sql.Identifier(SCHEMA),
-        id=_col(src, "id"),
+        id=column(src, "id"),
         foreign=foreign if replace_foreign else sql.SQL(""),
     )
 
@@ -456,9 +277,9 @@ def clip_rows_function(src: Source) -> sql.Composed:
     cols: list[sql.Composable] = []
     for name, typ in types.items():
         if name in mapped:
-            value: sql.Composable = sql.SQL("s.{}").format(_col(src, mapped[name]))
+            value: sql.Composable = sql.SQL("s.{}").format(column(src, mapped[name]))
         elif name == "twitch_clip_id":
-            value = _twitch_id(src, "s")
+            value = twitch_id(src, "s")
         elif name in src.display:
             value = sql.SQL("s.{}").format(sql.Identifier(name))
         else:
@@ -468,7 +289,7 @@ def clip_rows_function(src: Source) -> sql.Composed:
             value = sql.SQL("coalesce({}::{}, {})").format(value, sql.SQL(typ), sql.SQL(default))
         cols.append(sql.SQL("{}::{}").format(value, sql.SQL(typ)))
     body = sql.SQL("SELECT {} FROM {} s WHERE s.{} = ANY(ids)").format(
-        sql.SQL(", ").join(cols), _table(src), _col(src, "id")
+        sql.SQL(", ").join(cols), table(src), column(src, "id")
     )
     return sql.SQL(
         """
@@ -484,7 +305,7 @@ RETURNS TABLE ({columns}) LANGUAGE sql STABLE AS $f$ {body} $f$
     )
 
 
-def import_table(src: Source) -> sql.Composed:
+def importtable(src: Source) -> sql.Composed:
     """Where ``clipembed import`` writes on an adopted installation: the table itself (its
     triggers bring each clip into clipembed's shadow)."""
-    return _table(src)
+    return table(src)
