@@ -51,7 +51,7 @@ class QueryEmbedder:
         limiter: RateLimiter,
         timeout_seconds: float,
         coalesce_seconds: float,
-        max_batch: int = MAX_BATCH,
+        max_batch: int | None = None,
     ) -> None:
         self.service = service
         self.limiter = limiter
@@ -65,9 +65,9 @@ class QueryEmbedder:
             provider.max_inputs_per_request,
             max(1, provider.max_tokens_per_request // MAX_QUERY_TOKENS),
         )
-        self.max_batch = max(
-            1, accepted if remote and max_batch == MAX_BATCH else min(max_batch, accepted)
-        )
+        if max_batch is None:  # the provider's own bound (remote), or a local encode's
+            max_batch = accepted if remote else MAX_BATCH
+        self.max_batch = max(1, min(max_batch, accepted))
         self._pending: dict[str, asyncio.Future[np.ndarray]] = {}
         self._flush_scheduled: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
