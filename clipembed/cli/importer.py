@@ -10,7 +10,7 @@ import typer
 from clipembed import runtime
 from clipembed.cli import common
 from clipembed.db import connection
-from clipembed.jobs import importer
+from clipembed.jobs import bulk_import, importer, progress
 from clipembed.source import adoption
 from clipembed.spaces import vectors as vectors_mod
 
@@ -38,6 +38,15 @@ def register(app: typer.Typer) -> None:
             help="--vectors: auto (rebuild a candidate's index once), keep or rebuild.",
         ),
         as_json: bool = typer.Option(False, "--json", help="--vectors: the report as JSON."),
+        path_choice: str = typer.Option(
+            "auto",
+            "--path",
+            help="Clips: bulk (staging table, set-based; for large files), rows (row by row), "
+            f"or auto (bulk from {bulk_import.AUTO_MIN_BYTES // 2**20} MiB on disk).",
+        ),
+        jobs: int = typer.Option(
+            bulk_import.JOBS, "--jobs", min=1, max=16, help="Bulk path: chunks loaded at once."
+        ),
         debug: bool = common.DebugOption,
     ) -> None:
         """Load clips (the clips column names), upserting by twitch_clip_id; bad rows are reported.
@@ -50,6 +59,9 @@ def register(app: typer.Typer) -> None:
         if vectors is not None and not space:
             common.stderr.print("error: --vectors needs --space NAME (see `clipembed model list`)")
             raise typer.Exit(common.EXIT_CONFIG)
+        if path_choice not in ("auto", "bulk", "rows"):
+            common.stderr.print("error: --path must be auto, bulk or rows")
+            raise typer.Exit(common.EXIT_CONFIG)
         if index not in ("auto", "keep", "rebuild"):
             common.stderr.print("error: --index must be auto, keep or rebuild")
             raise typer.Exit(common.EXIT_CONFIG)
@@ -61,12 +73,25 @@ def register(app: typer.Typer) -> None:
             async with conn:
                 adopted = await adoption.load(conn)
                 await conn.commit()
-                report = await importer.import_file(conn, path, target=adopted)
+                if bulk_import.wants_bulk(path_choice, path):
+                    with progress.ImportProgress(path, common.stderr) as bar:
+                        report = await bulk_import.import_file(
+                            conn,
+                            path,
+                            target=adopted,
+                            jobs=jobs,
+                            connect=lambda: connection.connect(connection.database_url(cfg)),
+                            progress=bar.update,
+                        )
+                else:
+                    report = await importer.import_file(conn, path, target=adopted)
             for line, reason in report.bad[:MAX_SHOWN]:
                 common.stderr.print(f"line {line}: {reason}", markup=False)
             if len(report.bad) > MAX_SHOWN:
                 common.stderr.print(f"... and {len(report.bad) - MAX_SHOWN} more bad lines")
-            common.stdout.print(f"loaded {report.loaded} clips, {len(report.bad)} bad lines")
+            common.stdout.print(
+                f"loaded {report.loaded} clips, {len(report.bad)} bad lines ({report.mode} path)"
+            )
             return common.EXIT_FAILED if report.bad else common.EXIT_OK
 
         async def vectors_main() -> int:

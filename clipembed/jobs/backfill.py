@@ -150,14 +150,38 @@ async def run(
                 progress.stop()
 
     rebuild = False
+    probe: index_policy.Probe | None = None
     outpaces = index_policy.load_outpaces_index(svc, cfg.embedding_requests_per_minute, batch_size)
     if index_policy.wants_rebuild(index, live=live, expected=expected, outpaces=outpaces):
         rebuild = index == "rebuild" or await index_policy.index_exists(pool, space)
         if rebuild:
+            summary.index_policy = (
+                "--index rebuild" if index == "rebuild" else "the request limit outpaces the index"
+            )
             logger.info(
                 "dropping the HNSW index to rebuild it after loading",
-                extra={"live": live, "to_embed": expected},
+                extra={"live": live, "to_embed": expected, "why": summary.index_policy},
             )
+            await index_policy.drop_index(pool, space)
+    elif index == "auto" and index_policy.wants_rebuild(
+        index, live=live, expected=expected, outpaces=True
+    ):
+        # a large load the request limit alone would not make outpace the index: measure it
+        probe = index_policy.Probe(live=live, remaining=expected)
+        summary.index_policy = "kept (probing)"
+
+    async def observe(outcome: pipeline.BatchOutcome, rows: int) -> None:
+        nonlocal rebuild
+        if probe is None:
+            return
+        probe.add(rows, embed_seconds=outcome.embed_seconds, write_seconds=outcome.write_seconds)
+        verdict = probe.verdict()
+        if verdict is None:
+            return
+        summary.index_policy = probe.reason
+        logger.info("index policy decided", extra={"decision": probe.reason})
+        if verdict and await index_policy.index_exists(pool, space):
+            rebuild = True
             await index_policy.drop_index(pool, space)
 
     queue: asyncio.Queue[list[pipeline.Pending] | None] = asyncio.Queue(maxsize=concurrency * 2)
@@ -201,6 +225,7 @@ async def run(
                 # here, or this task would wait for a batch the cancelled reader never sends.
                 raise asyncio.CancelledError
             summary.processed += outcome.written
+            await observe(outcome, len(batch))
             summary.superseded += outcome.superseded
             summary.failed += outcome.failed
             summary.last_error = outcome.last_error or summary.last_error
@@ -223,6 +248,7 @@ async def run(
             await index_policy.rebuild_index(pool, space, workers=cfg.clipembed_index_build_workers)
             summary.index_rebuilt = True
             seconds = round(time.monotonic() - t, 1)
+            summary.index_seconds = seconds
             logger.info("HNSW index built", extra={"seconds": seconds})
             await rollups.event(
                 pool, "index_build", {"seconds": seconds, "by": "backfill", "space": space.name}

@@ -14,7 +14,7 @@ import datetime as dt
 import gzip
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -102,13 +102,11 @@ class ImportReport:
     lines: int = 0
     loaded: int = 0
     bad: list[tuple[int, str]] = dataclasses.field(default_factory=list)
+    mode: str = "rows"  # or "bulk" (clipembed.jobs.bulk_import)
 
-
-def _open(path: Path) -> BinaryIO:
-    """Bytes, so each line is decoded on its own: one bad byte rejects one line, not the file."""
-    if path.name.endswith(".gz"):
-        return cast(BinaryIO, gzip.open(path, "rb"))
-    return path.open("rb")
+    def reject(self, number: int, reason: str) -> None:
+        self.bad.append((number, reason))
+        logger.warning("bad row skipped", extra={"line": number, "reason": reason})
 
 
 def parse_line(line: bytes | str) -> ClipRecord | str | None:
@@ -144,49 +142,22 @@ def parse_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, ClipRecord 
             yield number, item
 
 
-def _row(record: ClipRecord, columns: list[str]) -> tuple[Any, ...]:
+def row(record: ClipRecord, columns: Sequence[str]) -> tuple[Any, ...]:
     return tuple(getattr(record, c) for c in columns)
 
 
-async def import_file(
-    conn: psycopg.AsyncConnection[Any], path: Path, *, target: source.Source | None = None
-) -> ImportReport:
-    """Upsert every good line of ``path``; returns counts and the bad lines.
+def read_records(
+    path: Path, report: ImportReport, *, position: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, ClipRecord]]:
+    """(line number, record) for every good line of ``path``; bad lines go to ``report``.
 
-    A batch the database rejects as a whole (a value our validation let through) is retried row
-    by row, each in its own savepoint, so only the offending lines are reported and skipped.
-    ``target``: an adopted table (written itself; its clipembed_sync trigger brings each row
-    into clipembed), else the owned ``clips``.
+    ``position``: called with the bytes read so far of the file on disk (compressed bytes for
+    a .gz), for a progress bar.
     """
-    upsert, columns = UPSERT, COLUMNS
-    if target is not None:
-        upsert, columns = await _adopted_upsert(conn, target)
-    report = ImportReport()
-    batch: list[tuple[int, tuple[Any, ...]]] = []
-
-    def bad(number: int, reason: str) -> None:
-        report.bad.append((number, reason))
-        logger.warning("bad row skipped", extra={"line": number, "reason": reason})
-
-    async def flush() -> None:
-        if not batch:
-            return
-        try:
-            async with conn.transaction(), conn.cursor() as cur:
-                await cur.executemany(upsert, [row for _, row in batch])
-            report.loaded += len(batch)
-        except ROW_ERRORS:
-            async with conn.transaction(), conn.cursor() as cur:
-                for number, row in batch:
-                    try:
-                        async with conn.transaction():
-                            await cur.execute(upsert, row)
-                        report.loaded += 1
-                    except ROW_ERRORS as exc:
-                        bad(number, f"rejected by the database: {_first_line(exc)}")
-        batch.clear()
-
-    with _open(path) as handle:
+    with path.open("rb") as raw:
+        handle: BinaryIO = (
+            cast(BinaryIO, gzip.GzipFile(fileobj=raw)) if path.name.endswith(".gz") else raw
+        )
         lines = iter(handle)
         number = 0
         while True:
@@ -195,24 +166,73 @@ async def import_file(
             except StopIteration:
                 break
             except (OSError, EOFError) as exc:  # a truncated or corrupt .gz: keep what was read
-                bad(number + 1, f"file unreadable from here on ({exc})")
+                report.reject(number + 1, f"file unreadable from here on ({exc})")
                 break
             number += 1
             report.lines = number
+            if position is not None and number % 1000 == 0:
+                position(raw.tell())
             item = parse_line(line)
             if item is None:
                 continue
             if isinstance(item, str):
-                bad(number, item)
+                report.reject(number, item)
                 continue
-            batch.append((number, _row(item, columns)))
-            if len(batch) >= BATCH:
-                await flush()
-    await flush()
+            yield number, item
+        if position is not None:
+            position(raw.tell())
+
+
+async def upsert_rows(
+    conn: psycopg.AsyncConnection[Any],
+    upsert: sql.Composed,
+    batch: Sequence[tuple[int, tuple[Any, ...]]],
+    report: ImportReport,
+) -> None:
+    """One batch through ``upsert`` (``executemany``: one round trip); a batch the database
+    rejects as a whole (a value our validation let through) is retried row by row, each in its
+    own savepoint, so only the offending lines are reported and skipped."""
+    if not batch:
+        return
+    try:
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(upsert, [row for _, row in batch])
+        report.loaded += len(batch)
+    except ROW_ERRORS:
+        async with conn.transaction(), conn.cursor() as cur:
+            for number, row in batch:
+                try:
+                    async with conn.transaction():
+                        await cur.execute(upsert, row)
+                    report.loaded += 1
+                except ROW_ERRORS as exc:
+                    report.reject(number, f"rejected by the database: {first_line(exc)}")
+
+
+async def import_file(
+    conn: psycopg.AsyncConnection[Any], path: Path, *, target: source.Source | None = None
+) -> ImportReport:
+    """Upsert every good line of ``path`` row by row (batches of BATCH); returns the counts.
+
+    ``target``: an adopted table (written itself; its clipembed_sync trigger brings each row
+    into clipembed), else the owned ``clips``. Large files go through
+    :mod:`clipembed.jobs.bulk_import` instead.
+    """
+    upsert, columns = UPSERT, COLUMNS
+    if target is not None:
+        upsert, columns = await adopted_upsert(conn, target)
+    report = ImportReport(mode="rows")
+    batch: list[tuple[int, tuple[Any, ...]]] = []
+    for number, record in read_records(path, report):
+        batch.append((number, row(record, columns)))
+        if len(batch) >= BATCH:
+            await upsert_rows(conn, upsert, batch, report)
+            batch.clear()
+    await upsert_rows(conn, upsert, batch, report)
     return report
 
 
-async def _adopted_upsert(
+async def adopted_upsert(
     conn: psycopg.AsyncConnection[Any], src: source.Source
 ) -> tuple[sql.Composed, list[str]]:
     """The upsert into an adopted table: the file's columns renamed by the mapping, those the
@@ -233,5 +253,5 @@ async def _adopted_upsert(
     return upsert, columns
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -80,6 +81,8 @@ class BatchOutcome:
     superseded: int = 0  # embedded, but the clip was edited meanwhile: left for the next run
     failed: int = 0
     last_error: str | None = None
+    embed_seconds: float = 0.0  # the provider call, limiter waits included
+    write_seconds: float = 0.0  # the database write, pool wait included (the index policy's probe)
 
 
 def needs_embedding(row: dict[str, Any], *, content_hash: bytes, force: bool) -> bool:
@@ -180,7 +183,9 @@ async def embed_and_write(
     run) rather than raised: one bad write must not end a backfill of millions.
     """
     outcome = BatchOutcome()
+    started = time.monotonic()
     result = await service.embed_detailed([p.text for p in batch])
+    outcome.embed_seconds = time.monotonic() - started
     good = [(p, v) for p, v in zip(batch, result.vectors, strict=True) if v is not None]
     for p, err in zip(batch, result.errors, strict=True):
         if err is not None:
@@ -202,6 +207,7 @@ async def embed_and_write(
         outcome.last_error = f"database write failed: {exc}"
         logger.error("batch write failed", extra={"clips": len(good), "reason": str(exc)})
         written = 0
+    outcome.write_seconds = time.monotonic() - started - outcome.embed_seconds
     outcome.written = written
     outcome.superseded = len(good) - written
     await rollups.record(

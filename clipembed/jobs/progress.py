@@ -1,13 +1,18 @@
-"""Progress for long jobs: a rich bar with rate and ETA on a terminal, a log line otherwise."""
+"""Progress for long jobs: a rich bar with rate and ETA on a terminal, a log line otherwise.
+
+:class:`Progress` counts clips (backfills); :class:`ImportProgress` follows a file import by bytes.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     TaskID,
     TaskProgressColumn,
@@ -79,6 +84,57 @@ class Progress:
             )
 
     def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+class ImportProgress:
+    """A file import's progress by bytes read (compressed bytes of a .gz), with the clips
+    loaded and their rate; a bar on a terminal, a log line every LOG_EVERY s otherwise.
+    ``update`` may be called from the thread that parses the file."""
+
+    def __init__(self, path: Path, console: Console, *, terminal: bool | None = None) -> None:
+        self.total = max(path.stat().st_size, 1)
+        self.terminal = console.is_terminal if terminal is None else terminal
+        self._console = console
+        self._bar: RichProgress | None = None
+        self._task: TaskID | None = None
+        self._started = self._last_log = time.monotonic()
+
+    def __enter__(self) -> ImportProgress:
+        self._started = self._last_log = time.monotonic()
+        if self.terminal:
+            self._bar = RichProgress(
+                TextColumn("[bold]import"),
+                BarColumn(),
+                DownloadColumn(),
+                TextColumn("{task.fields[loaded]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self._console,
+                transient=False,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("import", total=self.total, loaded="")
+        return self
+
+    def update(self, read: int, loaded: int) -> None:
+        rate = loaded / max(time.monotonic() - self._started, 1e-9)
+        if self._bar is not None and self._task is not None:
+            label = f"{loaded:,} clips, {rate:,.0f}/s"
+            self._bar.update(self._task, completed=min(read, self.total), loaded=label)
+            return
+        now = time.monotonic()
+        if now - self._last_log >= LOG_EVERY:
+            self._last_log = now
+            logger.info(
+                f"import: {loaded} clips loaded",
+                extra={"read_pct": round(100 * read / self.total, 1), "rate_per_s": round(rate)},
+            )
+
+    def __exit__(self, *exc: object) -> None:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None

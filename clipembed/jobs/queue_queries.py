@@ -169,6 +169,43 @@ SELECT unnest(%s::uuid[])
 ON CONFLICT (clip_id) DO NOTHING
 """
 
+#: The bulk import's enqueue (clipembed.jobs.bulk_import), for a whole chunk what the enqueue
+#: trigger does for one row (migration 0011): new live clips, and clips whose embedded text or
+#: removal changed (read before the upsert into ``clipembed_before``, written rows in
+#: ``clipembed_written``), are queued with a new generation; a removed one leaves the queue; a
+#: queued clip leaves the dead letters. One notification for the chunk.
+ENQUEUE_WRITTEN = """
+WITH changed AS (
+    SELECT w.id, w.is_removed, w.has_vector FROM clipembed_written w
+    LEFT JOIN clipembed_before b ON b.id = w.id
+    WHERE (b.id IS NULL AND NOT w.is_removed)
+       OR (b.id IS NOT NULL
+           AND (b.title, b.broadcaster_name, b.creator_name, b.game_name, b.is_removed)
+               IS DISTINCT FROM
+               (w.title, w.broadcaster_name, w.creator_name, w.game_name, w.is_removed))
+),
+gone AS (
+    DELETE FROM embedding_queue q USING changed c WHERE q.clip_id = c.id AND c.is_removed
+),
+queued AS (
+    INSERT INTO embedding_queue AS q (clip_id, had_vector)
+    SELECT id, has_vector FROM changed WHERE NOT is_removed ORDER BY id
+    ON CONFLICT (clip_id) DO UPDATE
+        SET generation = q.generation + 1,
+            next_attempt_at = now(),
+            attempts = 0,
+            claims = 0,
+            last_error = NULL,
+            in_batch = NULL,
+            had_vector = q.had_vector OR EXCLUDED.had_vector
+    RETURNING q.clip_id
+),
+cleared AS (
+    DELETE FROM embedding_dead_letters d USING queued WHERE d.clip_id = queued.clip_id
+)
+SELECT count(*) FROM queued
+"""
+
 STATS = """
 SELECT
     count(*) FILTER (WHERE (leased_until IS NULL OR leased_until < now()) AND in_batch IS NULL)

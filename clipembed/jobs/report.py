@@ -38,6 +38,10 @@ class Summary:
     in_open_batch: int = 0
     #: seconds the --max-rate pace held the backfill back
     paced_seconds: float = 0.0
+    #: the index policy's decision and why (clipembed.jobs.index_policy), and the build's time:
+    #: ``duration`` includes it, so it is the time until every clip is searchable by vector
+    index_policy: str = ""
+    index_seconds: float = 0.0
 
     @property
     def average_ms(self) -> float:
@@ -109,6 +113,8 @@ class Summary:
         out = []
         if self.superseded:
             out.append(f"  Edited meanwhile: {self.superseded} (the worker embeds the new text)")
+        if self.index_rebuilt:
+            out.append(f"  Index rebuilt:    {duration(self.index_seconds)} ({self.index_policy})")
         if self.paced_seconds:
             out.append(f"  Paced:            {duration(self.paced_seconds)} (--max-rate)")
         if self.in_open_batch:

@@ -6,7 +6,7 @@ import json
 import types
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clipembed import clips
@@ -172,3 +172,50 @@ def test_index_rebuild_decision(mode, live, expected_rows, outpaces, rebuild):
         index_policy.wants_rebuild(mode, live=live, expected=expected_rows, outpaces=outpaces)
         is rebuild
     )
+
+
+def probe_after(batches, *, embed, write, live=100_000, remaining=100_000, rows=50):
+    probe = index_policy.Probe(live=live, remaining=remaining, started=0.0)
+    for _ in range(batches):
+        probe.add(rows, embed_seconds=embed, write_seconds=write)
+    return probe
+
+
+def test_probe_waits_for_enough_batches_and_time():
+    assert probe_after(index_policy.PROBE_BATCHES - 1, embed=0.1, write=1.0).verdict(60) is None
+    assert probe_after(index_policy.PROBE_BATCHES, embed=0.1, write=1.0).verdict(0.5) is None
+
+
+def test_probe_drops_the_index_when_the_database_binds_and_answers_once():
+    probe = probe_after(index_policy.PROBE_BATCHES, embed=0.3, write=0.3)
+    assert probe.verdict(60) is True
+    assert "50%" in probe.reason and "drop the index" in probe.reason
+    assert probe.verdict(61) is None  # decided: nobody drops it twice
+
+
+@pytest.mark.parametrize(
+    ("embed", "write", "live", "remaining", "drop"),
+    [
+        (0.48, 0.02, 100_000, 100_000, False),  # the provider binds: the index keeps up
+        (0.1, 0.4, 100_000, 40_000, False),  # most clips already embedded: keep it for search
+        (0.1, 0.4, 1_000, 1_000, False),  # the probe itself loaded most of a small table
+        (0.1, 0.4, 100_000, 100_000, True),
+    ],
+)
+def test_probe_decision(embed, write, live, remaining, drop):
+    probe = probe_after(index_policy.PROBE_BATCHES, embed=embed, write=write, live=live,
+                        remaining=remaining)  # fmt: skip
+    assert probe.verdict(60) is drop
+
+
+@settings(max_examples=200)
+@given(
+    embed=st.floats(0, 10, allow_nan=False),
+    write=st.floats(0, 10, allow_nan=False),
+    remaining=st.integers(0, 10**7),
+)
+def test_probe_never_drops_for_a_provider_bound_or_nearly_done_load(embed, write, remaining):
+    probe = probe_after(index_policy.PROBE_BATCHES, embed=embed, write=write, remaining=remaining)
+    if probe.verdict(60):
+        assert probe.write_share >= index_policy.WRITE_BOUND_SHARE
+        assert remaining - probe.rows >= index_policy.REBUILD_MIN_ROWS
