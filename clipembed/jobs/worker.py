@@ -22,6 +22,11 @@ connections); Redis going away only makes the service uncached; a provider failu
 attempt against the affected items only; SIGTERM stops claiming and finishes what is in flight.
 An item claimed ``CLIPEMBED_QUEUE_MAX_ATTEMPTS`` times without finishing (it crashes or kills
 its worker) is dead-lettered by the next claim; a lease the heartbeat finds lost is logged.
+
+The batch's work with the queue (claim, read, extend, complete, fail, usage) goes through a
+:class:`~clipembed.jobs.queue_store.QueueStore`, so its logic is unit-tested against an in-memory
+store. LISTEN, the gauges and the status heartbeat (``_report``) need PostgreSQL itself and use
+the runtime's database directly.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import psycopg
 from psycopg import sql
 
 from clipembed import metrics
-from clipembed.jobs import queue, worker_spaces
+from clipembed.jobs import queue, queue_store, worker_spaces
 from clipembed.jobs.worker_plan import WorkerStats, more_ready
 from clipembed.runtime import Runtime, space_key
 
@@ -76,6 +81,9 @@ def worker_name() -> str:
 
 
 class Worker:
+    """``store``: the queue (default: PostgreSQL through the runtime's pool); tests pass a fake.
+    LISTEN and ``_report`` use the runtime's database whatever the store."""
+
     def __init__(
         self,
         runtime: Runtime,
@@ -83,9 +91,11 @@ class Worker:
         name: str | None = None,
         batch_size: int | None = None,
         concurrency: int | None = None,
+        store: queue_store.QueueStore | None = None,
     ) -> None:
         cfg = runtime.settings
         self.runtime = runtime
+        self.store = queue_store.PgQueueStore(runtime.pool) if store is None else store
         self.service = runtime.require_service()
         self.name = name or worker_name()
         self.batch_size = batch_size or cfg.clipembed_worker_batch_size
@@ -159,8 +169,7 @@ class Worker:
 
     async def _process_batch(self, items: list[queue.Claimed]) -> None:
         ids = [i.clip_id for i in items]
-        async with self.runtime.pool.connection() as conn:
-            rows, spaces, stored = await worker_spaces.read(conn, ids)
+        rows, spaces, stored = await self.store.read(ids)
         heartbeat = asyncio.create_task(self._heartbeat(ids))
         try:
             work = await worker_spaces.embed(self._service_for, items, rows, spaces, stored)
@@ -172,10 +181,8 @@ class Worker:
         embedded_before, failed_before = self.stats.embedded, self.stats.failed
         await self._settle(work, work.retire(items), list(work.failures.values()))
         for space, svc, outcome in work.outcomes:
-            await rollups.record(
-                self.runtime.pool,
+            await self.store.record_usage(
                 model=svc.model,
-                source="worker",
                 clips=self.stats.embedded - embedded_before,
                 failed=self.stats.failed - failed_before,
                 stats=outcome.stats,
@@ -203,23 +210,22 @@ class Worker:
         delay = ERROR_DELAY / 4
         while True:
             try:
-                async with self.runtime.pool.connection() as conn:
-                    if writes or retire:
-                        done = await queue.complete(
-                            conn, writes, retire, worker=self.name, targets=work.targets
-                        )
-                        wanted = {w.item.clip_id for w in writes} - set(work.failures)
-                        written = wanted & done
-                        self.stats.embedded += len(written)
-                        self.stats.superseded += len(wanted) - len(written)
-                        writes, retire = [], []
-                    if failures:
-                        buried = await queue.fail_many(
-                            conn, failures, worker=self.name, max_attempts=self.max_attempts
-                        )
-                        for (item, error), dead in zip(failures, buried, strict=True):
-                            self._log_failure(item, error, dead=dead)
-                        failures = []
+                if writes or retire:
+                    done = await self.store.complete(
+                        writes, retire, worker=self.name, targets=work.targets
+                    )
+                    wanted = {w.item.clip_id for w in writes} - set(work.failures)
+                    written = wanted & done
+                    self.stats.embedded += len(written)
+                    self.stats.superseded += len(wanted) - len(written)
+                    writes, retire = [], []
+                if failures:
+                    buried = await self.store.fail_many(
+                        failures, worker=self.name, max_attempts=self.max_attempts
+                    )
+                    for (item, error), dead in zip(failures, buried, strict=True):
+                        self._log_failure(item, error, dead=dead)
+                    failures = []
                 return
             except (psycopg.Error, OSError, TimeoutError) as exc:
                 self.stats.db_errors += 1
@@ -259,8 +265,7 @@ class Worker:
         while pending:
             await asyncio.sleep(self.lease / 3)
             try:
-                async with self.runtime.pool.connection() as conn:
-                    lost = await queue.extend(conn, pending, worker=self.name, lease=self.lease)
+                lost = await self.store.extend(pending, worker=self.name, lease=self.lease)
             except (psycopg.Error, OSError):
                 continue  # the lease may lapse; completion then checks ownership
             for item in lost:
@@ -292,14 +297,9 @@ class Worker:
         self._notes = 0
         self._burst.clear()
         self.stats.claims += 1
-        async with self.runtime.pool.connection() as conn:
-            result = await queue.claim(
-                conn,
-                worker=self.name,
-                limit=self.batch_size,
-                lease=self.lease,
-                max_claims=self.max_attempts,
-            )
+        result = await self.store.claim(
+            worker=self.name, limit=self.batch_size, lease=self.lease, max_claims=self.max_attempts
+        )
         for dead in result.dead_lettered:
             self.stats.dead_lettered += 1
             logger.error(

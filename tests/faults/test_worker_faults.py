@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 
 import psycopg
 import pytest
 
+from clipembed.jobs import worker
 from tests.faults.conftest import (
     check,
     edit_some,
@@ -21,6 +23,14 @@ from tests.plugins.queue import insert_clips
 from tests.plugins.waiting import wait_until
 
 pytestmark = pytest.mark.slow
+
+# How long a worker may take to LISTEN again once PostgreSQL accepts connections: an attempt
+# that began before the restart finished may hang until its connect timeout, the worker then
+# pauses RECONNECT_DELAY, and the next attempt ends within the timeout too (PGCONNECT_TIMEOUT
+# is given to the workers so that the bound is ours, not psycopg's 130 s default).
+CONNECT_TIMEOUT = 15  # seconds
+RELISTEN_WITHIN = CONNECT_TIMEOUT + worker.RECONNECT_DELAY + CONNECT_TIMEOUT  # seconds
+STARTUP = 60  # seconds for a new worker process to import, connect, check the schema, LISTEN
 
 
 def assert_clean(report: dict[str, int]) -> None:
@@ -62,8 +72,13 @@ def test_postgres_restart_workers_reconnect(tmp_path, worker_env, spawn_worker, 
         insert_clips(url, 150)
         fake_openai.control(latency_ms=100)
         # the lease outlives a restart: a lapsed lease (not the restart) is what re-embeds
-        env = worker_env(url, REDIS_URL="none", CLIPEMBED_QUEUE_LEASE_SECONDS="20")
-        workers = [spawn_worker(env) for _ in range(2)]
+        env = worker_env(
+            url,
+            REDIS_URL="none",
+            CLIPEMBED_QUEUE_LEASE_SECONDS="20",
+            PGCONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
+        )
+        workers = [spawn_worker(named(env, i)) for i in range(2)]
         wait_until(
             lambda: fake_openai.stats()["requests"] >= 2,
             timeout=30,
@@ -71,11 +86,13 @@ def test_postgres_restart_workers_reconnect(tmp_path, worker_env, spawn_worker, 
         )
         restarts = 0
         for _ in range(2):
-            pg_ctl(server, "-w", "-m", "fast", "restart")
+            pg_ctl(server, "-w", "-m", "fast", "restart")  # returns once it accepts connections
+            back = time.monotonic()
             restarts += 1
             edit_some(url, 10, f"after restart {restarts}")
             insert_clips(url, 25, prefix=f"after-restart-{restarts}")
-            wait_listening(url, 2)  # both workers reconnected before the next restart
+            # both workers reconnected before the next restart
+            wait_listening(url, workers, until=back + RELISTEN_WITHIN)
         fake_openai.control(latency_ms=10)
         wait_until_embedded(url, timeout=60)
         for w in workers:
@@ -144,19 +161,48 @@ def queue_length(url: str) -> int:
         return conn.execute("SELECT count(*) FROM embedding_queue").fetchone()[0]
 
 
-def wait_listening(url: str, n: int, timeout: float = 30) -> None:
-    """Until ``n`` workers LISTEN on this database (started, connected, ready)."""
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            count = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND query ILIKE 'LISTEN%%'"
-            ).fetchone()[0]
-            if count >= n:
-                return
-            time.sleep(0.1)
-    raise AssertionError(f"{n} workers not listening after {timeout}s")
+def named(env: dict[str, str], i: int) -> dict[str, str]:
+    """``env`` for worker ``i``: its connections carry its name (see :func:`wait_listening`)."""
+    return env | {"PGAPPNAME": f"fault-worker-{i}"}
+
+
+def wait_listening(url: str, workers: list[subprocess.Popen[str]], *, until: float) -> None:
+    """Until every worker (spawned with :func:`named` env) LISTENs on this database.
+
+    Fails at once with its output when a worker has exited (it will never listen), and at the
+    ``until`` deadline (``time.monotonic()``) with what PostgreSQL shows of each missing worker.
+    """
+    names = {f"fault-worker-{i}": p for i, p in enumerate(workers)}
+    missing: dict[str, list[tuple]] = {}  # name -> its sessions, as last seen
+
+    def all_listening() -> bool:
+        for name, p in names.items():
+            if p.poll() is not None:
+                _, err = p.communicate()
+                raise AssertionError(f"{name} exited ({p.returncode}) instead of listening: {err}")
+        with psycopg.connect(url, autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT application_name, state, left(query, 40), backend_start "
+                "FROM pg_stat_activity WHERE datname = current_database() "
+                "AND application_name = ANY(%s)",
+                (list(names),),
+            ).fetchall()
+        listening = {r[0] for r in rows if r[2].upper().startswith("LISTEN")}
+        missing.clear()
+        missing.update({n: [r[1:] for r in rows if r[0] == n] for n in names if n not in listening})
+        return not missing
+
+    try:
+        wait_until(
+            all_listening,
+            timeout=max(0.0, until - time.monotonic()),
+            interval=0.1,
+            what=f"{len(names)} workers to LISTEN",
+        )
+    except AssertionError as exc:
+        if not missing:
+            raise
+        raise AssertionError(f"{exc}; not listening (their sessions): {missing}") from None
 
 
 def test_one_or_four_workers_and_a_binding_provider_limit_lose_and_duplicate_nothing(
@@ -172,8 +218,8 @@ def test_one_or_four_workers_and_a_binding_provider_limit_lose_and_duplicate_not
     for n in (1, 4):
         url = database_factory.new()
         install_audit(url)
-        workers = [spawn_worker(worker_env(url, **env)) for _ in range(n)]
-        wait_listening(url, n)
+        workers = [spawn_worker(named(worker_env(url, **env), i)) for i in range(n)]
+        wait_listening(url, workers, until=time.monotonic() + STARTUP)
         insert_clips(url, clips_per_run, prefix=f"scale{n}")
         wait_until_embedded(url, timeout=90)
         for w in workers:
@@ -183,9 +229,10 @@ def test_one_or_four_workers_and_a_binding_provider_limit_lose_and_duplicate_not
     install_audit(url)
     fake_openai.control(rpm=120)
     workers = [
-        spawn_worker(worker_env(url, **env, EMBEDDING_REQUESTS_PER_MINUTE="120")) for _ in range(4)
+        spawn_worker(named(worker_env(url, **env, EMBEDDING_REQUESTS_PER_MINUTE="120"), i))
+        for i in range(4)
     ]
-    wait_listening(url, 4)
+    wait_listening(url, workers, until=time.monotonic() + STARTUP)
     insert_clips(url, clips_per_run, prefix="limited")
     wait_until_embedded(url, timeout=90)
     for w in workers:
