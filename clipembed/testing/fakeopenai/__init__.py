@@ -98,6 +98,7 @@ from clipembed.testing.fakeopenai.protocol import (  # noqa: F401 - the public n
     MAX_TOKENS_PER_REQUEST,
     NATIVE_DIMENSIONS,
     ORGANIZATION,
+    VECTOR_MODES,
     WINDOW,
     EmbeddingRequest,
     Options,
@@ -108,6 +109,7 @@ from clipembed.testing.fakeopenai.protocol import (  # noqa: F401 - the public n
     embedding_payload,
     expected_vector,
     text_digest,
+    vector_for,
 )
 from clipembed.testing.fakeopenai.state import _State
 
@@ -185,6 +187,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--api-key", help="accept only this Bearer token (default: any)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every answer")
+    parser.add_argument(
+        "--vectors", choices=VECTOR_MODES, default="hash", help="hash (tests) or words (recall)"
+    )
     parser.add_argument("--rpm", type=int, help="requests per sliding minute (default: none)")
     parser.add_argument("--tpm", type=int, help="tokens per sliding minute (default: none)")
     parser.add_argument(
@@ -213,6 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         Options(
             api_key=args.api_key,
             latency_ms=args.latency_ms,
+            vectors=args.vectors,
             slow_seconds=args.slow_seconds,
             rpm=args.rpm,
             tpm=args.tpm,

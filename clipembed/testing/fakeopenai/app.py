@@ -27,9 +27,9 @@ from clipembed.testing.fakeopenai.protocol import (
     _new_id,
     check_embedding_body,
     embedding_payload,
-    expected_vector,
     native_only_body,
     text_digest,
+    vector_for,
 )
 from clipembed.testing.fakeopenai.records import (
     _Batch,
@@ -159,7 +159,7 @@ def create_app(options: Options | None = None) -> Starlette:
             )
 
         out_dims = dims + 1 if fault == "wrong_dims" else dims
-        vectors = [expected_vector(t, out_dims) for t in inputs]
+        vectors = [vector_for(t, out_dims, o.vectors) for t in inputs]
         if fault == "nan":
             vectors[0] = vectors[0].copy()
             vectors[0][0] = np.nan

@@ -19,8 +19,8 @@ from clipembed.testing.fakeopenai.protocol import (
     _new_id,
     check_embedding_body,
     embedding_payload,
-    expected_vector,
     text_digest,
+    vector_for,
 )
 from clipembed.testing.fakeopenai.records import (
     _Batch,
@@ -312,7 +312,9 @@ class BatchLedger:
                     )
                 else:
                     status = 200
-                    vectors = [expected_vector(t, checked.dims) for t in checked.inputs]
+                    vectors = [
+                        vector_for(t, checked.dims, self.options.vectors) for t in checked.inputs
+                    ]
                     body = embedding_payload(
                         checked.model, vectors, checked.as_base64, checked.tokens
                     )

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
+import re
 import secrets
 from collections.abc import Callable
 from typing import Any
@@ -77,10 +79,43 @@ def expected_vector(text: str, dimensions: int) -> np.ndarray:
     return vec
 
 
+VECTOR_MODES = ("hash", "words")
+_WORD = re.compile(r"\w+")
+
+
+@functools.lru_cache(maxsize=200_000)
+def _word_vector(word: str, dimensions: int) -> np.ndarray:
+    return expected_vector("word:" + word, dimensions)
+
+
+def words_vector(text: str, dimensions: int) -> np.ndarray:
+    """A vector with the structure of a text embedding, for benchmarks of recall at scale: the
+    normalised sum of the text's words' vectors (lower-cased; a run of CJK characters counts
+    as its bigrams) plus a little of the text's own, so texts sharing words are near each other
+    (an index over uniform noise, :func:`expected_vector`, is the hardest case there is)."""
+    words: list[str] = []
+    for token in _WORD.findall(text.lower()):
+        if len(token) > 2 and not token.isascii():
+            words += [token[i : i + 2] for i in range(len(token) - 1)]
+        else:
+            words.append(token)
+    vec = 0.3 * expected_vector(text, dimensions)
+    for word in words:
+        vec = vec + _word_vector(word, dimensions)
+    norm = np.linalg.norm(vec)
+    return (vec / norm).astype(np.float32) if norm else expected_vector(text, dimensions)
+
+
+def vector_for(text: str, dimensions: int, mode: str = "hash") -> np.ndarray:
+    """The vector the server returns in ``mode`` (Options.vectors): hash (tests) or words."""
+    return words_vector(text, dimensions) if mode == "words" else expected_vector(text, dimensions)
+
+
 @dataclasses.dataclass
 class Options:
     api_key: str | None = None  # when set, any other Bearer token gets 401
     latency_ms: float = 0.0
+    vectors: str = "hash"  # how vectors are made: one of VECTOR_MODES (vector_for)
     slow_seconds: float = 5.0  # how long a "slow" response takes
     rpm: int | None = None
     tpm: int | None = None

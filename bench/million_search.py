@@ -1,0 +1,256 @@
+"""The search phases of ``bench.million``: latency per mode, recall, binary quantization, HTTP.
+
+Every function takes a database that holds the clips and a promoted space; see bench/million.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+import psycopg
+from pgvector.psycopg import register_vector, register_vector_async
+
+from clipembed import runtime, settings, spaces
+from clipembed.admin import auth
+from clipembed.search import clips as clip_search
+from clipembed.search import core
+from clipembed.testing import servers
+from clipembed.testing.fakeopenai import vector_for
+
+MODES: tuple[core.Mode, ...] = ("keyword", "semantic", "hybrid")
+
+
+def percentiles(times: Sequence[float]) -> dict[str, float]:
+    ordered = sorted(times)
+    return {
+        "p50_ms": round(statistics.median(ordered), 1),
+        "p95_ms": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 1),
+        "max_ms": round(ordered[-1], 1),
+    }
+
+
+async def timings(cfg: settings.Settings, texts: list[str]) -> dict[str, Any]:
+    """p50/p95 per mode in the active space, every query embedding cached first."""
+    out: dict[str, Any] = {}
+    async with runtime.open_runtime(cfg, search=True) as rt:
+        filters = clip_search.Filters()
+        for text in texts:  # warm: the query embeddings go to the cache
+            await clip_search.search_detailed(
+                rt.reader, rt.service_for, text, params=core.Params(mode="semantic"),
+                filters=filters,
+            )  # fmt: skip
+        for mode in MODES:
+            times = []
+            for text in texts:
+                t = time.perf_counter()
+                outcome = await clip_search.search_detailed(
+                    rt.reader, rt.service_for, text, params=core.Params(mode=mode, limit=20),
+                    filters=filters,
+                )  # fmt: skip
+                times.append((time.perf_counter() - t) * 1000)
+                if outcome.degraded:
+                    raise RuntimeError(f"{mode} search degraded {outcome.degraded}")
+            out[mode] = {"queries": len(times), **percentiles(times)}
+    return out
+
+
+def common_values(url: str, column: str) -> list[str]:
+    """A popular and a mid-frequency value of ``column`` (a filter that keeps ~1 % and less)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            f"SELECT {column}, count(*) FROM clips WHERE {column} IS NOT NULL "
+            f"GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
+    return [rows[0][0], rows[len(rows) // 2][0]]
+
+
+async def recall(
+    url: str, space_name: str, texts: list[str], dims: int, vectors: str, ef_search: int
+) -> dict[str, Any]:
+    """recall@10 of the product's vector branch against the same statement without the index,
+    unfiltered and filtered by game and by broadcaster (iterative scans)."""
+    games, broadcasters = common_values(url, "game_name"), common_values(url, "broadcaster_name")
+    cases: list[tuple[str, clip_search.Filters]] = [("unfiltered", clip_search.Filters())]
+    cases += [(f"game={g}", clip_search.Filters(game=g)) for g in games]
+    cases += [(f"broadcaster={b}", clip_search.Filters(broadcaster=b)) for b in broadcasters]
+    out: dict[str, Any] = {"queries": len(texts), "ef_search": ef_search}
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    async with conn:
+        await register_vector_async(conn)
+        await conn.execute("SET search_path = clipembed, public")
+        space = await spaces.by_name(conn, space_name)
+        corpus = clip_search.corpus_for(space)
+        params = core.Params(ef_search=ef_search)
+        for label, filters in cases:
+            hits, ann_ms, exact_ms = [], [], []
+            for text in texts:
+                v = vector_for(text, dims, vectors)
+                t = time.perf_counter()
+                ann = await core.semantic_branch(conn, corpus, v, filters.where(), params, 10)
+                ann_ms.append((time.perf_counter() - t) * 1000)
+                async with conn.transaction():
+                    await conn.execute("SET LOCAL enable_indexscan = off")
+                    await conn.execute("SET LOCAL max_parallel_workers_per_gather = 2")
+                    t = time.perf_counter()
+                    exact = await core.semantic_branch(conn, corpus, v, filters.where(), params, 10)
+                    exact_ms.append((time.perf_counter() - t) * 1000)
+                truth = {h[0] for h in exact}
+                if truth:
+                    hits.append(len(truth & {h[0] for h in ann}) / len(truth))
+            out[label] = {
+                "recall_at_10": round(statistics.fmean(hits), 4) if hits else None,
+                "index_p95_ms": percentiles(ann_ms)["p95_ms"],
+                "exact_p50_ms": percentiles(exact_ms)["p50_ms"],
+            }
+    return out
+
+
+def binary_quantized(
+    url: str, table: str, dims: int, texts: list[str], vectors: str
+) -> dict[str, Any]:
+    """An HNSW index on the sign bits of the halfvec space, candidates re-ranked by the full
+    vector: size, build time, recall@10 against the exact top 10, and p95 per re-rank factor."""
+    index = f"{table}_bq_bench"
+    out: dict[str, Any] = {}
+    with psycopg.connect(url, autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute("SET maintenance_work_mem = '8GB'")
+        conn.execute("SET max_parallel_maintenance_workers = 2")
+        t = time.monotonic()
+        conn.execute(
+            f"CREATE INDEX {index} ON {table} USING hnsw "
+            f"((binary_quantize(embedding)::bit({dims})) bit_hamming_ops) "
+            "WITH (m = 16, ef_construction = 64)"
+        )
+        out["build_s"] = round(time.monotonic() - t, 1)
+        out["index_bytes"] = conn.execute(f"SELECT pg_relation_size('{index}')").fetchone()[0]  # type: ignore[index]
+        probes = [np.asarray(vector_for(x, dims, vectors), dtype=np.float32) for x in texts]
+        truth = []
+        with conn.transaction():
+            conn.execute("SET LOCAL enable_indexscan = off")
+            for v in probes:
+                rows = conn.execute(
+                    f"SELECT clip_id FROM {table} ORDER BY embedding <=> %s::halfvec LIMIT 10",
+                    (v,),
+                ).fetchall()
+                truth.append({r[0] for r in rows})
+        for factor in (4, 10, 20, 40):
+            got, times = [], []
+            for v, exact in zip(probes, truth, strict=True):
+                with conn.transaction():
+                    conn.execute(f"SET LOCAL hnsw.ef_search = {max(40, 10 * factor)}")
+                    t = time.perf_counter()
+                    rows = conn.execute(
+                        f"SELECT clip_id FROM (SELECT clip_id, embedding FROM {table} ORDER BY "
+                        f"binary_quantize(embedding)::bit({dims}) <~> binary_quantize(%s::halfvec)"
+                        f" LIMIT %s) c ORDER BY embedding <=> %s::halfvec LIMIT 10",
+                        (v, 10 * factor, v),
+                    ).fetchall()
+                    times.append((time.perf_counter() - t) * 1000)
+                got.append(len(exact & {r[0] for r in rows}) / 10)
+            out[f"rerank_x{factor}"] = {
+                "recall_at_10": round(statistics.fmean(got), 4),
+                **percentiles(times),
+            }
+        conn.execute(f"DROP INDEX {index}")
+    return out
+
+
+def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipembed", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not servers.port_open("127.0.0.1", port):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("clipembed serve did not start")
+        time.sleep(0.1)
+    return proc
+
+
+def admin_token(url: str) -> str:
+    token = auth.TOKEN_PREFIX + "bench-" + os.urandom(16).hex()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET search_path = clipembed, public")
+        conn.execute(
+            "INSERT INTO clipembed_admin_tokens (name, token_hash) VALUES (%s, %s)",
+            (f"bench-{os.urandom(4).hex()}", auth.digest(token)),
+        )
+    return token
+
+
+def over_http(env: dict[str, str], url: str, texts: list[str], clients: int) -> dict[str, Any]:
+    """Through ``clipembed serve``: /status p95; each mode with one client and unique queries
+    (each text once per mode, with a suffix: nothing cached); then ``clients`` clients hybrid."""
+    port = servers.free_port()
+    token = admin_token(url)
+    # one benchmark client: the per-client search limits off
+    limits_off = {
+        "CLIPEMBED_SEARCH_REQUESTS_PER_SECOND": "0",
+        "CLIPEMBED_SEARCH_EMBEDS_PER_MINUTE": "0",
+    }
+    proc = serve(env | limits_off, port)
+    out: dict[str, Any] = {}
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=60) as client:
+            auth_header = {"Authorization": f"Bearer {token}"}
+            for _ in range(3):
+                client.get("/status", headers=auth_header).raise_for_status()
+            times = []
+            for _ in range(100):
+                t = time.perf_counter()
+                client.get("/status", headers=auth_header).raise_for_status()
+                times.append((time.perf_counter() - t) * 1000)
+            out["status"] = {"runs": 100, **percentiles(times)}
+            for mode in MODES:
+                times = []
+                for i, text in enumerate(texts):
+                    t = time.perf_counter()
+                    r = client.get("/search", params={"q": f"{text} {mode}{i}", "mode": mode})
+                    times.append((time.perf_counter() - t) * 1000)
+                    r.raise_for_status()
+                out[f"{mode}_1_client"] = {"queries": len(times), **percentiles(times)}
+        out[f"hybrid_{clients}_clients"] = asyncio.run(_concurrent(base, texts, clients))
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    return out
+
+
+async def _concurrent(base: str, texts: list[str], clients: int) -> dict[str, Any]:
+    todo = [f"{t} many{i}" for i, t in enumerate(texts)]
+    times: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def client_loop(http: httpx.AsyncClient) -> None:
+        while todo:
+            q = todo.pop()
+            t = time.perf_counter()
+            r = await http.get("/search", params={"q": q, "mode": "hybrid"})
+            times.append((time.perf_counter() - t) * 1000)
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+        await asyncio.gather(*(client_loop(http) for _ in range(clients)))
+    seconds = time.perf_counter() - started
+    return {
+        "queries": len(times),
+        "searches_per_s": round(len(times) / seconds, 1),
+        "statuses": statuses,
+        **percentiles(times),
+    }
