@@ -148,6 +148,7 @@ async def open_runtime(
                 # a search never waits longer for a connection than it may take (issue 18):
                 # past that the API answers "overloaded" (clipembed.api.failures)
                 acquire_timeout=(cfg.search_statement_timeout_ms or 30_000) / 1000,
+                autocommit=True,  # reads: no BEGIN/COMMIT round trips around each statement
             )
         if with_service:
             from clipembed import service as service_mod

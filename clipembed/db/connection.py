@@ -11,6 +11,7 @@ callback, so every query can send and receive numpy vectors in binary.
 from __future__ import annotations
 
 import logging
+import select
 from typing import Any
 
 import psycopg
@@ -73,6 +74,22 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.commit()
 
 
+async def check_connection(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The pool's check before lending a connection, without a round trip when none is needed.
+
+    psycopg_pool's own check sends an empty query on every acquire (three round trips of a
+    search). A server that ends a connection (restart, ``pg_terminate_backend``, idle timeout)
+    sends its FATAL message and closes the socket, which makes it readable: only then is the
+    full check run, and a dead connection is replaced before anyone uses it. An idle pooled
+    connection has nothing to read otherwise.
+    """
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    if readable:
+        await AsyncConnectionPool.check_connection(conn)
+
+
 async def open_pool(
     url: str,
     *,
@@ -80,12 +97,16 @@ async def open_pool(
     max_size: int = 8,
     statement_timeout_ms: int = 0,
     acquire_timeout: float = 30.0,
+    autocommit: bool = False,
 ) -> AsyncConnectionPool:
     """A pool whose connections know pgvector's types. The schema must be migrated first.
 
     ``statement_timeout_ms`` (0: none) bounds every statement on its connections: search pools
     get a short one, job pools a long one (SEARCH_/JOBS_STATEMENT_TIMEOUT_MS), so a runaway
     query is cancelled by PostgreSQL instead of holding a connection forever.
+
+    ``autocommit``: each statement its own transaction unless the caller opens one (the search
+    pool: a read needs no BEGIN and COMMIT around it, two round trips of a search's six).
 
     Checks connectivity first so a wrong URL fails with one clear line, not a pool timeout.
     """
@@ -108,12 +129,13 @@ async def open_pool(
         kwargs={
             "connect_timeout": CONNECT_TIMEOUT,
             "options": f"-c statement_timeout={int(statement_timeout_ms)}",
+            "autocommit": autocommit,
         },
         open=False,
         # how long a caller waits for a connection (search: its deadline, then "overloaded")
         timeout=acquire_timeout,
         # A connection broken by a server restart is detected and replaced before use.
-        check=AsyncConnectionPool.check_connection,
+        check=check_connection,
         reconnect_timeout=300,
     )
     await pool.open(wait=True, timeout=CONNECT_TIMEOUT * 3)

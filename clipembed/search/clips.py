@@ -207,13 +207,14 @@ async def search_detailed(
         embedding = asyncio.create_task(_embed_query(service, text, admit))
     degraded: list[str] = []
     where = filters.where()
+    depth = core.branch_depth(params)
     keyword: list[tuple[Any, float]] = []
     semantic: list[tuple[Any, float]] = []
     try:
         if wants_keyword:
             async with pool.connection() as conn:
                 keyword = await core.keyword_branch(
-                    conn, CLIPS, text, where, params, params.window, filter_first=filters.selective
+                    conn, CLIPS, text, where, params, depth, filter_first=filters.selective
                 )
         if embedding is not None:
             try:
@@ -234,7 +235,7 @@ async def search_detailed(
             else:
                 async with pool.connection() as conn:
                     semantic = await core.semantic_branch(
-                        conn, corpus, vector, where, params, params.window
+                        conn, corpus, vector, where, params, depth
                     )
     finally:
         if embedding is not None:

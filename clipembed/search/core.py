@@ -256,10 +256,12 @@ async def semantic_branch(
             exclude=exclude,
         )
     async with conn.transaction():
-        await conn.execute(queries.SET_EF_SEARCH, (str(max(params.ef_search, 1)),))
+        ef = (str(max(params.ef_search, 1)),)
         if version >= (0, 8):
             # keep scanning the index until enough rows pass the filters (pgvector >= 0.8)
-            await conn.execute(queries.SET_ITERATIVE_SCAN)
+            await conn.execute(queries.SET_EF_SEARCH_ITERATIVE, ef)
+        else:
+            await conn.execute(queries.SET_EF_SEARCH, ef)
         cur = await conn.execute(
             stmt,
             {
@@ -294,7 +296,7 @@ async def rank(
     ``semantic_conn``: a second connection, so that in hybrid mode the query embedding and the
     vector branch run while the keyword branch does (latency = the slower branch, not the sum).
     """
-    window = params.window
+    window = branch_depth(params)
     run_keyword = params.mode in ("keyword", "hybrid") and bool(query)
     run_semantic = params.mode in ("semantic", "hybrid")
 
@@ -330,6 +332,16 @@ async def rank(
     else:
         kw, sem = await keyword(), await semantic(conn)
     return fuse(kw, sem, params)
+
+
+def branch_depth(params: Params) -> int:
+    """Candidates each branch returns: the window for fusion (a clip ranked 150th by one
+    branch and 3rd by the other belongs on the first page); one branch alone only needs the
+    page. An HNSW scan for 200 neighbours with ef_search 100 is an iterative scan that costs
+    ~8x the 20 of a first page (docs/benchmarks.md, "Statements and time per search")."""
+    if params.mode == "hybrid":
+        return params.window
+    return params.offset + params.limit
 
 
 def fuse(

@@ -117,8 +117,11 @@ ORDER BY distance, id
 
 PGVECTOR_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
 SET_EF_SEARCH = "SELECT set_config('hnsw.ef_search', %s, true)"
-#: pgvector >= 0.8: keep scanning the index until enough rows pass the filters
-SET_ITERATIVE_SCAN = "SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+#: both settings of an HNSW scan in one round trip (pgvector >= 0.8)
+SET_EF_SEARCH_ITERATIVE = (
+    "SELECT set_config('hnsw.ef_search', %s, true), "
+    "set_config('hnsw.iterative_scan', 'relaxed_order', true)"
+)
 
 # ---------------------------------------------------------------- the clips corpus
 

@@ -64,3 +64,11 @@ def test_fuse_pages_are_slices_of_one_ranking():
     assert [h.rank for page in pages for h in page] == list(range(1, len(flat) + 1))
     top = full[0]
     assert top.keyword_rank == 1 and top.semantic_rank == 1
+
+
+def test_one_branch_fetches_the_page_and_fusion_the_window():
+    from clipembed.search import core
+
+    assert core.branch_depth(core.Params(mode="hybrid", limit=20, offset=40)) == core.DEFAULT_WINDOW
+    assert core.branch_depth(core.Params(mode="semantic", limit=20, offset=40)) == 60
+    assert core.branch_depth(core.Params(mode="keyword", limit=5)) == 5
