@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     #: parallel workers of an HNSW index build (PostgreSQL's max_parallel_maintenance_workers):
     #: 0 on a machine that also serves search, more on a dedicated one
     clipembed_index_build_workers: int = Field(default=2, ge=0, le=64)
+    #: memory an HNSW index build may take, at most (MB). A build uses what its graph needs
+    #: (estimated from the rows and the storage), never less than the server's own
+    #: maintenance_work_mem; a graph larger than this builds much slower (on disk), with a warning
+    clipembed_index_build_memory_mb: int = Field(default=1024, ge=64, le=1_048_576)
     embedding_scheduler_interval_minutes: float = Field(default=360, gt=0)
     embedding_scheduler_window_days: float = Field(default=7, gt=0)
     embedding_scheduler_limit: int = Field(default=100, ge=1)

@@ -93,7 +93,10 @@ class BatchApplier:
             if rebuild:
                 t = time.monotonic()
                 await index_policy.rebuild_index(
-                    self.rt.pool, self.space, workers=self.cfg.clipembed_index_build_workers
+                    self.rt.pool,
+                    self.space,
+                    workers=self.cfg.clipembed_index_build_workers,
+                    memory_mb=self.cfg.clipembed_index_build_memory_mb,
                 )
                 seconds = round(time.monotonic() - t, 1)
                 self.summary.index_rebuild_seconds += seconds

@@ -148,12 +148,17 @@ SELECT count(*) FROM written
 
 
 #: Memory for one-pass HNSW builds: the graph of 100,000 x 768-dim vectors needs ~350 MB.
-def index_build_settings(workers: int) -> tuple[sql.Composed, ...]:
-    """The session settings of an HNSW build: memory for one pass, ``workers`` parallel workers."""
+def index_build_settings(workers: int, memory_mb: int) -> tuple[sql.Composed, ...]:
+    """The session settings of an HNSW build: ``memory_mb`` of memory, ``workers`` parallel
+    workers (clipembed.jobs.index_policy decides both)."""
     return (
-        sql.SQL("SET maintenance_work_mem = '1GB'").format(),
+        sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(f"{int(memory_mb)}MB")),
         sql.SQL("SET max_parallel_maintenance_workers = {}").format(sql.Literal(int(workers))),
     )
+
+
+#: What the server itself gives maintenance (bytes): a build never takes less.
+MAINTENANCE_MEMORY = "SELECT pg_size_bytes(current_setting('maintenance_work_mem'))"
 
 
 #: How many spaces there are (a backfill retires queue items only when it writes the only one).

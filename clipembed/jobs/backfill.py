@@ -245,7 +245,12 @@ async def run(
         if rebuild:
             t = time.monotonic()
             logger.info("building the HNSW index")
-            await index_policy.rebuild_index(pool, space, workers=cfg.clipembed_index_build_workers)
+            await index_policy.rebuild_index(
+                pool,
+                space,
+                workers=cfg.clipembed_index_build_workers,
+                memory_mb=cfg.clipembed_index_build_memory_mb,
+            )
             summary.index_rebuilt = True
             seconds = round(time.monotonic() - t, 1)
             summary.index_seconds = seconds

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import time
 from typing import TYPE_CHECKING, Literal
 
@@ -28,6 +29,8 @@ from clipembed.spaces import queries as space_queries
 if TYPE_CHECKING:
     from clipembed.service import EmbeddingService
     from clipembed.spaces import Space
+
+logger = logging.getLogger(__name__)
 
 IndexMode = Literal["auto", "keep", "rebuild"]
 INDEX_MODES: tuple[str, ...] = ("auto", "keep", "rebuild")
@@ -134,13 +137,55 @@ async def drop_index(pool: AsyncConnectionPool, space: Space) -> None:
         await conn.execute(space_queries.drop_index(space.index_name))
 
 
-async def rebuild_index(pool: AsyncConnectionPool, space: Space, *, workers: int = 2) -> None:
-    """Build a space's HNSW index with enough memory to do it in one pass, with ``workers``
-    parallel workers (CLIPEMBED_INDEX_BUILD_WORKERS: 0 leaves the cores to search)."""
+#: pgvector's in-memory graph per row besides the vector: the element, its neighbour lists
+#: (2m at layer 0, m above, 16 bytes each at m = 16) and allocation overhead, rounded up.
+GRAPH_BYTES_PER_ROW = 700
+BYTES_PER_DIMENSION = {"halfvec": 2, "vector": 4}
+
+
+def graph_bytes(rows: int, dimensions: int, storage: str) -> int:
+    """Memory an HNSW build needs to keep the whole graph in memory (its fast path)."""
+    per_row = 8 + dimensions * BYTES_PER_DIMENSION.get(storage, 4) + GRAPH_BYTES_PER_ROW
+    return int(rows * per_row * 1.1)
+
+
+def build_memory_mb(*, needed: int, server: int, cap_mb: int) -> int:
+    """What the graph needs, up to ``cap_mb``, never below the server's maintenance_work_mem
+    (a DBA who gave maintenance 8 GB is not overruled by a smaller default), at least 64 MB."""
+    mb = 2**20
+    return max(64, -(-server // mb), min(-(-needed // mb), cap_mb))
+
+
+async def rebuild_index(
+    pool: AsyncConnectionPool, space: Space, *, workers: int = 2, memory_mb: int = 1024
+) -> None:
+    """Build a space's HNSW index with the memory its graph needs (up to ``memory_mb``,
+    CLIPEMBED_INDEX_BUILD_MEMORY_MB) and ``workers`` parallel workers
+    (CLIPEMBED_INDEX_BUILD_WORKERS: 0 leaves the cores to search).
+
+    A graph that does not fit is built on disk, several times slower (a 1,000,000-row halfvec(768)
+    graph needs ~2.4 GB: docs/benchmarks.md, "A million clips"); the log says so beforehand.
+    """
     async with pool.connection() as conn:
         await conn.set_autocommit(True)
         try:
-            for setting in queries.index_build_settings(workers):
+            cur = await conn.execute(space_queries.count_rows(space.table_name))
+            rows = int((await cur.fetchone() or (0,))[0])
+            cur = await conn.execute(queries.MAINTENANCE_MEMORY)
+            server = int((await cur.fetchone() or (0,))[0])
+            needed = graph_bytes(rows, space.dimensions, space.storage)
+            memory = build_memory_mb(needed=needed, server=server, cap_mb=memory_mb)
+            if needed > memory * 2**20:
+                logger.warning(
+                    "the HNSW graph will not fit in the build's memory: it builds on disk, slower; "
+                    "raise CLIPEMBED_INDEX_BUILD_MEMORY_MB if the server has the memory",
+                    extra={"rows": rows, "needed_mb": needed // 2**20, "memory_mb": memory},
+                )
+            logger.info(
+                "building the HNSW index",
+                extra={"rows": rows, "memory_mb": memory, "workers": workers},
+            )
+            for setting in queries.index_build_settings(workers, memory):
                 # a server that refuses a setting still builds the index, only slower
                 with contextlib.suppress(psycopg.Error):
                     await conn.execute(setting)

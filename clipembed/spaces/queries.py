@@ -64,6 +64,11 @@ def create_index(table: str, index: str, storage: str) -> sql.Composed:
     ).format(index=sql.Identifier(index), table=sql.Identifier(table), ops=sql.SQL(ops))
 
 
+def count_rows(table: str) -> sql.Composed:
+    """The rows of a space's table (an index build sizes its memory by them)."""
+    return sql.SQL("SELECT count(*) FROM {table}").format(table=sql.Identifier(table))
+
+
 def drop_index(index: str) -> sql.Composed:
     return sql.SQL("DROP INDEX IF EXISTS {index}").format(index=sql.Identifier(index))
 

@@ -219,3 +219,17 @@ def test_probe_never_drops_for_a_provider_bound_or_nearly_done_load(embed, write
     if probe.verdict(60):
         assert probe.write_share >= index_policy.WRITE_BOUND_SHARE
         assert remaining - probe.rows >= index_policy.REBUILD_MIN_ROWS
+
+
+def test_build_memory_is_what_the_graph_needs_within_the_cap_never_below_the_server():
+    mb = 2**20
+    needed = index_policy.graph_bytes(1_000_000, 768, "halfvec")
+    assert 2_000 * mb < needed < 3_000 * mb  # a million halfvec(768) rows: ~2.4 GB
+    assert index_policy.graph_bytes(1_000_000, 768, "vector") > needed
+    assert index_policy.build_memory_mb(needed=needed, server=64 * mb, cap_mb=8192) == -(
+        -needed // mb
+    )
+    assert index_policy.build_memory_mb(needed=needed, server=64 * mb, cap_mb=1024) == 1024
+    # the DBA's larger maintenance_work_mem stands; a tiny graph still gets 64 MB
+    assert index_policy.build_memory_mb(needed=needed, server=8192 * mb, cap_mb=1024) == 8192
+    assert index_policy.build_memory_mb(needed=1000, server=0, cap_mb=1024) == 64
