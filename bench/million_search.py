@@ -83,7 +83,9 @@ async def recall(
     cases += [(f"game={g}", clip_search.Filters(game=g)) for g in games]
     cases += [(f"broadcaster={b}", clip_search.Filters(broadcaster=b)) for b in broadcasters]
     out: dict[str, Any] = {"queries": len(texts), "ef_search": ef_search}
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    # prepare_threshold None: the two statements have the same text, and a prepared statement's
+    # generic plan (made with index scans on) would answer the "exact" one from the index too
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None)
     async with conn:
         await register_vector_async(conn)
         await conn.execute("SET search_path = clipembed, public")
