@@ -46,11 +46,14 @@ def save(name: str, result: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def postgres() -> Iterator[str]:
+def postgres(keep: Path | None = None) -> Iterator[str]:
+    """A private PostgreSQL, deleted at the end; ``keep``: its data directory, kept and reused
+    (a long benchmark can then re-measure search without rebuilding its data)."""
     from clipembed import pgembed
 
     with tempfile.TemporaryDirectory() as tmp:
-        server = pgembed.get_server(Path(tmp) / "pg", cleanup_mode="delete")
+        pgdata = keep / "pg" if keep else Path(tmp) / "pg"
+        server = pgembed.get_server(pgdata, cleanup_mode="stop" if keep else "delete")
         try:
             server.psql(
                 "ALTER SYSTEM SET maintenance_work_mem = '1GB'; ALTER SYSTEM SET max_wal_size = '4GB';"

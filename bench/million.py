@@ -160,7 +160,15 @@ def main() -> None:
     parser.add_argument("--storages", default="halfvec,vector")
     parser.add_argument("--vectors", choices=("words", "hash"), default="words")
     parser.add_argument("--http-clients", type=int, default=16)
+    parser.add_argument(
+        "--keep", type=Path, default=None,
+        help="keep the database in this directory; a rerun reuses its clips and spaces",
+    )  # fmt: skip
+    parser.add_argument(
+        "--skip", default="", help="phases to leave out: any of bq, http, recall (comma-separated)"
+    )
     args = parser.parse_args()
+    skip = {x.strip() for x in args.skip.split(",") if x.strip()}
     storages = [x.strip() for x in args.storages.split(",") if x.strip()]
     results: dict[str, Any] = {
         "clips": args.clips,
@@ -173,12 +181,10 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        t = time.monotonic()
-        data = make_file(tmp, args.clips)
-        results["generate_file_seconds"] = round(time.monotonic() - t, 1)
+        home = (args.keep or tmp) / "home"
         vectors = ("--vectors", args.vectors)
         with (
-            common.postgres() as url,
+            common.postgres(args.keep) as url,
             common.fake_provider("--latency-ms", "50", *vectors) as base,
             common.fake_provider("--latency-ms", "20", *vectors) as search_base,
         ):
@@ -197,78 +203,120 @@ def main() -> None:
                 EMBEDDING_CACHE_TTL_DAYS="0",  # the backfills must not hit the cache
                 EMBEDDING_REQUESTS_PER_MINUTE="10000000",
                 EMBEDDING_TOKENS_PER_MINUTE="10000000000",
-                CLIPEMBED_HOME=str(tmp / "home"),
+                CLIPEMBED_HOME=str(home),
                 CLIPEMBED_LOG_LEVEL="WARNING",
             )
             common.clipembed("migrate", "up", env_vars=e)
-            with phase(results, "import") as p:
-                p["load_average_at_start"] = load_average()
-                out, seconds, _ = common.clipembed(
-                    "import", str(data), "--path", args.importer, env_vars=e
-                )
-                p["output"] = out.stdout.strip()[-200:]
-                p["clips_per_s"] = round(args.clips / seconds)
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("DELETE FROM embedding_queue")  # the backlog is the backfills'
-                conn.execute("VACUUM ANALYZE")
-            save_partial(results)
+            if existing_clips(url) >= args.clips:
+                print(f"--- import: {args.clips} clips are there already (--keep)", flush=True)
+            else:
+                import_clips(results, tmp, args, e, url)
+            listed = spaces_listed(e)
             tables: dict[str, tuple[str, str]] = {}
             for storage in storages:
                 name = {"halfvec": "hv", "vector": "vec"}[storage]
-                common.clipembed(
-                    "model", "add", name, "--provider", "openai", "--model",
-                    "text-embedding-3-small", "--dimensions", str(DIMS), "--storage", storage,
-                    "--no-check", env_vars=e,
-                )  # fmt: skip
-                with phase(results, f"backfill {storage}") as p:
-                    p["load_average_at_start"] = load_average()
-                    out, seconds, _ = common.clipembed(
-                        "model", "backfill", name, "--json", env_vars=e
-                    )
-                    p["summary"] = json.loads(out.stdout.strip().splitlines()[-1])
-                    p["clips_per_s_including_index"] = round(p["summary"]["processed"] / seconds, 1)
-                out, _, _ = common.clipembed("model", "list", "--json", env_vars=e)
-                listed = {x["name"]: x for x in json.loads(out.stdout)}
+                if name in listed and listed[name]["embedded"] >= args.clips:
+                    print(f"--- backfill {storage}: done already (--keep)", flush=True)
+                else:
+                    backfill_space(results, name, storage, e)
+                    listed = spaces_listed(e)
                 tables[name] = (listed[name]["table"], storage)
                 results.setdefault("spaces", {})[name] = {
                     k: listed[name][k]
                     for k in ("storage", "embedded", "live_clips", "table_bytes", "index_bytes")
                 }
                 save_partial(results)
-            texts = queries_from(url, args.queries)
-            cfg = settings.load(
-                database_url=url,
-                embedding_provider="openai",
-                openai_api_key=KEY,
-                embedding_api_base_url=base,
-                embedding_model="text-embedding-3-small",
-                embedding_dimensions=DIMS,
-                redis_url=e["REDIS_URL"],
-                clipembed_redis_prefix="bench-million-q:",
-                clipembed_home=tmp / "home",
-                embedding_requests_per_minute=10_000_000,
-                embedding_tokens_per_minute=10_000_000_000,
-                # the warm-up pass fills the cache; its first call loads the tokenizer
-                search_embed_timeout_ms=30_000,
-            )
-            recall_texts = texts[: args.recall_queries]
-            for name, (table, storage) in tables.items():
-                common.clipembed("model", "promote", name, "--no-sync", "--force", env_vars=e)
-                with phase(results, f"search {storage}") as p:
-                    p["load_average_at_start"] = load_average()
-                    p["in_process"] = asyncio.run(search.timings(cfg, texts))
-                    for ef in (40, 100):
-                        p[f"recall_ef{ef}"] = asyncio.run(
-                            search.recall(url, name, recall_texts, DIMS, args.vectors, ef)
-                        )
-                    if storage == "halfvec":
-                        p["binary_quantized"] = search.binary_quantized(
-                            url, table, DIMS, recall_texts, args.vectors
-                        )
-                    http_env = e | {"EMBEDDING_API_BASE_URL": search_base}
-                    p["http"] = search.over_http(http_env, url, texts, args.http_clients)
-                save_partial(results)
+            search_phases(results, args, skip, tables, url, e, base, search_base, home)
     common.save("million", results)
+
+
+def existing_clips(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row = conn.execute("SELECT count(*) FROM clips").fetchone()
+    return int(row[0]) if row else 0
+
+
+def spaces_listed(e: dict[str, str]) -> dict[str, Any]:
+    out, _, _ = common.clipembed("model", "list", "--json", env_vars=e)
+    return {x["name"]: x for x in json.loads(out.stdout)}
+
+
+def import_clips(
+    results: dict[str, Any], tmp: Path, args: argparse.Namespace, e: dict[str, str], url: str
+) -> None:
+    t = time.monotonic()
+    data = make_file(tmp, args.clips)
+    results["generate_file_seconds"] = round(time.monotonic() - t, 1)
+    with phase(results, "import") as p:
+        p["load_average_at_start"] = load_average()
+        out, seconds, _ = common.clipembed("import", str(data), "--path", args.importer, env_vars=e)
+        p["output"] = out.stdout.strip()[-200:]
+        p["clips_per_s"] = round(args.clips / seconds)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM embedding_queue")  # the backlog is the backfills'
+        conn.execute("VACUUM ANALYZE")
+    save_partial(results)
+
+
+def backfill_space(results: dict[str, Any], name: str, storage: str, e: dict[str, str]) -> None:
+    common.clipembed(
+        "model", "add", name, "--provider", "openai", "--model",
+        "text-embedding-3-small", "--dimensions", str(DIMS), "--storage", storage,
+        "--no-check", env_vars=e,
+    )  # fmt: skip
+    with phase(results, f"backfill {storage}") as p:
+        p["load_average_at_start"] = load_average()
+        out, seconds, _ = common.clipembed("model", "backfill", name, "--json", env_vars=e)
+        p["summary"] = json.loads(out.stdout.strip().splitlines()[-1])
+        p["clips_per_s_including_index"] = round(p["summary"]["processed"] / seconds, 1)
+
+
+def search_phases(
+    results: dict[str, Any],
+    args: argparse.Namespace,
+    skip: set[str],
+    tables: dict[str, tuple[str, str]],
+    url: str,
+    e: dict[str, str],
+    base: str,
+    search_base: str,
+    home: Path,
+) -> None:
+    texts = queries_from(url, args.queries)
+    cfg = settings.load(
+        database_url=url,
+        embedding_provider="openai",
+        openai_api_key=KEY,
+        embedding_api_base_url=base,
+        embedding_model="text-embedding-3-small",
+        embedding_dimensions=DIMS,
+        redis_url=e["REDIS_URL"],
+        clipembed_redis_prefix="bench-million-q:",
+        clipembed_home=home,
+        embedding_requests_per_minute=10_000_000,
+        embedding_tokens_per_minute=10_000_000_000,
+        # the warm-up pass fills the cache; its first call loads the tokenizer
+        search_embed_timeout_ms=30_000,
+    )
+    recall_texts = texts[: args.recall_queries]
+    for name, (table, storage) in tables.items():
+        common.clipembed("model", "promote", name, "--no-sync", "--force", env_vars=e)
+        with phase(results, f"search {storage}") as p:
+            p["load_average_at_start"] = load_average()
+            p["in_process"] = asyncio.run(search.timings(cfg, texts, search.filter_cases(url)))
+            if "recall" not in skip:
+                for ef in (40, 100):
+                    p[f"recall_ef{ef}"] = asyncio.run(
+                        search.recall(url, name, recall_texts, DIMS, args.vectors, ef)
+                    )
+            if storage == "halfvec" and "bq" not in skip:
+                p["binary_quantized"] = search.binary_quantized(
+                    url, table, DIMS, recall_texts, args.vectors
+                )
+            if "http" not in skip:
+                http_env = e | {"EMBEDDING_API_BASE_URL": search_base}
+                p["http"] = search.over_http(http_env, url, texts, args.http_clients)
+        save_partial(results)
 
 
 if __name__ == "__main__":

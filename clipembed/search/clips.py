@@ -235,7 +235,7 @@ async def search_detailed(
             else:
                 async with pool.connection() as conn:
                     semantic = await core.semantic_branch(
-                        conn, corpus, vector, where, params, depth
+                        conn, corpus, vector, where, params, depth, selective=filters.selective
                     )
     finally:
         if embedding is not None:
@@ -297,6 +297,7 @@ async def similar_detailed(
             params=dataclasses.replace(params, mode="semantic"),
             exclude_id=clip_id,
             vector=vector,
+            selective=filters.selective,
         )
     return await _hydrate(pool, hits), space.describe()
 

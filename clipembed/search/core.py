@@ -41,6 +41,13 @@ DEFAULT_EF_SEARCH = 100
 #: (the keyword branch's cost bound; docs/notes/search.md). Not applied below COMMON_MIN_POSTINGS.
 COMMON_FRACTION = 0.2
 COMMON_MIN_POSTINGS = 5_000
+#: The keyword branch ranks the best ``n * OVERFETCH + OVERFETCH_MIN`` documents before the
+#: filters, and everything only when the filters leave fewer than ``n`` of them.
+OVERFETCH = 2
+OVERFETCH_MIN = 100
+#: A selective filter keeping at most this many documents ranks their vectors exactly
+#: (queries.SEMANTIC_EXACT); measured in docs/benchmarks.md, "A million clips end to end".
+EXACT_MAX = 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,18 +158,16 @@ async def keyword_branch(
     """Top ``n`` (id, BM25) for ``query`` among documents matching ``where``.
 
     ``filter_first``: ``where`` keeps few documents (see KEYWORD_FILTER_FIRST); same result.
+    Otherwise the best ``n * OVERFETCH + OVERFETCH_MIN`` documents are ranked before the
+    filters apply (a top-N heapsort, not a sort of every match), and only when the filters
+    leave fewer than ``n`` of a list that was cut is it ranked again in full: the same result.
     """
     n_docs, avgdl = await corpus_stats(conn, corpus)
     if n_docs == 0:
         return []
-    cur = await conn.execute(queries.LEXEMES, (query, list(corpus.query_configs)))
-    row = await cur.fetchone()
-    lexemes = list(row[0]) if row and row[0] else []
-    if not lexemes:
-        await conn.commit()
+    frequencies = await document_frequencies(conn, corpus, query, n_docs)
+    if not frequencies:
         return []
-    if len(lexemes) > 1:
-        lexemes = await _without_very_common(conn, corpus, lexemes, n_docs)
     wa, wb, wc, wd = corpus.field_weights
     stmt = (queries.KEYWORD_FILTER_FIRST if filter_first else queries.KEYWORD).format(
         postings=corpus.ident(corpus.postings),
@@ -171,8 +176,8 @@ async def keyword_branch(
         where=where[0],
     )
     args = {
-        "lexemes": lexemes,
-        "n": n_docs,
+        "lexemes": list(frequencies),
+        "idfs": [bm25.idf(int(n_docs), df) for df in frequencies.values()],
         "avgdl": avgdl or 1.0,
         "k1": params.k1,
         "b": params.b,
@@ -183,36 +188,61 @@ async def keyword_branch(
         "n_results": n,
         **where[1],
     }
-    cur = await conn.execute(stmt, args)
+    depth = None if filter_first else n * OVERFETCH + OVERFETCH_MIN
+    cur = await conn.execute(stmt, args | {"depth": depth})
     rows = await cur.fetchall()
+    if depth is not None and len(rows) < n and (not rows or rows[0][2] >= depth):
+        cur = await conn.execute(stmt, args | {"depth": None})
+        rows = await cur.fetchall()
     await conn.commit()
     # the LIMIT took the first rows of a score-ordered scan; make the order explicit
     ranked = sorted(((r[0], float(r[1])) for r in rows), key=lambda x: (-x[1], str(x[0])))
     return ranked
 
 
-async def _without_very_common(
-    conn: psycopg.AsyncConnection[Any], corpus: Corpus, lexemes: list[str], n_docs: float
-) -> list[str]:
-    """The query's lexemes minus those in more than COMMON_FRACTION of the documents, as long
-    as a rarer one remains: the cost bound for very common terms.
+async def document_frequencies(
+    conn: psycopg.AsyncConnection[Any], corpus: Corpus, query: str, n_docs: float
+) -> dict[str, int]:
+    """The query's lexemes that the ranking uses, with their document frequencies.
 
-    Ranking a lexeme reads all of its postings; one in half a million clips costs far more than
-    the rest of the query together and, with an IDF near ln 2, moves the ranking little. Each
-    lexeme is probed with a bounded count (at most ``cap`` index entries), so the probe itself
-    stays cheap. A query made only of very common terms keeps them all (MAX_QUERY_CHARS bounds it).
+    One statement analyses the query and counts each lexeme's postings up to a cap (a bounded
+    index-only probe); lexemes no document has are left out, and so are very common ones while
+    a rarer one remains (:func:`without_very_common`). A kept lexeme past the cap (a query made
+    only of very common words) is counted exactly, by one more statement.
     """
     cap = max(COMMON_MIN_POSTINGS, int(n_docs * COMMON_FRACTION))
+    stmt = queries.LEXEMES.format(postings=corpus.ident(corpus.postings))
+    cur = await conn.execute(stmt, {"q": query, "configs": list(corpus.query_configs), "cap": cap})
+    counts = {r[0]: int(r[1]) for r in await cur.fetchall() if r[0]}
+    kept = without_very_common(counts, cap, n_docs)
+    out = {}
+    for lexeme in kept:
+        df = counts[lexeme]
+        if df >= cap:
+            cur = await conn.execute(
+                queries.LEXEME_DF.format(postings=corpus.ident(corpus.postings)), (lexeme,)
+            )
+            row = await cur.fetchone()
+            df = int(row[0]) if row else df
+        out[lexeme] = df
+    return out
+
+
+def without_very_common(counts: dict[str, int], cap: int, n_docs: float) -> list[str]:
+    """The lexemes some document has, minus those in ``cap`` or more documents (more than
+    COMMON_FRACTION of them) as long as a rarer one remains: the cost bound for very common
+    terms (pure; ``counts`` are the probe's, capped at ``cap``).
+
+    Ranking a lexeme reads all of its postings; one in half a million clips costs far more than
+    the rest of the query together and, with an IDF near ln 2, moves the ranking little. A query
+    made only of very common terms keeps them all (MAX_QUERY_CHARS bounds it).
+    """
+    present = [x for x, c in counts.items() if c > 0]
     if cap >= n_docs:
-        return lexemes
-    stmt = queries.LEXEME_PROBE.format(postings=corpus.ident(corpus.postings))
-    cur = await conn.execute(stmt, {"lexemes": lexemes, "cap": cap})
-    counts = {r[0]: int(r[1]) for r in await cur.fetchall()}
+        return present
     # a variant no document has (another language's stem of the same word) is no rarer term
-    rarer = [x for x in lexemes if 0 < counts.get(x, 0) < cap]
-    if not rarer:
-        return lexemes
-    return [x for x in lexemes if counts.get(x, 0) < cap]
+    rarer = [x for x in present if counts[x] < cap]
+    return rarer or present
 
 
 async def _pgvector_version(conn: psycopg.AsyncConnection[Any]) -> tuple[int, ...]:
@@ -234,10 +264,19 @@ async def semantic_branch(
     n: int,
     *,
     exclude_id: Any = None,
+    selective: bool = False,
 ) -> list[tuple[Any, float]]:
-    """Top ``n`` (id, cosine similarity) by HNSW among documents matching ``where``."""
-    version = await _pgvector_version(conn)
+    """Top ``n`` (id, cosine similarity) by HNSW among documents matching ``where``.
+
+    ``selective``: the filters may keep few documents; when they keep at most EXACT_MAX, those
+    are ranked exactly (one statement), otherwise by the index as without it (a second one).
+    """
     exclude = sql.SQL("d.id <> %(exclude)s") if exclude_id is not None else sql.SQL("TRUE")
+    if selective:
+        exact = await _exact_semantic(conn, corpus, vector, where, n, exclude, exclude_id)
+        if exact is not None:
+            return exact
+    version = await _pgvector_version(conn)
     if corpus.vectors is not None:
         stmt = queries.SEMANTIC_JOINED.format(
             vectors=corpus.ident(corpus.vectors),
@@ -273,6 +312,53 @@ async def semantic_branch(
         )
         rows = await cur.fetchall()
     return [(r[0], 1.0 - float(r[1])) for r in rows]
+
+
+async def _exact_semantic(
+    conn: psycopg.AsyncConnection[Any],
+    corpus: Corpus,
+    vector: np.ndarray,
+    where: Where,
+    n: int,
+    exclude: sql.Composable,
+    exclude_id: Any,
+) -> list[tuple[Any, float]] | None:
+    """The exact top ``n`` of the filtered documents, or None when they are more than EXACT_MAX."""
+    present: sql.Composable
+    if corpus.vectors is not None:
+        vtype = sql.SQL("halfvec" if corpus.vector_type == "halfvec" else "vector")
+        source = sql.SQL("{vectors} e ON e.clip_id = f.id").format(
+            vectors=corpus.ident(corpus.vectors)
+        )
+        distance = sql.SQL("e.embedding <=> %(v)s::{vtype}").format(vtype=vtype)
+        present = sql.SQL("TRUE")
+    else:
+        emb = sql.Identifier(corpus.embedding_column)
+        source = sql.SQL("{table} e ON e.id = f.id").format(table=corpus.ident(corpus.table))
+        distance = sql.SQL("e.{emb} <=> %(v)s").format(emb=emb)
+        present = sql.SQL("e.{emb} IS NOT NULL").format(emb=emb)
+    stmt = queries.SEMANTIC_EXACT.format(
+        table=corpus.ident(corpus.table),
+        base=sql.SQL(corpus.base_filter),
+        where=where[0],
+        exclude=exclude,
+        source=source,
+        distance=distance,
+        present=present,
+    )
+    args = {
+        "v": np.asarray(vector, dtype=np.float32),
+        "cap": EXACT_MAX,
+        "n_results": n,
+        "exclude": exclude_id,
+        **where[1],
+    }
+    cur = await conn.execute(stmt, args)
+    rows = await cur.fetchall()
+    await conn.commit()
+    if not rows or rows[0][0] > EXACT_MAX:
+        return None
+    return [(r[1], 1.0 - float(r[2])) for r in rows if r[1] is not None]
 
 
 async def rank(
@@ -315,7 +401,9 @@ async def rank(
             v = await embed_query()
         if v is None:
             return []
-        return await semantic_branch(on, corpus, v, where, params, window, exclude_id=exclude_id)
+        return await semantic_branch(
+            on, corpus, v, where, params, window, exclude_id=exclude_id, selective=selective
+        )
 
     if run_keyword and run_semantic and semantic_conn is not None:
         # both run to completion even if one fails: a branch still running on a connection

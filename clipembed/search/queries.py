@@ -10,15 +10,16 @@ from __future__ import annotations
 from psycopg import sql
 
 #: The query's lexemes under each of the corpus's configurations (CJK as bigrams), by
-#: PostgreSQL's own parser and stemmers (migration 0005): user text never reaches the tsquery
+#: PostgreSQL's own parser and stemmers (migration 0005), each with its document frequency
+#: counted up to %(cap)s (a bounded index-only probe): user text never reaches the tsquery
 #: parser, so quotes, operators and SQL fragments are plain words.
-LEXEMES = "SELECT clipembed_query_lexemes(%s, %s::regconfig[])"
-
-#: Per query lexeme, its postings counted up to %(cap)s: a bounded probe of how common it is.
-LEXEME_PROBE = sql.SQL(
+LEXEMES = sql.SQL(
     "SELECT l, (SELECT count(*) FROM (SELECT 1 FROM {postings} p WHERE p.lexeme = l"
-    " LIMIT %(cap)s) s) FROM unnest(%(lexemes)s::text[]) AS l"
+    " LIMIT %(cap)s) s) FROM unnest(clipembed_query_lexemes(%(q)s, %(configs)s::regconfig[])) AS l"
 )
+
+#: A lexeme's exact document frequency (only for one past the probe's cap that a query keeps).
+LEXEME_DF = sql.SQL("SELECT count(*) FROM {postings} p WHERE p.lexeme = %s")
 
 #: (N, avgdl) for BM25 with the corpus's field weights ({wa}..{wd} literals, {t} the doclen).
 CORPUS_STATS = sql.SQL(
@@ -26,30 +27,35 @@ CORPUS_STATS = sql.SQL(
     " FROM {t}"
 )
 
-# One index-only range scan of the covering primary key per query term gives tf, the document's
-# lengths and (by a window count) the term's document frequency; scores are summed per document,
-# and the filters are a semi-join on the corpus table's primary key. The final ORDER BY is
-# explicit: an earlier version relied on a nested loop preserving the CTE's order, and the
-# planner did not always oblige (8 of 50 SciFact queries got a wrong top 200).
+# One index-only range scan of the covering primary key per query term gives tf and the
+# document's lengths; each term's idf comes with it (computed from the probe's document
+# frequencies: a window count over the postings spilled to disk at a million clips), scores are
+# summed per document, and the filters are a semi-join on the corpus table's primary key.
+# ``ranked`` keeps the best %(depth)s documents (NULL: all) — a top-N heapsort instead of
+# sorting every matching document; ``ranked_n`` tells the caller whether that cut was reached,
+# so a filter that removes more than the margin is answered by a second run without it. The
+# final ORDER BY is explicit: an earlier version relied on a nested loop preserving the CTE's
+# order, and the planner did not always oblige (8 of 50 SciFact queries got a wrong top 200).
 KEYWORD = sql.SQL(
     """
-WITH p AS (
-    SELECT p.doc_id,
-           count(*) OVER (PARTITION BY p.lexeme) AS df,
+WITH q AS (
+    SELECT * FROM unnest(%(lexemes)s::text[], %(idfs)s::float8[]) AS q(lexeme, idf)
+), p AS (
+    SELECT p.doc_id, q.idf,
            %(wa)s * p.tf_a + %(wb)s * p.tf_b + %(wc)s * p.tf_c + %(wd)s * p.tf_d AS tf,
            %(wa)s * p.len_a + %(wb)s * p.len_b + %(wc)s * p.len_c + %(wd)s * p.len_d AS dl
-    FROM {postings} p
-    WHERE p.lexeme = ANY(%(lexemes)s)
+    FROM q JOIN {postings} p ON p.lexeme = q.lexeme
 ), ranked AS MATERIALIZED (
     SELECT doc_id,
-           sum(ln(1 + (%(n)s - df + 0.5) / (df + 0.5))
-               * (tf * (%(k1)s + 1)) / (tf + %(k1)s * (1 - %(b)s + %(b)s * dl / %(avgdl)s))) AS score
+           sum(idf * (tf * (%(k1)s + 1)) / (tf + %(k1)s * (1 - %(b)s + %(b)s * dl / %(avgdl)s)))
+               AS score
     FROM p
     WHERE tf > 0
     GROUP BY doc_id
     ORDER BY score DESC, doc_id
+    LIMIT %(depth)s
 )
-SELECT r.doc_id, r.score
+SELECT r.doc_id, r.score, (SELECT count(*) FROM ranked) AS ranked_n
 FROM ranked r
 WHERE EXISTS (SELECT 1 FROM {table} d WHERE d.id = r.doc_id AND ({base}) AND ({where}))
 ORDER BY r.score DESC, r.doc_id
@@ -62,22 +68,23 @@ LIMIT %(n_results)s
 # them for a game holding 2.7% of 100,000 clips (keyword p95 40 ms); materialising the filtered
 # ids first (an index scan) and hash-joining them is 3x faster there (p95 12 ms), but far
 # slower without a selective filter (it would materialise every live clip). The caller knows
-# which case it has (``filter_first``). df is still counted over all postings, before the join.
+# which case it has (``filter_first``). idf is still from document frequencies over all postings.
 KEYWORD_FILTER_FIRST = sql.SQL(
     """
-WITH p AS MATERIALIZED (
-    SELECT p.doc_id,
-           count(*) OVER (PARTITION BY p.lexeme) AS df,
+WITH q AS (
+    SELECT * FROM unnest(%(lexemes)s::text[], %(idfs)s::float8[]) AS q(lexeme, idf)
+), p AS MATERIALIZED (
+    SELECT p.doc_id, q.idf,
            %(wa)s * p.tf_a + %(wb)s * p.tf_b + %(wc)s * p.tf_c + %(wd)s * p.tf_d AS tf,
            %(wa)s * p.len_a + %(wb)s * p.len_b + %(wc)s * p.len_c + %(wd)s * p.len_d AS dl
-    FROM {postings} p
-    WHERE p.lexeme = ANY(%(lexemes)s)
+    FROM q JOIN {postings} p ON p.lexeme = q.lexeme
 ), f AS MATERIALIZED (
     SELECT d.id FROM {table} d WHERE ({base}) AND ({where})
 )
 SELECT p.doc_id,
-       sum(ln(1 + (%(n)s - df + 0.5) / (df + 0.5))
-           * (tf * (%(k1)s + 1)) / (tf + %(k1)s * (1 - %(b)s + %(b)s * dl / %(avgdl)s))) AS score
+       sum(idf * (tf * (%(k1)s + 1)) / (tf + %(k1)s * (1 - %(b)s + %(b)s * dl / %(avgdl)s)))
+           AS score,
+       NULL::bigint AS ranked_n
 FROM p JOIN f ON f.id = p.doc_id
 WHERE tf > 0
 GROUP BY p.doc_id
@@ -112,6 +119,33 @@ SELECT id, distance FROM (
     LIMIT %(n_results)s
 ) t
 ORDER BY distance, id
+"""
+)
+
+# A selective filter (one broadcaster, a small game) keeps few documents: their vectors are
+# ranked exactly instead of through the HNSW graph, whose filtered scans miss neighbours (at a
+# million clips, recall@10 0.65 for one game at ef_search 100). ``f`` takes at most %(cap)s + 1
+# of the filtered ids through the filter's own index; when more are kept, the join does not run
+# (a one-time filter) and the caller falls back to the index. The ranking is computed in a
+# materialised CTE so that no plan can answer it from the HNSW index. One row always comes
+# back: ``kept`` (up to cap + 1), with id and distance NULL when nothing was ranked.
+SEMANTIC_EXACT = sql.SQL(
+    """
+WITH f AS MATERIALIZED (
+    SELECT d.id FROM {table} d
+    WHERE ({base}) AND ({where}) AND ({exclude})
+    LIMIT %(cap)s + 1
+), k AS (
+    SELECT count(*) AS kept FROM f
+), scored AS MATERIALIZED (
+    SELECT f.id, {distance} AS distance
+    FROM f JOIN {source}
+    WHERE (SELECT kept FROM k) <= %(cap)s AND {present}
+), top AS (
+    SELECT id, distance FROM scored ORDER BY distance, id LIMIT %(n_results)s
+)
+SELECT k.kept, top.id, top.distance FROM k LEFT JOIN top ON TRUE
+ORDER BY top.distance, top.id
 """
 )
 

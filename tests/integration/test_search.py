@@ -26,6 +26,9 @@ async def rt(search_db, tmp_path):
         redis_url="none",
         database_url=url,
         clipembed_home=tmp_path,
+        # these tests are about rankings, not the deadline: on a loaded machine the local
+        # model can take over the default second, and a degraded answer is another ranking
+        search_embed_timeout_ms=60_000,
     )
     core.clear_stats_cache()
     async with runtime.open_runtime(cfg) as r:
@@ -163,11 +166,9 @@ async def test_similar_clips(rt, search_db):
     )
 
 
-async def test_rare_filter_value_is_filled_by_iterative_scans(database_factory, tmp_path):
-    """3 clips of a rare game among 3,000: a plain HNSW scan with a small ef_search finds few of
-    them after filtering; iterative scans keep going until the page is full."""
-    url = database_factory.new(dimensions=384)
-    rng = np.random.default_rng(1)
+def _random_clips(url: str, count: int, rare_every: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` clips with random vectors; every ``rare_every``-th (offset 7) is "Rare Game"."""
+    vectors = rng.standard_normal((count, 384)).astype(np.float32)
     with psycopg.connect(url) as conn:
         register_vector(conn)
         with conn.cursor().copy(
@@ -187,20 +188,35 @@ async def test_rare_filter_value_is_filled_by_iterative_scans(database_factory, 
                     "vector",
                 ]
             )
-            for i in range(3000):
-                vec = rng.standard_normal(384).astype(np.float32)
-                game = "Rare Game" if i % 1000 == 7 else "Common Game"
+            for i in range(count):
+                game = "Rare Game" if i % rare_every == 7 else "Common Game"
                 copy.write_row(
-                    (f"r{i}", "u", "e", f"clip {i}", "c", "b", game, dt.datetime.now(dt.UTC), vec)
-                )
-    cfg = settings.Settings(
+                    (f"r{i}", "u", "e", f"clip {i}", "c", "b", game, dt.datetime.now(dt.UTC),
+                     vectors[i])
+                )  # fmt: skip
+    return vectors
+
+
+def _settings(url: str, tmp_path) -> settings.Settings:
+    return settings.Settings(
         _env_file=None,
         embedding_provider="local",
         redis_url="none",
         database_url=url,
         clipembed_home=tmp_path,
     )
-    async with runtime.open_runtime(cfg, with_service=False) as r, r.pool.connection() as conn:
+
+
+async def test_rare_filter_value_is_filled_by_iterative_scans(database_factory, tmp_path):
+    """3 clips of a rare game among 3,000: a plain HNSW scan with a small ef_search finds few of
+    them after filtering; iterative scans keep going until the page is full."""
+    url = database_factory.new(dimensions=384)
+    rng = np.random.default_rng(1)
+    _random_clips(url, 3000, 1000, rng)
+    async with (
+        runtime.open_runtime(_settings(url, tmp_path), with_service=False) as r,
+        r.pool.connection() as conn,
+    ):
         query = rng.standard_normal(384).astype(np.float32)
         hits = await core.rank(
             conn,
@@ -212,6 +228,38 @@ async def test_rare_filter_value_is_filled_by_iterative_scans(database_factory, 
             vector=query,
         )
     assert len(hits) == 3
+
+
+async def test_selective_filter_ranks_its_clips_exactly(database_factory, tmp_path, monkeypatch):
+    """A game with 60 of 3,000 clips: its vectors are ranked exactly (the true top 10 by
+    cosine distance, computed here), and with more than EXACT_MAX the index answers instead."""
+    url = database_factory.new(dimensions=384)
+    rng = np.random.default_rng(2)
+    vectors = _random_clips(url, 3000, 50, rng)
+    rare = np.array([i for i in range(3000) if i % 50 == 7])
+    params = core.Params(mode="semantic", limit=10, ef_search=10)
+    where = clip_search.Filters(game="Rare Game").where()
+    async with (
+        runtime.open_runtime(_settings(url, tmp_path), with_service=False) as r,
+        r.pool.connection() as conn,
+    ):
+        cur = await conn.execute("SELECT twitch_clip_id, id FROM clips")
+        ids = {slug: i for slug, i in await cur.fetchall()}
+        for _ in range(5):
+            query = rng.standard_normal(384).astype(np.float32)
+            unit = vectors[rare] / np.linalg.norm(vectors[rare], axis=1, keepdims=True)
+            similarity = unit @ (query / np.linalg.norm(query))
+            truth = [ids[f"r{rare[j]}"] for j in np.argsort(-similarity)[:10]]
+            hits = await core.semantic_branch(conn, clip_search.CLIPS, query, where, params, 10,
+                                              selective=True)  # fmt: skip
+            assert [h[0] for h in hits] == truth
+            assert [round(h[1], 4) for h in hits] == [
+                round(float(x), 4) for x in np.sort(similarity)[::-1][:10]
+            ]
+        monkeypatch.setattr(core, "EXACT_MAX", 59)  # 60 kept: more than the exact path takes
+        hits = await core.semantic_branch(conn, clip_search.CLIPS, query, where, params, 10,
+                                          selective=True)  # fmt: skip
+        assert len(hits) == 10 and set(h[0] for h in hits) <= {ids[f"r{i}"] for i in rare}
 
 
 async def test_keyword_top_n_is_the_true_top_of_the_full_ranking(database_factory, tmp_path):

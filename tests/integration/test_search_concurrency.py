@@ -22,6 +22,9 @@ async def test_concurrent_hybrid_searches_on_a_two_connection_pool(search_db, tm
         redis_url="none",
         database_url=url,
         clipembed_home=tmp_path,
+        # rankings, not the deadline: on a loaded machine the local model may take over the
+        # default second, and an answer degraded to keywords would differ from the one alone
+        search_embed_timeout_ms=60_000,
     )
     queries = ["clutch", "funny bug", "castle", "police chase", "boss fight", "pasta"] * 2
     async with runtime.open_runtime(cfg, pool_max_size=2) as rt:

@@ -69,13 +69,14 @@ async def test_very_common_terms_are_dropped_when_rarer_ones_remain(
         clipembed_home=tmp_path,
     )
     async with runtime.open_runtime(cfg, with_service=False) as rt, rt.pool.connection() as conn:
-        kept = await core._without_very_common(
-            conn, clip_search.CLIPS, ["stream", "highlight", "unicorn"], 31.0
+        kept = await core.document_frequencies(
+            conn, clip_search.CLIPS, "stream highlight unicorn", 31.0
         )
-        assert kept == ["unicorn"]
-        assert await core._without_very_common(conn, clip_search.CLIPS, ["stream"], 31.0) == [
-            "stream"
-        ]
+        assert kept == {"unicorn": 1}
+        # only very common words: kept, each counted exactly past the probe's cap (6)
+        assert await core.document_frequencies(conn, clip_search.CLIPS, "stream", 31.0) == {
+            "stream": 31
+        }
         hits = await clip_search.search(
             rt.pool,
             None,
