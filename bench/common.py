@@ -4,17 +4,37 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def quantile(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank ``q`` quantile (the smallest value with at least ``q`` of them at or
+    below it); None for no values. Every benchmark reports percentiles through this."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def percentiles(times: Sequence[float], digits: int = 1) -> dict[str, float | None]:
+    """p50, p95 and max of ``times`` (milliseconds), rounded."""
+
+    def rounded(q: float) -> float | None:
+        v = quantile(times, q)
+        return None if v is None else round(v, digits)
+
+    return {"p50_ms": rounded(0.5), "p95_ms": rounded(0.95), "max_ms": rounded(1.0)}
 
 
 def machine() -> dict[str, Any]:

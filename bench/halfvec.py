@@ -61,14 +61,6 @@ def _param(kind: str, v: np.ndarray) -> Any:
     return HalfVector(v) if kind == "halfvec" else v
 
 
-def _percentiles(times: list[float]) -> dict[str, float]:
-    times = sorted(times)
-    return {
-        "p50_ms": round(statistics.median(times), 2),
-        "p95_ms": round(times[max(int(0.95 * len(times)) - 1, 0)], 2),
-    }
-
-
 def _mib(n: int) -> float:
     return round(n / 2**20, 1)
 
@@ -178,7 +170,7 @@ def hnsw(
             out[kind][f"ef_search={ef}"] = {
                 "recall@10": round(sum(recalls[kind]) / len(recalls[kind]), 4),
                 "recall@10_min": min(recalls[kind]),
-                **_percentiles(times[kind]),
+                **common.percentiles(times[kind], 2),
             }
         out["halfvec"][f"ef_search={ef}"]["recall@10_vs_vector_exact"] = round(
             sum(against_full) / len(against_full), 4

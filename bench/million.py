@@ -164,6 +164,7 @@ def main() -> None:
         "--keep", type=Path, default=None,
         help="keep the database in this directory; a rerun reuses its clips and spaces",
     )  # fmt: skip
+    parser.add_argument("--ef", default="40,100,200", help="ef_search values for recall")
     parser.add_argument(
         "--skip", default="", help="phases to leave out: any of bq, http, recall (comma-separated)"
     )
@@ -305,7 +306,7 @@ def search_phases(
             p["load_average_at_start"] = load_average()
             p["in_process"] = asyncio.run(search.timings(cfg, texts, search.filter_cases(url)))
             if "recall" not in skip:
-                for ef in (40, 100):
+                for ef in (int(x) for x in args.ef.split(",") if x.strip()):
                     p[f"recall_ef{ef}"] = asyncio.run(
                         search.recall(url, name, recall_texts, DIMS, args.vectors, ef)
                     )

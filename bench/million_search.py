@@ -19,6 +19,7 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector, register_vector_async
 
+from bench import common
 from clipembed import runtime, settings, spaces
 from clipembed.admin import auth
 from clipembed.search import clips as clip_search
@@ -27,15 +28,6 @@ from clipembed.testing import servers
 from clipembed.testing.fakeopenai import vector_for
 
 MODES: tuple[core.Mode, ...] = ("keyword", "semantic", "hybrid")
-
-
-def percentiles(times: Sequence[float]) -> dict[str, float]:
-    ordered = sorted(times)
-    return {
-        "p50_ms": round(statistics.median(ordered), 1),
-        "p95_ms": round(ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))], 1),
-        "max_ms": round(ordered[-1], 1),
-    }
 
 
 def filter_cases(url: str) -> list[tuple[str, clip_search.Filters]]:
@@ -71,7 +63,7 @@ async def timings(
                 times.append((time.perf_counter() - t) * 1000)
                 if outcome.degraded:
                     raise RuntimeError(f"{mode} search degraded {outcome.degraded}")
-            out[mode] = {"queries": len(times), **percentiles(times)}
+            out[mode] = {"queries": len(times), **common.percentiles(times)}
         for label, case in filtered:
             times = []
             for text in texts:
@@ -80,7 +72,7 @@ async def timings(
                     rt.reader, rt.service_for, text, params=core.Params(limit=20), filters=case
                 )
                 times.append((time.perf_counter() - t) * 1000)
-            out[f"hybrid {label}"] = {"queries": len(times), **percentiles(times)}
+            out[f"hybrid {label}"] = {"queries": len(times), **common.percentiles(times)}
     return out
 
 
@@ -148,8 +140,8 @@ async def recall(
             out[label] = {
                 "recall_at_10": round(statistics.fmean(hits), 4) if hits else None,
                 "recall_at_10_ties": round(statistics.fmean(tied), 4) if tied else None,
-                "index_p95_ms": percentiles(ann_ms)["p95_ms"],
-                "exact_p50_ms": percentiles(exact_ms)["p50_ms"],
+                "index_p95_ms": common.percentiles(ann_ms)["p95_ms"],
+                "exact_p50_ms": common.percentiles(exact_ms)["p50_ms"],
             }
     return out
 
@@ -199,7 +191,7 @@ def binary_quantized(
                 got.append(len(exact & {r[0] for r in rows}) / 10)
             out[f"rerank_x{factor}"] = {
                 "recall_at_10": round(statistics.fmean(got), 4),
-                **percentiles(times),
+                **common.percentiles(times),
             }
         conn.execute(f"DROP INDEX {index}")
     return out
@@ -255,7 +247,7 @@ def over_http(env: dict[str, str], url: str, texts: list[str], clients: int) -> 
                 t = time.perf_counter()
                 client.get("/status", headers=auth_header).raise_for_status()
                 times.append((time.perf_counter() - t) * 1000)
-            out["status"] = {"runs": 100, **percentiles(times)}
+            out["status"] = {"runs": 100, **common.percentiles(times)}
             for mode in MODES:
                 times = []
                 for i, text in enumerate(texts):
@@ -263,7 +255,7 @@ def over_http(env: dict[str, str], url: str, texts: list[str], clients: int) -> 
                     r = client.get("/search", params={"q": f"{text} {mode}{i}", "mode": mode})
                     times.append((time.perf_counter() - t) * 1000)
                     r.raise_for_status()
-                out[f"{mode}_1_client"] = {"queries": len(times), **percentiles(times)}
+                out[f"{mode}_1_client"] = {"queries": len(times), **common.percentiles(times)}
         out[f"hybrid_{clients}_clients"] = asyncio.run(_concurrent(base, texts, clients))
     finally:
         proc.terminate()
@@ -292,5 +284,5 @@ async def _concurrent(base: str, texts: list[str], clients: int) -> dict[str, An
         "queries": len(times),
         "searches_per_s": round(len(times) / seconds, 1),
         "statuses": statuses,
-        **percentiles(times),
+        **common.percentiles(times),
     }

@@ -518,10 +518,8 @@ class Cpu:
 
 # --- analysis ----------------------------------------------------------------------------------
 def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[max(0, round(q * len(ordered)) - 1)], 1)
+    v = common.quantile(values, q)
+    return None if v is None else round(v, 1)
 
 
 def latency(records: list[dict[str, Any]]) -> dict[str, Any]:

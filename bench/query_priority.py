@@ -41,8 +41,7 @@ def query_texts(count: int, skip: int = 0) -> list[str]:
 
 
 def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+    return common.quantile(values, q) or 0.0
 
 
 def cfg_for(url: str, home: Path, base_url: str, **over: Any) -> settings.Settings:

@@ -137,14 +137,6 @@ def load(url: str, clips: int) -> float:
     return time.monotonic() - t
 
 
-def _percentiles(times: list[float]) -> dict[str, float]:
-    times = sorted(times)
-    return {
-        "p50_ms": round(statistics.median(times), 2),
-        "p95_ms": round(times[max(int(0.95 * len(times)) - 1, 0)], 2),
-    }
-
-
 async def measure(url: str, base_url: str, redis_url: str, n_queries: int) -> dict:
     cfg = settings.Settings(
         _env_file=None,
@@ -190,7 +182,7 @@ async def measure(url: str, base_url: str, redis_url: str, n_queries: int) -> di
             )
             times.append((time.perf_counter() - t) * 1000)
         times.sort()
-        out["hybrid_filtered_game"] = _percentiles(times)
+        out["hybrid_filtered_game"] = common.percentiles(times, 2)
         # a rare filter value (a game ~0.1% of clips have): the vector branch must keep
         # scanning the index (iterative scan) to fill the page, the worst case of filtering
         async with rt.pool.connection() as conn:
@@ -215,7 +207,7 @@ async def measure(url: str, base_url: str, redis_url: str, n_queries: int) -> di
             out[f"{mode}_filtered_rare_game"] = {
                 "game_clips": rare_count,
                 "results_per_page_min": min(filled) if filled else 0,
-                **_percentiles(times),
+                **common.percentiles(times, 2),
             }
         # recall@10 of the HNSW branch against exact search
         probes = list(_probes())
