@@ -262,7 +262,9 @@ async def test_selective_filter_ranks_its_clips_exactly(database_factory, tmp_pa
         assert len(hits) == 10 and set(h[0] for h in hits) <= {ids[f"r{i}"] for i in rare}
 
 
-async def test_keyword_top_n_is_the_true_top_of_the_full_ranking(database_factory, tmp_path):
+async def test_keyword_top_n_is_the_true_top_of_the_full_ranking(
+    database_factory, tmp_path, monkeypatch
+):
     """The branch's LIMIT must cut a score-ordered list (a planner-dependent order once broke this)."""
     from clipembed import demo_data
     from clipembed.jobs import importer
@@ -302,4 +304,15 @@ async def test_keyword_top_n_is_the_true_top_of_the_full_ranking(database_factor
                 100_000,
             )
             assert len(top) == 25
+            assert [d for d, _ in top] == [d for d, _ in full[:25]], q
+        # a filter the cut list cannot satisfy: ranked again in full, the same head
+        monkeypatch.setattr(core, "OVERFETCH", 1)
+        monkeypatch.setattr(core, "OVERFETCH_MIN", 0)
+        korean = clip_search.Filters(language="ko").where()
+        for q in ["insane clutch chat", "chat goes wild"]:
+            top = await core.keyword_branch(conn, clip_search.CLIPS, q, korean, core.Params(), 25)
+            full = await core.keyword_branch(
+                conn, clip_search.CLIPS, q, korean, core.Params(), 100_000
+            )
+            assert len(top) == min(25, len(full)) > 0
             assert [d for d, _ in top] == [d for d, _ in full[:25]], q

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from clipembed.search import bm25, core, fusion
 
@@ -72,3 +74,29 @@ def test_one_branch_fetches_the_page_and_fusion_the_window():
     assert core.branch_depth(core.Params(mode="hybrid", limit=20, offset=40)) == core.DEFAULT_WINDOW
     assert core.branch_depth(core.Params(mode="semantic", limit=20, offset=40)) == 60
     assert core.branch_depth(core.Params(mode="keyword", limit=5)) == 5
+
+
+def test_very_common_lexemes_are_dropped_while_a_rarer_one_remains():
+    counts = {"stream": 6, "highlight": 6, "unicorn": 1, "unikorn": 0}
+    assert core.without_very_common(counts, cap=6, n_docs=31) == ["unicorn"]
+    # only very common words: all kept; a variant no document has never is
+    assert core.without_very_common({"stream": 6, "strea": 0}, cap=6, n_docs=31) == ["stream"]
+    # a corpus smaller than the cap: nothing is very common
+    assert core.without_very_common({"a": 6, "b": 1}, cap=50, n_docs=31) == ["a", "b"]
+    assert core.without_very_common({}, cap=6, n_docs=31) == []
+
+
+@given(
+    st.dictionaries(st.text(min_size=1, max_size=4), st.integers(0, 100), max_size=8),
+    st.integers(1, 100),
+    st.integers(1, 200),
+)
+def test_very_common_rule_properties(counts, cap, n_docs):
+    kept = core.without_very_common(counts, cap=cap, n_docs=n_docs)
+    present = [x for x, c in counts.items() if c > 0]
+    assert kept == [x for x in present if x in kept]  # a subsequence, in the query's order
+    assert bool(kept) == bool(present)  # a query with postings is never left without terms
+    if cap < n_docs and any(counts[x] < cap for x in present):
+        assert all(counts[x] < cap for x in kept)
+    else:
+        assert kept == present
