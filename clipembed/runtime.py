@@ -149,6 +149,8 @@ async def open_runtime(
                 # past that the API answers "overloaded" (clipembed.api.failures)
                 acquire_timeout=(cfg.search_statement_timeout_ms or 30_000) / 1000,
                 autocommit=True,  # reads: no BEGIN/COMMIT round trips around each statement
+                # bulk work watches these sessions' statements and slows while they suffer
+                application_name=connection.SEARCH_APPLICATION,
             )
         if with_service:
             from clipembed import service as service_mod

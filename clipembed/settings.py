@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     #: clips per second a backfill (sync, Batch API apply, model backfill) may write; 0: no cap.
     #: On a machine that also serves search, a cap keeps cores for it (docs/operations.md)
     clipembed_backfill_max_rate: float = Field(default=0.0, ge=0.0)
+    #: bulk work halves its pace while a search statement runs longer than this (0: never
+    #: slows for search); clipembed.jobs.adaptive_pace
+    clipembed_backfill_search_target_ms: int = Field(default=200, ge=0, le=60_000)
     #: parallel workers of an HNSW index build (PostgreSQL's max_parallel_maintenance_workers):
     #: 0 on a machine that also serves search, more on a dedicated one
     clipembed_index_build_workers: int = Field(default=2, ge=0, le=64)

@@ -19,7 +19,7 @@ from psycopg.rows import dict_row
 
 from clipembed.batches import files, queries
 from clipembed.batches.report import BatchSummary
-from clipembed.jobs import index_policy, pacing, pipeline
+from clipembed.jobs import adaptive_pace, index_policy, pacing, pipeline
 from clipembed.jobs import queue as queue_mod
 from clipembed.providers.openai_batch import BatchClient, BatchInfo
 from clipembed.runtime import Runtime
@@ -84,11 +84,17 @@ class BatchApplier:
                 unanswered.append(it["clip_id"])
         rebuild = await self._drop_index_for(len(answered))
         pacer = pacing.Pacer(self.cfg.clipembed_backfill_max_rate, burst=APPLY_CHUNK)
+        target = self.cfg.clipembed_backfill_search_target_ms
         try:
-            for start in range(0, len(answered), APPLY_CHUNK):
-                chunk = answered[start : start + APPLY_CHUNK]
-                await pacer.take(len(chunk))  # CLIPEMBED_BACKFILL_MAX_RATE leaves search room
-                await self._write(batch_id, chunk)
+            async with adaptive_pace.watching(
+                self.rt.pool, pacer, target_ms=target, by="batch apply"
+            ) as pace:
+                for start in range(0, len(answered), APPLY_CHUNK):
+                    chunk = answered[start : start + APPLY_CHUNK]
+                    # CLIPEMBED_BACKFILL_MAX_RATE and the adaptive pace leave search room
+                    await pacer.take(len(chunk))
+                    pace.took(len(chunk))
+                    await self._write(batch_id, chunk)
         finally:
             if rebuild:
                 t = time.monotonic()

@@ -90,9 +90,14 @@ async def check_connection(conn: psycopg.AsyncConnection[Any]) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
+#: The search pool's ``application_name``: bulk work watches its statements (jobs/adaptive_pace.py).
+SEARCH_APPLICATION = "clipembed-search"
+
+
 async def open_pool(
     url: str,
     *,
+    application_name: str | None = None,
     min_size: int = 1,
     max_size: int = 8,
     statement_timeout_ms: int = 0,
@@ -104,6 +109,8 @@ async def open_pool(
     ``statement_timeout_ms`` (0: none) bounds every statement on its connections: search pools
     get a short one, job pools a long one (SEARCH_/JOBS_STATEMENT_TIMEOUT_MS), so a runaway
     query is cancelled by PostgreSQL instead of holding a connection forever.
+
+    ``application_name``: how the pool's sessions appear in ``pg_stat_activity``.
 
     ``autocommit``: each statement its own transaction unless the caller opens one (the search
     pool: a read needs no BEGIN and COMMIT around it, two round trips of a search's six).
@@ -129,6 +136,7 @@ async def open_pool(
         kwargs={
             "connect_timeout": CONNECT_TIMEOUT,
             "options": f"-c statement_timeout={int(statement_timeout_ms)}",
+            **({"application_name": application_name} if application_name else {}),
             "autocommit": autocommit,
         },
         open=False,

@@ -22,6 +22,7 @@ module runs them concurrently and owns the run's lifecycle:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -29,7 +30,7 @@ import time
 from clipembed import settings as settings_mod
 from clipembed import spaces
 from clipembed.db import connection, queries
-from clipembed.jobs import estimate, index_policy, pacing, pipeline
+from clipembed.jobs import adaptive_pace, estimate, index_policy, pacing, pipeline
 from clipembed.jobs import progress as progress_mod
 from clipembed.jobs.report import Summary, exit_code
 from clipembed.runtime import Runtime
@@ -188,6 +189,16 @@ async def run(
     counts = pipeline.ScanCounts()
     rate = cfg.clipembed_backfill_max_rate if max_rate is None else max_rate
     pacer = pacing.Pacer(rate, burst=batch_size)
+    watch = contextlib.AsyncExitStack()  # closed in the finally below, after every task
+    pace = await watch.enter_async_context(
+        adaptive_pace.watching(
+            pool, pacer, target_ms=cfg.clipembed_backfill_search_target_ms, by="backfill"
+        )
+    )
+
+    async def paced(n: int) -> None:
+        await pacer.take(n)  # the pace leaves the machine room (--max-rate, adaptive)
+        pace.took(n)
 
     async def produce() -> None:
         batch: list[pipeline.Pending] = []
@@ -206,11 +217,11 @@ async def run(
             batch.append(item)
             taken += 1
             if len(batch) >= batch_size:
-                await pacer.take(len(batch))  # --max-rate: the pace leaves the machine room
+                await paced(len(batch))
                 await queue.put(batch)
                 batch = []
         if batch and not stop.is_set():
-            await pacer.take(len(batch))
+            await paced(len(batch))
             await queue.put(batch)
         for _ in range(concurrency):
             await queue.put(None)
@@ -242,6 +253,7 @@ async def run(
         raise group.exceptions[0] from group
     finally:
         # every reader and writer has stopped here (the TaskGroup awaited them all)
+        await watch.aclose()
         if rebuild:
             t = time.monotonic()
             logger.info("building the HNSW index")
@@ -263,6 +275,8 @@ async def run(
 
     summary.total, summary.skipped = counts.total, counts.skipped
     summary.paced_seconds = round(pacer.waited, 1)
+    summary.pace_changes = len(pace.changes)
+    summary.slowest_pace = round(pace.slowest, 1) if pace.slowest else None
     summary.interrupted = stop.is_set()
     summary.duration = time.monotonic() - started
     summary.fill_service_stats(before, svc.stats, cfg.price_per_million_tokens)

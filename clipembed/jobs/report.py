@@ -36,8 +36,11 @@ class Summary:
     mirror_restored: int = 0
     #: clips left to the open Batch API batches that hold them (`clipembed batches list`)
     in_open_batch: int = 0
-    #: seconds the --max-rate pace held the backfill back
+    #: seconds the pace (--max-rate, or the adaptive one) held the backfill back
     paced_seconds: float = 0.0
+    #: the adaptive pace (clipembed.jobs.adaptive_pace): how often it changed, its lowest clips/s
+    pace_changes: int = 0
+    slowest_pace: float | None = None
     #: the index policy's decision and why (clipembed.jobs.index_policy), and the build's time:
     #: ``duration`` includes it, so it is the time until every clip is searchable by vector
     index_policy: str = ""

@@ -90,6 +90,7 @@ async def collect(
         workers = [_worker(r) for r in await (await conn.execute(queries.WORKERS)).fetchall()]
         index_row = await (await conn.execute(queries.INDEX, (space.index_name,))).fetchone()
         build = await (await conn.execute(queries.LAST_EVENT, ("index_build",))).fetchone()
+        pace = await (await conn.execute(queries.LAST_EVENT, ("bulk_pace",))).fetchone()
         batch_rows = await (await conn.execute(batch_queries.SUMMARY)).fetchall()
         waiting = (await (await conn.execute(batch_queries.WAITING_CLIPS)).fetchone() or (0,))[0]
         points = []
@@ -184,6 +185,7 @@ async def collect(
             "last_build_seconds": (build[1] or {}).get("seconds") if build else None,
             "ef_search": core.DEFAULT_EF_SEARCH,
         },
+        "bulk_pace": _bulk_pace(pace),
         "batches": {
             "by_state": {r[0]: int(r[1]) for r in batch_rows},
             "clips_waiting": int(waiting),
@@ -194,6 +196,22 @@ async def collect(
         "history": {"bucket_minutes": HISTORY_BUCKET, "points": points},
         "adopted": adopted,
         "took_ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
+def _bulk_pace(row: Any) -> dict[str, Any] | None:
+    """The adaptive pace's last change (clipembed.jobs.adaptive_pace): ``clips_per_s`` 0 is
+    full pace. None: bulk work never slowed for search (or history was pruned)."""
+    if row is None:
+        return None
+    detail = row[1] or {}
+    return {
+        "at": row[0].isoformat(),
+        "clips_per_s": detail.get("rate", 0),
+        "search_ms": detail.get("search_ms"),
+        "target_ms": detail.get("target_ms"),
+        "reason": detail.get("reason", ""),
+        "by": detail.get("by", ""),
     }
 
 

@@ -10,7 +10,8 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from clipembed import clips
-from clipembed.jobs import backfill, pipeline, progress
+from clipembed.db import connection
+from clipembed.jobs import adaptive_pace, backfill, pipeline, progress
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.jobs import clip_record, load_clips
 
@@ -305,5 +306,37 @@ async def test_max_rate_paces_the_backfill(jobs_runtime, database_url, tmp_path)
     summary = await backfill.run(jobs_runtime, batch_size=5, concurrency=2, max_rate=100)
     assert summary.processed == 30 and summary.failed == 0
     assert summary.paced_seconds > 0  # six batches of 5 at 100 clips/s: 0.25 s of waiting
+    for row in stored(database_url):
+        assert_correct(row)
+
+
+async def test_a_suffering_search_slows_the_backfill(
+    jobs_runtime, database_url, tmp_path, monkeypatch
+):
+    """The adaptive pace (issue 18): while a search statement runs past the target (here one
+    that sleeps, as a search stuck behind bulk work looks to the database), the backfill halves
+    its pace; the change is an event the console shows; every clip is still embedded."""
+    await load_clips(database_url, [clip_record(i) for i in range(30)], tmp_path)
+    monkeypatch.setattr(adaptive_pace, "WINDOW_SECONDS", 0.3)
+    search = await psycopg.AsyncConnection.connect(
+        database_url, application_name=connection.SEARCH_APPLICATION, autocommit=True
+    )
+    async with search:
+        stuck = asyncio.create_task(search.execute("SELECT pg_sleep(3)"))
+        deadline = asyncio.get_running_loop().time() + 30
+        while await adaptive_pace.oldest_search_ms(jobs_runtime.pool) <= 0:
+            assert asyncio.get_running_loop().time() < deadline, "the search never showed"
+            await asyncio.sleep(0.02)
+        summary = await backfill.run(jobs_runtime, batch_size=5, concurrency=1, max_rate=60)
+        await stuck
+    assert summary.processed == 30 and summary.failed == 0
+    assert summary.pace_changes >= 1 and summary.slowest_pace is not None
+    assert summary.slowest_pace < 60
+    with psycopg.connect(database_url) as conn:
+        detail = conn.execute(
+            "SELECT detail FROM clipembed_events WHERE kind = 'bulk_pace' ORDER BY at LIMIT 1"
+        ).fetchone()[0]
+    assert 0 < detail["rate"] < 60 and detail["search_ms"] > detail["target_ms"] == 200
+    assert detail["by"] == "backfill"
     for row in stored(database_url):
         assert_correct(row)

@@ -218,3 +218,32 @@ async def test_status_equals_the_database(console):
         text = c.get("/metrics", headers={"Authorization": f"Bearer {token}"}).text
     assert f'clipembed_status_clips{{state="live"}} {float(live)}' in text
     assert f'clipembed_status_backlog{{state="dead"}} {float(1)}' in text
+
+
+async def test_the_bulk_pace_is_shown_as_the_last_change_left_it(console):
+    """The adaptive pace's events (clipembed.jobs.adaptive_pace): none yet reads "full"; the
+    last change is in /status and on the overview, slowed or back to full."""
+    base, url, cfg = console
+    token = await new_token(cfg)
+    headers = {"Authorization": f"Bearer {token}"}
+    with client(base) as c:
+        assert c.get("/status", headers=headers).json()["bulk_pace"] is None
+        assert "Bulk pace: full (never slowed for search)" in c.get("/admin", headers=headers).text
+        event = (
+            '{"rate": 12.5, "search_ms": 431.0, "target_ms": 200, "by": "backfill",'
+            ' "reason": "search statements ran past the target"}'
+        )
+        sql(url, "INSERT INTO clipembed_events (kind, detail) VALUES ('bulk_pace', %s)", (event,))
+        pace = c.get("/status", headers=headers).json()["bulk_pace"]
+        assert (pace["clips_per_s"], pace["search_ms"], pace["by"]) == (12.5, 431.0, "backfill")
+        page = c.get("/admin", headers=headers).text
+        assert "<strong>12.5 clips/s</strong>, slowed by the backfill" in page
+        assert "search statements 431 ms, target 200 ms" in page
+        sql(
+            url,
+            "INSERT INTO clipembed_events (kind, detail, at) VALUES ('bulk_pace', %s, now() + "
+            "interval '1 second')",
+            ('{"rate": 0, "reason": "search is calm: back to full pace", "by": "backfill"}',),
+        )
+        page = c.get("/admin", headers=headers).text
+        assert "Bulk pace: full since" in page and "back to full pace" in page

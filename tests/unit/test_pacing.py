@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clipembed.jobs.adaptive_pace import FLOOR_FRACTION, WINDOW_SECONDS, AdaptivePace
 from clipembed.jobs.pacing import Pacer
 
 
@@ -61,3 +62,61 @@ async def test_never_faster_than_the_rate_after_the_first_batch(rate, sizes):
     taken = sum(sizes[1:])
     # the first batch's bucket may carry at most one batch's worth forward
     assert taken <= rate * (clock.now - start) + max(sizes) + 1e-6
+
+
+# ---------------------------------------------------------------- the adaptive pace
+
+
+def _window(pace: AdaptivePace, clock: Clock, clips: float, oldest_ms: float):
+    """One window: bulk work hands on ``clips`` clips; search's oldest statement ``oldest_ms``."""
+    pace.took(clips)
+    clock.now += WINDOW_SECONDS
+    return pace.observe(oldest_ms)
+
+
+def test_a_suffering_search_halves_what_bulk_work_did_and_calm_restores_it():
+    clock = Clock()
+    pace = AdaptivePace(Pacer(0, clock=clock, sleep=clock.sleep), target_ms=200, clock=clock)
+    assert _window(pace, clock, 2000, 0) is None  # 1,000 clips/s, search calm: unpaced
+    change = _window(pace, clock, 2000, 450)
+    assert change is not None and change.rate == 500 and pace.pacer.rate == 500
+    assert change.search_ms == 450 and change.target_ms == 200
+    change = _window(pace, clock, 1000, 300)  # still suffering: halved again
+    assert change is not None and pace.pacer.rate == 250
+    assert _window(pace, clock, 500, 150) is None  # under the target but not calm: held
+    rates = []
+    while pace.pacer.rate > 0:  # calm windows: +25 % each, then unpaced past 2x the fastest
+        assert _window(pace, clock, pace.pacer.rate * WINDOW_SECONDS, 10) is not None
+        rates.append(pace.pacer.rate)
+    assert rates[0] == 312.5 and rates[-1] == 0 and len(rates) < 12
+    assert pace.slowest == 250 and pace.changes[-1].reason.startswith("search is calm: back")
+
+
+def test_the_pace_never_falls_below_its_floor_nor_rises_above_max_rate():
+    clock = Clock()
+    pace = AdaptivePace(Pacer(100, clock=clock, sleep=clock.sleep), target_ms=200, clock=clock)
+    for _ in range(20):
+        _window(pace, clock, pace.pacer.rate * WINDOW_SECONDS, 5000)
+    assert pace.pacer.rate == pytest.approx(100 * FLOOR_FRACTION)  # 5 % of --max-rate
+    for _ in range(40):
+        _window(pace, clock, pace.pacer.rate * WINDOW_SECONDS, 0)
+    assert pace.pacer.rate == 100  # back to --max-rate, never above it
+
+
+def test_no_target_or_no_work_changes_nothing():
+    clock = Clock()
+    off = AdaptivePace(Pacer(0, clock=clock, sleep=clock.sleep), target_ms=0, clock=clock)
+    assert not off.enabled
+    idle = AdaptivePace(Pacer(0, clock=clock, sleep=clock.sleep), target_ms=200, clock=clock)
+    assert _window(idle, clock, 0, 900) is None  # nothing moved: nothing to slow
+    clock.now += 0.5
+    assert idle.observe(900) is None  # mid-window: no decision yet
+
+
+@given(st.lists(st.tuples(st.floats(0, 5000), st.floats(0, 2000)), max_size=60))
+def test_the_pace_stays_within_its_bounds(windows):
+    clock = Clock()
+    pace = AdaptivePace(Pacer(400, clock=clock, sleep=clock.sleep), target_ms=200, clock=clock)
+    for clips, oldest in windows:
+        _window(pace, clock, clips, oldest)
+        assert 400 * FLOOR_FRACTION - 1e-9 <= pace.pacer.rate <= 400
