@@ -36,7 +36,10 @@ MODES: tuple[str, ...] = ("hybrid", "keyword", "semantic")
 
 STATS_TTL = 60.0  # seconds: N and avgdl move slowly; recomputing them per query costs ~10 ms
 DEFAULT_WINDOW = 200  # candidates per branch; offset + limit must fit in it
-DEFAULT_EF_SEARCH = 100
+#: HNSW candidates per scan. At a million clips, recall@10 (ann-benchmarks' tie-aware count)
+#: was 0.915 at 100 and 0.965 at 200 (docs/benchmarks.md); a hybrid window of 200 then fits
+#: one pass instead of an iterative scan.
+DEFAULT_EF_SEARCH = 200
 #: A query lexeme in more than this share of the documents is dropped when rarer ones remain
 #: (the keyword branch's cost bound; docs/notes/search.md). Not applied below COMMON_MIN_POSTINGS.
 COMMON_FRACTION = 0.2
@@ -108,6 +111,10 @@ Where = tuple[sql.Composable, dict[str, Any]]
 # benchmark), and statistics or versions from one must never be used for another.
 _stats_cache: dict[tuple[str, str, tuple[float, ...]], tuple[float, float, float]] = {}
 _vector_version: dict[str, tuple[int, ...]] = {}
+#: Selective filters found to keep more than EXACT_MAX documents, until when (monotonic): their
+#: next searches skip the exact attempt (its bounded id scan) for STATS_TTL seconds.
+_large_filters: dict[tuple[str, str, str, str], float] = {}
+LARGE_FILTERS_MAX = 4096
 
 
 def _database_key(conn: psycopg.AsyncConnection[Any]) -> str:
@@ -143,6 +150,7 @@ async def corpus_stats(conn: psycopg.AsyncConnection[Any], corpus: Corpus) -> tu
 
 def clear_stats_cache() -> None:
     _stats_cache.clear()
+    _large_filters.clear()
 
 
 async def keyword_branch(
@@ -272,10 +280,15 @@ async def semantic_branch(
     are ranked exactly (one statement), otherwise by the index as without it (a second one).
     """
     exclude = sql.SQL("d.id <> %(exclude)s") if exclude_id is not None else sql.SQL("TRUE")
-    if selective:
+    large_key = (_database_key(conn), corpus.table, where[0].as_string(None), repr(where[1]))
+    if selective and time.monotonic() >= _large_filters.get(large_key, 0.0):
         exact = await _exact_semantic(conn, corpus, vector, where, n, exclude, exclude_id)
         if exact is not None:
             return exact
+        # the filter keeps too many: go straight to the index for a while
+        if len(_large_filters) >= LARGE_FILTERS_MAX:
+            _large_filters.clear()
+        _large_filters[large_key] = time.monotonic() + STATS_TTL
     version = await _pgvector_version(conn)
     if corpus.vectors is not None:
         stmt = queries.SEMANTIC_JOINED.format(
@@ -425,7 +438,7 @@ async def rank(
 def branch_depth(params: Params) -> int:
     """Candidates each branch returns: the window for fusion (a clip ranked 150th by one
     branch and 3rd by the other belongs on the first page); one branch alone only needs the
-    page. An HNSW scan for 200 neighbours with ef_search 100 is an iterative scan that costs
+    page. An HNSW scan for 200 neighbours with ef_search 100 was an iterative scan that cost
     ~8x the 20 of a first page (docs/benchmarks.md, "Statements and time per search")."""
     if params.mode == "hybrid":
         return params.window
