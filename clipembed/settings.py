@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     embedding_price_per_million_tokens: float | None = Field(default=None, ge=0)
 
     # --- search ----------------------------------------------------------------------------
-    # the query lane (clipembed.query_lane): reserved budget, deadline, coalescing window
+    # the query lane (clipembed.embedding.query_lane): reserved budget, deadline, coalescing window
     embedding_query_reserve: float = Field(default=0.1, ge=0.0, lt=1.0)
     search_embed_timeout_ms: int = Field(default=1000, ge=10, le=60_000)
     search_coalesce_ms: float = Field(default=3.0, ge=0.0, le=100.0)

@@ -27,7 +27,7 @@ from clipembed.db import queries
 from clipembed.spaces import queries as space_queries
 
 if TYPE_CHECKING:
-    from clipembed.service import EmbeddingService
+    from clipembed.embedding.service import EmbeddingService
     from clipembed.spaces import Space
 
 logger = logging.getLogger(__name__)

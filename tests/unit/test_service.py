@@ -16,10 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipembed import errors, service
+from clipembed import errors
 from clipembed import settings as settings_mod
-from clipembed.providers import base
-from clipembed.ratelimit import RateLimiter
+from clipembed.embedding import service
+from clipembed.embedding.providers import base
+from clipembed.embedding.ratelimit import RateLimiter
 from tests.plugins.waiting import wait_for
 
 DIMS = 8

@@ -2,7 +2,7 @@
 
 A provider knows its model's limits and tokenizer, sends one request, and returns validated
 vectors. Everything around a request (cache, batching, rate limits, retries, concurrency) is
-the :class:`~clipembed.service.EmbeddingService`'s job, so adding Cohere, Voyage or Ollama is
+the :class:`~clipembed.embedding.service.EmbeddingService`'s job, so adding Cohere, Voyage or Ollama is
 one module implementing :class:`EmbeddingProvider`, plus a line in ``providers.create``.
 """
 

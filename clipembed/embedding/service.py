@@ -23,10 +23,11 @@ from collections.abc import Sequence
 import numpy as np
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from clipembed import batching, clips, embedded, errors, metrics, providers, query_lane, ratelimit
-from clipembed.cache import EmbeddingCache, RedisLink
-from clipembed.providers import base
-from clipembed.ratelimit import RateLimiter
+from clipembed import clips, embedded, errors, metrics
+from clipembed.embedding import batching, providers, query_lane, ratelimit
+from clipembed.embedding.cache import EmbeddingCache, RedisLink
+from clipembed.embedding.providers import base
+from clipembed.embedding.ratelimit import RateLimiter
 from clipembed.settings import Settings
 
 logger = logging.getLogger(__name__)

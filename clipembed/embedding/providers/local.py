@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from clipembed import errors
-from clipembed.providers import base
+from clipembed.embedding.providers import base
 from clipembed.settings import LOCAL_DEFAULT_MODEL, Settings
 
 #: Inputs per forward pass. Measured on real clip texts in requests of 100, per CPU second

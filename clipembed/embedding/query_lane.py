@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clipembed import errors, metrics
-from clipembed.providers import base
-from clipembed.ratelimit import RateLimiter
+from clipembed.embedding.providers import base
+from clipembed.embedding.ratelimit import RateLimiter
 
 if TYPE_CHECKING:
-    from clipembed.service import EmbeddingService
+    from clipembed.embedding.service import EmbeddingService
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import numpy as np
 import openai
 
 from clipembed import errors, models, redaction
-from clipembed.providers import base, tokens
+from clipembed.embedding.providers import base, tokens
 from clipembed.settings import (
     OPENAI_MAX_TOKENS_PER_INPUT,
     Settings,
