@@ -20,6 +20,7 @@ from clipembed import errors
 from clipembed import settings as settings_mod
 from clipembed.embedding import service
 from clipembed.embedding.providers import base
+from clipembed.embedding.providers.capabilities import Capabilities
 from clipembed.embedding.ratelimit import RateLimiter
 from tests.plugins.waiting import wait_for
 
@@ -36,7 +37,16 @@ class MemoryProvider:
     """Words are tokens; ``fail`` holds exceptions to raise, one per request, before answering."""
 
     name = "memory"
-    parallel_requests = True
+    capabilities = Capabilities(
+        remote=True,
+        rate_limited=True,
+        parallel_requests=True,
+        batch_api=False,
+        needs_api_key=False,
+        model_paths=False,
+        default_model="memory-model",
+        default_dimensions=DIMS,
+    )
     model = "memory-model"
     dimensions = DIMS
     max_input_tokens = 5
