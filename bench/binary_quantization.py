@@ -40,7 +40,7 @@ from psycopg import sql
 from bench import common
 from clipembed import settings
 from clipembed.db import queries
-from clipembed.providers import local
+from clipembed.embedding.providers import local
 from clipembed.search import core
 
 DATA = Path(os.environ.get("CLIPEMBED_BENCH_DATA", "/work/shared/data"))

@@ -1,7 +1,7 @@
 """Per-client budgets and per-minute counts, shared by every process through Redis.
 
 The HTTP faces limit what one client may do (searches per second, query embeddings per minute,
-failed sign-ins per minute) with GCRA, the algorithm :mod:`clipembed.ratelimit` paces the
+failed sign-ins per minute) with GCRA, the algorithm :mod:`clipembed.embedding.ratelimit` paces the
 provider with, keyed by client. A key's whole state is one number, its *theoretical arrival
 time* (TAT): a hit pushes it ``interval`` further and is within the limit while the TAT stays
 within ``burst`` intervals of now. "30 a minute" lets 30 through at once, then one every 2 s,
@@ -29,7 +29,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from clipembed.cache import RedisLink
+from clipembed.embedding.cache import RedisLink
 
 MAX_LOCAL_KEYS = 100_000  # clients remembered in process; the least recently seen go first
 COUNT_TTL = 2 * 3600  # seconds a per-minute count lives in Redis

@@ -19,7 +19,7 @@ from clipembed import settings as settings_mod
 from clipembed.db import connection, migrations
 
 if TYPE_CHECKING:
-    from clipembed.service import EmbeddingService
+    from clipembed.embedding.service import EmbeddingService
     from clipembed.spaces import Space
 
 
@@ -30,7 +30,7 @@ async def resolve_dimensions(cfg: settings_mod.Settings) -> int:
     known = models.LOCAL_MODEL_DIMENSIONS.get(cfg.model)
     if known is not None:
         return known
-    from clipembed import providers
+    from clipembed.embedding import providers
 
     provider = providers.create(cfg)
     try:
@@ -80,7 +80,7 @@ class Runtime:
         async with self._services_lock:
             svc = self.services.get(key)
             if svc is None:
-                from clipembed import service as service_mod
+                from clipembed.embedding import service as service_mod
 
                 svc = await service_mod.open_service(space.settings_for(self.settings))
                 if svc.dimensions != space.dimensions:
@@ -153,7 +153,7 @@ async def open_runtime(
                 application_name=connection.SEARCH_APPLICATION,
             )
         if with_service:
-            from clipembed import service as service_mod
+            from clipembed.embedding import service as service_mod
 
             service = await service_mod.open_service(target.settings_for(cfg))
         rt = Runtime(

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from clipembed import errors, models
+from clipembed.embedding import providers
 
 # Re-exported for the modules that read them from here; the tables live in clipembed.models.
 OPENAI_DEFAULT_MODEL = models.OPENAI_DEFAULT_MODEL
@@ -52,7 +53,8 @@ class Settings(BaseSettings):
 
     # --- embedding -------------------------------------------------------------------------
     embedding_enabled: bool = False
-    embedding_provider: Literal["openai", "local"] = "openai"
+    #: a name in clipembed.embedding.providers.REGISTRY (openai, local)
+    embedding_provider: str = "openai"
     openai_api_key: SecretStr | None = None
     embedding_model: str | None = Field(
         default=None,
@@ -84,7 +86,7 @@ class Settings(BaseSettings):
     embedding_price_per_million_tokens: float | None = Field(default=None, ge=0)
 
     # --- search ----------------------------------------------------------------------------
-    # the query lane (clipembed.query_lane): reserved budget, deadline, coalescing window
+    # the query lane (clipembed.embedding.query_lane): reserved budget, deadline, coalescing window
     embedding_query_reserve: float = Field(default=0.1, ge=0.0, lt=1.0)
     search_embed_timeout_ms: int = Field(default=1000, ge=10, le=60_000)
     search_coalesce_ms: float = Field(default=3.0, ge=0.0, le=100.0)
@@ -187,6 +189,13 @@ class Settings(BaseSettings):
     )
     clipembed_home: Path = Field(default_factory=lambda: Path.home() / ".clipembed")
 
+    @field_validator("embedding_provider")
+    @classmethod
+    def _provider(cls, value: str) -> str:
+        if value not in providers.REGISTRY:
+            raise ValueError(f"unknown provider {value!r}: use {' or '.join(providers.names())}")
+        return value
+
     @field_validator("clipembed_trusted_proxies")
     @classmethod
     def _proxies(cls, value: str) -> str:
@@ -198,11 +207,11 @@ class Settings(BaseSettings):
         # The API key is not checked here: only commands that call the provider need it
         # (least privilege: whoever migrates the database need not hold it). See
         # :meth:`require_provider_credentials`, called where a provider is created.
-        if self.embedding_provider == "openai":
-            known = models.OPENAI_MODELS.get(self.model)
-            native = known.native_dimensions if known else None
+        known = self.capabilities.known(self.model)
+        if known is not None:
+            native = known.native_dimensions
             dims = self.dimensions
-            if known is not None and native is not None and dims is not None:
+            if dims is not None:
                 if not known.shortenable and dims != native:
                     raise ValueError(
                         f"EMBEDDING_DIMENSIONS={dims} is impossible for {self.model}, "
@@ -216,32 +225,37 @@ class Settings(BaseSettings):
 
     def require_provider_credentials(self) -> None:
         """Raise ConfigurationError when the configured provider cannot be called."""
-        if self.embedding_provider == "openai" and (
+        if self.capabilities.needs_api_key and (
             self.openai_api_key is None or not self.openai_api_key.get_secret_value().strip()
         ):
+            keyless = [n for n in providers.names() if not providers.capabilities(n).needs_api_key]
+            hint = f" (or set EMBEDDING_PROVIDER={keyless[0]} to use the bundled model)"
             raise errors.ConfigurationError(
-                "OPENAI_API_KEY is required when EMBEDDING_PROVIDER=openai "
-                "(or set EMBEDDING_PROVIDER=local to use the bundled model)"
+                f"OPENAI_API_KEY is required when EMBEDDING_PROVIDER={self.embedding_provider}"
+                + (hint if keyless else "")
             )
 
     # --- derived values ----------------------------------------------------------------------
     @property
+    def capabilities(self) -> providers.Capabilities:
+        """What the configured provider declares (clipembed.embedding.providers.REGISTRY)."""
+        return providers.capabilities(self.embedding_provider)
+
+    @property
     def model(self) -> str:
         """The model name in effect (the provider's default when unset)."""
-        if self.embedding_provider == "local" and self.embedding_local_model_path is not None:
+        if self.capabilities.model_paths and self.embedding_local_model_path is not None:
             return str(self.embedding_local_model_path)
         if self.embedding_model:
             return self.embedding_model
-        return OPENAI_DEFAULT_MODEL if self.embedding_provider == "openai" else LOCAL_DEFAULT_MODEL
+        return self.capabilities.default_model
 
     @property
     def dimensions(self) -> int | None:
-        """Dimensions in effect. ``None`` for a local model means: the model's own size."""
+        """Dimensions in effect. ``None`` means: the model's own size (a local model's)."""
         if self.embedding_dimensions is not None:
             return self.embedding_dimensions
-        if self.embedding_provider == "openai":
-            return OPENAI_DEFAULT_DIMENSIONS
-        return None
+        return self.capabilities.default_dimensions
 
     @property
     def batch_price_per_million_tokens(self) -> float:
@@ -279,9 +293,7 @@ class Settings(BaseSettings):
         """US dollars per 1M tokens; 0 for a local model unless configured."""
         if self.embedding_price_per_million_tokens is not None:
             return self.embedding_price_per_million_tokens
-        if self.embedding_provider == "local":
-            return 0.0
-        return models.price_per_million(self.model)
+        return self.capabilities.price_per_million(self.model)
 
 
 def parse_networks(value: str) -> tuple[IPNetwork, ...]:

@@ -31,7 +31,7 @@ from typing import Any
 from starlette.requests import HTTPConnection
 
 from clipembed import client_limits, metrics
-from clipembed.cache import RedisLink
+from clipembed.embedding.cache import RedisLink
 from clipembed.settings import Settings
 
 logger = logging.getLogger(__name__)

@@ -137,7 +137,9 @@ def create_app(settings: Settings) -> FastAPI:
         }
         if await _is_admin(request):
             report["provider"]["base_url"] = (
-                _redact(settings.embedding_api_base_url) if svc.provider.name == "openai" else None
+                _redact(settings.embedding_api_base_url)
+                if svc.provider.capabilities.remote
+                else None
             )
         report["scheduler"] = {"enabled": settings.embedding_enabled}
         ok = report["database"]["ok"] is True and report.get("search_database", {}).get("ok", True)

@@ -1,7 +1,7 @@
 """Per-client limits on public search, so one client cannot spend what everyone shares.
 
 Semantic search is a paid provider call per unique query, and the query lane is one budget
-for every searcher (:mod:`clipembed.query_lane`): one anonymous client sending 120 unique
+for every searcher (:mod:`clipembed.embedding.query_lane`): one anonymous client sending 120 unique
 queries at 1.6/s got half of them 503, and then a new user's query was a 503 too (issue 22).
 Two limits per client address (:func:`clipembed.client_limits.client_key`), answered 429 with
 ``Retry-After``:
@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import HTTPException, Request
 
 from clipembed import client_limits, metrics
-from clipembed.cache import RedisLink
+from clipembed.embedding.cache import RedisLink
 from clipembed.settings import Settings
 
 Admission = Callable[[], Awaitable[None]]

@@ -3,5 +3,5 @@
 - :mod:`.files` — request lines in, vectors and failures out (pure);
 - :mod:`.queries` — the batches' SQL;
 - :mod:`.runner` — plan, upload, submit, poll, apply; resumable at any line;
-- :mod:`clipembed.providers.openai_batch` — the Files and Batch APIs through the official SDK.
+- :mod:`clipembed.embedding.providers.openai_batch` — the Files and Batch APIs through the official SDK.
 """

@@ -19,11 +19,11 @@ from psycopg.rows import dict_row
 
 from clipembed.batches import files, queries
 from clipembed.batches.report import BatchSummary
+from clipembed.embedding.providers.openai_batch import BatchClient, BatchInfo
+from clipembed.embedding.service import EmbeddingService, EmbedStats
 from clipembed.jobs import adaptive_pace, index_policy, pacing, pipeline
 from clipembed.jobs import queue as queue_mod
-from clipembed.providers.openai_batch import BatchClient, BatchInfo
 from clipembed.runtime import Runtime
-from clipembed.service import EmbeddingService, EmbedStats
 from clipembed.status import rollups
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from clipembed import errors
-from clipembed.providers.openai import decode_vectors
+from clipembed.embedding.providers.openai import decode_vectors
 
 MAX_LINES = 50_000  # requests per batch (the Batch API's limit)
 MAX_INPUTS = 50_000  # embedding inputs per batch
@@ -67,7 +67,7 @@ class Parsed:
 
 def decode_embeddings(body: Any, count: int, dimensions: int) -> np.ndarray:
     """The vectors of one ``/v1/embeddings`` response body, in input order, validated exactly
-    as a synchronous answer is (:func:`clipembed.providers.openai.decode_vectors`)."""
+    as a synchronous answer is (:func:`clipembed.embedding.providers.openai.decode_vectors`)."""
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
         raise errors.InvalidResponseError("the response has no data list")
     pairs = []

@@ -41,13 +41,14 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from clipembed import batching, clips, errors
+from clipembed import clips, errors
 from clipembed.batches import fallback, files, queries
 from clipembed.batches.apply import BatchApplier
 from clipembed.batches.report import BatchSummary
+from clipembed.embedding import batching
+from clipembed.embedding.providers.openai import OpenAIProvider
+from clipembed.embedding.providers.openai_batch import BatchClient, BatchInfo
 from clipembed.jobs import pipeline
-from clipembed.providers.openai import OpenAIProvider
-from clipembed.providers.openai_batch import BatchClient, BatchInfo
 from clipembed.runtime import Runtime
 
 logger = logging.getLogger(__name__)

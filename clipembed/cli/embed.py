@@ -7,8 +7,8 @@ import sys
 
 import typer
 
-from clipembed import service as service_mod
 from clipembed.cli import common
+from clipembed.embedding import service as service_mod
 
 
 def register(app: typer.Typer) -> None:

@@ -27,7 +27,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import errors
-from clipembed import service as service_mod
+from clipembed.embedding import service as service_mod
 from clipembed.eval.reference import reference_bm25
 from clipembed.search import core
 

@@ -33,7 +33,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import clips
-from clipembed import service as service_mod
+from clipembed.embedding import service as service_mod
 from clipembed.eval import beir
 from clipembed.search import core, languages
 

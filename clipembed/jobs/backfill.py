@@ -66,12 +66,12 @@ def effective_settings(
 
 async def choose_via(runtime: Runtime, via: str, *, force: bool = False) -> str:
     """``--via auto``: the Batch API when more than EMBEDDING_BATCH_API_MIN_CLIPS clips wait
-    (and the provider is OpenAI), or when a batch is still open; else the embeddings endpoint."""
+    (and the provider takes it), or when a batch is still open; else the embeddings endpoint."""
     if via != "auto":
         return via
     svc = runtime.require_service()
     space = runtime.require_space()
-    if svc.provider.name != "openai":
+    if not svc.provider.capabilities.batch_api:
         return "sync"
     async with runtime.pool.connection() as conn:
         row = await (await conn.execute(queries.OPEN_BATCH_EXISTS, (space.id,))).fetchone()

@@ -75,7 +75,7 @@ async def dry_run(
     summary.would_embed = count
     summary.requests = requests
     summary.estimated_cost_usd = summary.tokens * cfg.price_per_million_tokens / 1_000_000
-    if cfg.embedding_provider == "openai":
+    if provider.capabilities.rate_limited:  # else its own speed decides: not estimated
         minutes = max(
             requests / cfg.embedding_requests_per_minute,
             summary.tokens / cfg.embedding_tokens_per_minute,

@@ -27,7 +27,7 @@ from clipembed.db import queries
 from clipembed.spaces import queries as space_queries
 
 if TYPE_CHECKING:
-    from clipembed.service import EmbeddingService
+    from clipembed.embedding.service import EmbeddingService
     from clipembed.spaces import Space
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def load_outpaces_index(
     A local model competes with PostgreSQL for the same cores; a remote provider is bound by
     its request limit, and below INCREMENTAL_INDEX_RATE clips/s the index keeps up for free.
     """
-    if not getattr(service.provider, "parallel_requests", True):
+    if not service.provider.capabilities.parallel_requests:
         return True
     per_request = min(batch_size, service.provider.max_inputs_per_request)
     return bool(requests_per_minute / 60 * per_request >= INCREMENTAL_INDEX_RATE)

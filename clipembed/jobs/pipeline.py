@@ -33,7 +33,7 @@ from clipembed.db import queries
 from clipembed.status import rollups
 
 if TYPE_CHECKING:
-    from clipembed.service import EmbeddingService
+    from clipembed.embedding.service import EmbeddingService
     from clipembed.spaces import Space
 
 logger = logging.getLogger(__name__)

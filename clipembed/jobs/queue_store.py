@@ -25,7 +25,7 @@ from clipembed.status import rollups
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
-    from clipembed.service import EmbedStats
+    from clipembed.embedding.service import EmbedStats
     from clipembed.spaces import Space
 
     #: the clips' text columns by id, every space (the active one first), and per space id the

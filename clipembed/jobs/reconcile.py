@@ -19,7 +19,7 @@ from clipembed.jobs import pipeline, queue
 from clipembed.runtime import Runtime
 
 if TYPE_CHECKING:
-    from clipembed.service import EmbeddingService
+    from clipembed.embedding.service import EmbeddingService
     from clipembed.spaces import Space
 
 logger = logging.getLogger(__name__)

@@ -51,7 +51,7 @@ from clipembed.jobs.worker_plan import WorkerStats, more_ready
 from clipembed.runtime import Runtime, space_key
 
 if TYPE_CHECKING:
-    from clipembed.service import EmbeddingService
+    from clipembed.embedding.service import EmbeddingService
     from clipembed.spaces import Space
 from clipembed.status import rollups
 

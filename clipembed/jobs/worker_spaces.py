@@ -27,7 +27,7 @@ from clipembed.jobs.worker_plan import plan
 from clipembed.spaces import queries as space_queries
 
 if TYPE_CHECKING:
-    from clipembed.service import EmbeddingService, EmbedOutcome
+    from clipembed.embedding.service import EmbeddingService, EmbedOutcome
     from clipembed.spaces import Space
 
     ServiceFor = Callable[[Space], Awaitable[EmbeddingService]]

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from clipembed import clips as clips_mod
 from clipembed import errors, metrics, spaces
-from clipembed import service as service_mod
+from clipembed.embedding import service as service_mod
 from clipembed.search import core, languages, queries
 from clipembed.spaces import queries as space_queries
 

@@ -26,7 +26,7 @@ from clipembed.search import clips as clip_search
 from clipembed.search import core
 
 if TYPE_CHECKING:
-    from clipembed.cache import RedisLink
+    from clipembed.embedding.cache import RedisLink
     from clipembed.runtime import Runtime
     from clipembed.spaces.registry import Space
 

@@ -30,13 +30,13 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from clipembed import errors, models
+from clipembed import errors
 from clipembed import settings as settings_mod
+from clipembed.embedding import providers
 from clipembed.spaces import queries
 
 Storage = Literal["vector", "halfvec"]
 STORAGES: tuple[str, ...] = ("vector", "halfvec")
-PROVIDERS: tuple[str, ...] = ("openai", "local")
 #: New spaces store half-precision vectors: half the table and index, recall@10 within 0.005 of
 #: single precision at 100,000 clips (docs/benchmarks.md "vector vs halfvec").
 DEFAULT_STORAGE: Storage = "halfvec"
@@ -96,7 +96,7 @@ class Space:
             "embedding_multilingual": None,
         }
         if (
-            self.provider == "local"
+            providers.capabilities(self.provider or cfg.embedding_provider).model_paths
             and self.model
             and ("/" in self.model or Path(self.model).exists())
         ):
@@ -157,8 +157,8 @@ def check_new(name: str, *, provider: str, model: str, dimensions: int, storage:
             f"invalid space name {name!r}: lower-case letters, digits, '-' and '_', "
             "starting with a letter, at most 40 characters"
         )
-    if provider not in PROVIDERS:
-        raise SpaceError(f"unknown provider {provider!r}: use {' or '.join(PROVIDERS)}")
+    if provider not in providers.REGISTRY:
+        raise SpaceError(f"unknown provider {provider!r}: use {' or '.join(providers.names())}")
     if not model.strip():
         raise SpaceError("the model name is empty")
     if storage not in STORAGES:
@@ -169,8 +169,8 @@ def check_new(name: str, *, provider: str, model: str, dimensions: int, storage:
             f"{dimensions} dimensions cannot be indexed with {storage} storage "
             f"(pgvector's HNSW takes 1 to {limit})"
         )
-    known = models.OPENAI_MODELS.get(model) if provider == "openai" else None
-    if known is not None and known.native_dimensions is not None:
+    known = providers.capabilities(provider).known(model)
+    if known is not None:
         if not known.shortenable and dimensions != known.native_dimensions:
             raise SpaceError(f"{model} always returns {known.native_dimensions} dimensions")
         if dimensions > known.native_dimensions:

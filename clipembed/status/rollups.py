@@ -18,7 +18,7 @@ from psycopg_pool import AsyncConnectionPool
 from clipembed.status import queries
 
 if TYPE_CHECKING:
-    from clipembed.service import EmbedStats
+    from clipembed.embedding.service import EmbedStats
 
 logger = logging.getLogger(__name__)
 

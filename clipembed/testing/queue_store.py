@@ -37,8 +37,8 @@ import psycopg
 from clipembed.jobs import queue
 
 if TYPE_CHECKING:
+    from clipembed.embedding.service import EmbedStats
     from clipembed.jobs.queue_store import BatchInput, QueueStore
-    from clipembed.service import EmbedStats
     from clipembed.spaces import Space
 
 TEXT_COLUMNS = ("title", "broadcaster_name", "creator_name", "game_name")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import redis.asyncio as aioredis
 
-from clipembed import cache
+from clipembed.embedding import cache
 from tests.plugins.waiting import wait_for
 
 
@@ -92,7 +92,7 @@ async def test_redis_outage_is_said_once_and_recovered_from(redis_process, redis
     try:
         await c.set_many([("a", np.ones(4, np.float32))])
         redis_process.stop()
-        with caplog.at_level(logging.WARNING, logger="clipembed.cache"):
+        with caplog.at_level(logging.WARNING, logger="clipembed.embedding.cache"):
             for _ in range(3):
                 assert await c.get_many(["a"]) == [None]
                 await c.set_many([("b", np.ones(4, np.float32))])

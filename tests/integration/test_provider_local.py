@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipembed import errors, providers, settings
+from clipembed import errors, settings
+from clipembed.embedding import providers
 
 pytestmark = pytest.mark.local_model
 
@@ -149,7 +150,7 @@ def test_any_model_directory_works(tmp_path):
     ],
 )
 def test_dimension_from_config_files(tmp_path, files, dimension):
-    from clipembed.providers import local
+    from clipembed.embedding.providers import local
 
     for name, content in files.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

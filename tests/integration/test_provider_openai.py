@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipembed import errors, providers
+from clipembed import errors
+from clipembed.embedding import providers
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.provider import TEST_KEY
 

@@ -12,7 +12,8 @@ from tests.plugins.provider import TEST_KEY
 SCRIPT = textwrap.dedent(
     """
     import asyncio, sys
-    from clipembed import service, settings
+    from clipembed import settings
+    from clipembed.embedding import service
 
     async def main():
         cfg = settings.Settings(_env_file=None)
@@ -65,8 +66,8 @@ async def test_through_redis_bulk_work_yields_to_a_waiting_query(redis_base_url,
     state, as two processes would be."""
     import asyncio
 
-    from clipembed.cache import RedisLink
-    from clipembed.ratelimit import RateLimiter
+    from clipembed.embedding.cache import RedisLink
+    from clipembed.embedding.ratelimit import RateLimiter
     from tests.plugins.waiting import wait_for
 
     link = RedisLink(redis_base_url)

@@ -8,7 +8,8 @@ import logging
 import numpy as np
 import pytest
 
-from clipembed import errors, service
+from clipembed import errors
+from clipembed.embedding import service
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.provider import TEST_KEY
 from tests.plugins.waiting import wait_for

@@ -104,6 +104,6 @@ def local_settings(tmp_path_factory) -> settings.Settings:
 @pytest.fixture(scope="session")
 def local_provider(local_settings):
     """The bundled all-MiniLM-L6-v2, loaded once per test session."""
-    from clipembed import providers
+    from clipembed.embedding import providers
 
     return providers.create(local_settings)

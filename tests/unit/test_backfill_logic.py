@@ -138,7 +138,8 @@ def test_exit_code(summary, code):
 
 
 def fake_service(*, parallel: bool, max_inputs: int = 2048):
-    provider = types.SimpleNamespace(parallel_requests=parallel, max_inputs_per_request=max_inputs)
+    capabilities = types.SimpleNamespace(parallel_requests=parallel)
+    provider = types.SimpleNamespace(capabilities=capabilities, max_inputs_per_request=max_inputs)
     return types.SimpleNamespace(provider=provider)
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipembed.batching import plan_batches
+from clipembed.embedding.batching import plan_batches
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from clipembed import cache
+from clipembed.embedding import cache
 
 
 def make(dimensions: int = 4, prefix: str = "t:") -> cache.EmbeddingCache:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from clipembed.providers import openai as openai_provider
+from clipembed.embedding.providers import openai as openai_provider
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clipembed import errors, settings
-from clipembed.providers import openai as openai_provider
+from clipembed.embedding.providers import openai as openai_provider
 
 KEY = "sk-unit-0123456789abcdefSECRETSECRET"
 

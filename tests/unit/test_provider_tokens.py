@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipembed.providers import tokens
+from clipembed.embedding.providers import tokens
 
 TOK = tokens.TiktokenTokenizer()
 

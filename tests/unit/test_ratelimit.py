@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipembed.ratelimit import GcraState
+from clipembed.embedding.ratelimit import GcraState
 
 
 def run(state: GcraState, costs: list[int], *, rpm: int, tpm: int) -> list[float]:

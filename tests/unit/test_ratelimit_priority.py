@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from clipembed import ratelimit
-from clipembed.ratelimit import BULK_YIELD_MS, QUERY_WAIT_TTL_MS, GcraState
+from clipembed.embedding import ratelimit
+from clipembed.embedding.ratelimit import BULK_YIELD_MS, QUERY_WAIT_TTL_MS, GcraState
 
 REQ = 100.0  # ms per request
 TOK = 0.001  # ms per token

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipembed import ratelimit
-from clipembed.providers.base import RateLimitInfo
+from clipembed.embedding import ratelimit
+from clipembed.embedding.providers.base import RateLimitInfo
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from clipembed import errors, service
+from clipembed import errors
+from clipembed.embedding import service
 
 
 @pytest.mark.parametrize(

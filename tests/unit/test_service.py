@@ -16,10 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clipembed import errors, service
+from clipembed import errors
 from clipembed import settings as settings_mod
-from clipembed.providers import base
-from clipembed.ratelimit import RateLimiter
+from clipembed.embedding import service
+from clipembed.embedding.providers import base
+from clipembed.embedding.providers.capabilities import Capabilities
+from clipembed.embedding.ratelimit import RateLimiter
 from tests.plugins.waiting import wait_for
 
 DIMS = 8
@@ -35,7 +37,16 @@ class MemoryProvider:
     """Words are tokens; ``fail`` holds exceptions to raise, one per request, before answering."""
 
     name = "memory"
-    parallel_requests = True
+    capabilities = Capabilities(
+        remote=True,
+        rate_limited=True,
+        parallel_requests=True,
+        batch_api=False,
+        needs_api_key=False,
+        model_paths=False,
+        default_model="memory-model",
+        default_dimensions=DIMS,
+    )
     model = "memory-model"
     dimensions = DIMS
     max_input_tokens = 5

@@ -77,7 +77,7 @@ def test_the_api_key_is_asked_for_only_where_the_provider_is_called(monkeypatch)
     assert cfg.embedding_provider == "openai"
     with pytest.raises(errors.ConfigurationError, match="OPENAI_API_KEY is required"):
         cfg.require_provider_credentials()
-    from clipembed import providers
+    from clipembed.embedding import providers
 
     with pytest.raises(errors.ConfigurationError, match="OPENAI_API_KEY is required"):
         providers.create(cfg)

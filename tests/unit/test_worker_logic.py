@@ -14,7 +14,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from clipembed import clips, errors, runtime, service, settings
+from clipembed import clips, errors, runtime, settings
+from clipembed.embedding import service
 from clipembed.jobs import queue, worker
 from clipembed.spaces import registry
 from clipembed.testing.fakeopenai import expected_vector

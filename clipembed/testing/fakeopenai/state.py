@@ -40,7 +40,7 @@ class _State(BatchLedger):
     @property
     def encoding(self) -> Any:
         if self._encoding is None:
-            from clipembed.providers import tokens
+            from clipembed.embedding.providers import tokens
 
             self._encoding = tokens.TiktokenTokenizer()
         return self._encoding

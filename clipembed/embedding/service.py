@@ -23,10 +23,11 @@ from collections.abc import Sequence
 import numpy as np
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from clipembed import batching, clips, embedded, errors, metrics, providers, query_lane, ratelimit
-from clipembed.cache import EmbeddingCache, RedisLink
-from clipembed.providers import base
-from clipembed.ratelimit import RateLimiter
+from clipembed import clips, embedded, errors, metrics
+from clipembed.embedding import batching, providers, query_lane, ratelimit
+from clipembed.embedding.cache import EmbeddingCache, RedisLink
+from clipembed.embedding.providers import base
+from clipembed.embedding.ratelimit import RateLimiter
 from clipembed.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class EmbeddingService:
         limiter: RateLimiter,
         cache: EmbeddingCache | None = None,
         link: RedisLink | None = None,
+        queries: query_lane.QueryEmbedder | None = None,
     ) -> None:
         self.provider = provider
         self.model = provider.model
@@ -119,12 +121,13 @@ class EmbeddingService:
         self.limiter = limiter
         self.stats = EmbedStats()
         # A local model already uses every core for one encode; two at once only contend.
-        parallel = getattr(provider, "parallel_requests", True)
+        parallel = provider.capabilities.parallel_requests
         self._semaphore = asyncio.Semaphore(settings.embedding_max_concurrency if parallel else 1)
         self._max_attempts = settings.embedding_max_attempts
         self._inflight: dict[str, asyncio.Future[np.ndarray | BaseException]] = {}
-        #: search's query embeddings (set by open_service; None for a bare service in tests)
-        self.queries: query_lane.QueryEmbedder | None = None
+        #: search's query embeddings over the same provider, cache and budget (built beside the
+        #: service by :func:`open_service`; None for a bare service in tests)
+        self.queries = queries
 
     def __repr__(self) -> str:
         return f"EmbeddingService({self.provider!r}, cache={self.cache is not None})"
@@ -360,7 +363,8 @@ class EmbeddingService:
 
 
 async def open_service(settings: Settings) -> EmbeddingService:
-    """Build the provider, the Redis link (if any), the cache and the shared limiter."""
+    """Build the provider, the Redis link (if any), the cache, the shared budget, the query
+    lane and the service over them (the lane takes its parts, not the service)."""
     provider = providers.create(settings)
     link: RedisLink | None = None
     url = settings.redis_url_value if settings.redis_enabled else None
@@ -389,10 +393,10 @@ async def open_service(settings: Settings) -> EmbeddingService:
         if link is not None
         else None
     )
-    remote = provider.name != "local"
+    rate_limited = provider.capabilities.rate_limited
     # One budget, queries first (issue 18): bulk work may use all of it while no query waits,
     # and yields to a waiting query. EMBEDDING_QUERY_RESERVE=0 turns the priority off.
-    priority = remote and settings.embedding_query_reserve > 0
+    priority = rate_limited and settings.embedding_query_reserve > 0
     key = f"{settings.redis_key_prefix}ratelimit:{provider.model}"
     shared = ratelimit.GcraState()
     limiter = RateLimiter(
@@ -400,7 +404,7 @@ async def open_service(settings: Settings) -> EmbeddingService:
         tokens_per_minute=settings.embedding_tokens_per_minute,
         link=link,
         key=key,
-        enabled=remote,
+        enabled=rate_limited,
         # Hold only when the provider's request budget is exhausted: our own pacing already
         # keeps it near zero at full speed, and holding earlier (at "fewer left than requests
         # in flight") cost 8% of throughput under a binding limit (docs/benchmarks.md).
@@ -408,19 +412,22 @@ async def open_service(settings: Settings) -> EmbeddingService:
         role="bulk" if priority else "any",
         state=shared,
     )
-    service = EmbeddingService(provider, settings=settings, limiter=limiter, cache=cache, link=link)
-    service.queries = query_lane.QueryEmbedder(
-        service,
+    queries = query_lane.QueryEmbedder(
+        provider,
+        cache=cache,
+        dimensions=provider.dimensions,
         limiter=RateLimiter(
             requests_per_minute=settings.embedding_requests_per_minute,
             tokens_per_minute=settings.embedding_tokens_per_minute,
             link=link,
             key=key,
-            enabled=remote,
+            enabled=rate_limited,
             role="query" if priority else "any",
             state=shared,
         ),
         timeout_seconds=settings.search_embed_timeout_ms / 1000,
         coalesce_seconds=settings.search_coalesce_ms / 1000,
     )
-    return service
+    return EmbeddingService(
+        provider, settings=settings, limiter=limiter, cache=cache, link=link, queries=queries
+    )
