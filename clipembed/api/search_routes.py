@@ -31,8 +31,7 @@ from pydantic import BaseModel
 
 from clipembed.api import failures, limits, shedding
 from clipembed.search import clips as clip_search
-from clipembed.search import core
-from clipembed.spaces import compare
+from clipembed.search import compare, core
 
 
 async def search_access(request: Request) -> None:

@@ -15,7 +15,7 @@ import typer
 from clipembed import runtime, spaces
 from clipembed.cli import common
 from clipembed.cli.model import group
-from clipembed.spaces import compare as compare_mod
+from clipembed.search import compare as compare_mod
 
 
 def register(app: typer.Typer) -> None:

@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clipembed import settings
-from clipembed.spaces import compare, registry
+from clipembed.search import compare
+from clipembed.spaces import registry
 
 CFG = settings.Settings(
     embedding_provider="openai",
