@@ -11,8 +11,8 @@ from clipembed import runtime
 from clipembed.cli import common
 from clipembed.db import connection
 from clipembed.jobs import bulk_import, importer, progress
+from clipembed.jobs import vector_import as vectors_mod
 from clipembed.source import adoption
-from clipembed.spaces import vectors as vectors_mod
 
 MAX_SHOWN = 50
 

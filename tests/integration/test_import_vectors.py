@@ -19,8 +19,8 @@ import psycopg
 import pytest
 
 from clipembed import clips, runtime
+from clipembed.jobs import vector_import as vectors_mod
 from clipembed.spaces import registry
-from clipembed.spaces import vectors as vectors_mod
 from tests.plugins.jobs import clip_record, load_clips, write_jsonl
 from tests.plugins.provider import subprocess_env
 from tests.plugins.queue import clipembed_cli
