@@ -187,8 +187,6 @@ FIXTURE_MARKERS = {
     "local_provider": "local_model",
     # fixtures that start processes: `clipembed` commands, workers, a private redis-server
     "clipembed": "subprocess",
-    "cli_env": "subprocess",
-    "queue_cli_env": "subprocess",
     "run_embed": "subprocess",
     "worker_env": "subprocess",
     "spawn_worker": "subprocess",
@@ -198,7 +196,7 @@ FIXTURE_MARKERS = {
 #: directories whose every test runs the real command in a process of its own
 DIRECTORY_MARKERS = {"acceptance": "subprocess", "faults": "subprocess"}
 #: a test body that starts a process itself (not through a fixture)
-STARTS_A_PROCESS = re.compile(r"\bsubprocess\.(run|Popen|check_output|call)\b|\bclipembed_cli\(")
+STARTS_A_PROCESS = re.compile(r"\bsubprocess\.(run|Popen|check_output|call)\b|\bclipembed_cli\b")
 
 
 def markers_for(item: pytest.Item) -> set[str]:
