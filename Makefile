@@ -7,6 +7,15 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 # Browser tests use Debian's /usr/bin/chromium (`make browser`); playwright never downloads one.
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD := 1
+# Bytecode caches on, whatever the calling shell says: with PYTHONDONTWRITEBYTECODE every pytest
+# run re-compiles and re-rewrites ~450 modules (18 s of collection) and every `python -m clipembed`
+# a test starts compiles clipembed again.
+unexport PYTHONDONTWRITEBYTECODE
+# `make test-fast`: the tests that need no PostgreSQL, no process of their own, no browser and no
+# local model (markers set by tests/conftest.py). It has no database on purpose: a test that
+# reaches for one unmarked fails here instead of slowing the loop down.
+FAST := not db and not subprocess and not browser and not local_model and not slow
+NO_DATABASE := postgresql://test-fast-has-no-database@127.0.0.1:9/none
 
 .PHONY: install browser demo test test-fast lint format bench clean
 
@@ -42,7 +51,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider tests/unit
+	CLIPEMBED_TEST_DATABASE_URL=$(NO_DATABASE) $(BIN)/pytest -q -p no:cacheprovider -m "$(FAST)" tests/unit tests/integration
 
 lint: $(STAMP)
 	$(BIN)/ruff check clipembed tests bench

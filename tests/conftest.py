@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import os
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,3 +173,49 @@ def redis_process(tmp_path: Path) -> Iterator[servers.RedisProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+# --- Markers ----------------------------------------------------------------------------------
+# Set from what a test uses, so that nobody has to remember them and `make test-fast`
+# (`-m "not db and not subprocess and not browser and not local_model"`) stays honest.
+
+#: a fixture in a test's closure -> the marker it implies
+FIXTURE_MARKERS = {
+    "pg_admin_url": "db",  # every database fixture depends on it
+    "replica_pair": "db",  # a primary and a standby of their own
+    "browser": "browser",
+    "local_provider": "local_model",
+    # fixtures that start processes: `clipembed` commands, workers, a private redis-server
+    "clipembed": "subprocess",
+    "run_embed": "subprocess",
+    "worker_env": "subprocess",
+    "spawn_worker": "subprocess",
+    "redis_process": "subprocess",
+    "loaded_after": "subprocess",  # tests/unit/test_cli_lazy.py: a fresh interpreter
+}
+#: directories whose every test runs the real command in a process of its own
+DIRECTORY_MARKERS = {"acceptance": "subprocess", "faults": "subprocess"}
+#: a test body that starts a process itself (not through a fixture)
+STARTS_A_PROCESS = re.compile(r"\bsubprocess\.(run|Popen|check_output|call)\b|\bclipembed_cli\b")
+
+
+def markers_for(item: pytest.Item) -> set[str]:
+    names = set(getattr(item, "fixturenames", ()))
+    found = {marker for fixture, marker in FIXTURE_MARKERS.items() if fixture in names}
+    parts = Path(str(item.fspath)).relative_to(ROOT / "tests").parts
+    found |= {DIRECTORY_MARKERS[parts[0]]} if parts[0] in DIRECTORY_MARKERS else set()
+    function = getattr(item, "function", None)
+    if function is not None and "subprocess" not in found:
+        try:
+            source = inspect.getsource(function)
+        except (OSError, TypeError):
+            source = ""
+        if STARTS_A_PROCESS.search(source):
+            found.add("subprocess")
+    return found
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        for marker in sorted(markers_for(item) - {m.name for m in item.iter_markers()}):
+            item.add_marker(marker)

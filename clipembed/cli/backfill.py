@@ -15,94 +15,93 @@ from clipembed.jobs import index_policy
 from clipembed.jobs import progress as progress_mod
 from clipembed.settings import Settings
 
+app = typer.Typer(add_completion=False)
 
-def register(app: typer.Typer) -> None:
-    @app.command("backfill")
-    def backfill(
-        batch: int | None = typer.Option(
-            None,
-            "--batch",
-            "-batch",
-            min=1,
-            max=2048,
-            help="Clips per batch (and per request). [default: CLIPEMBED_BACKFILL_BATCH_SIZE, 50]",
-        ),
-        force: bool = typer.Option(False, "--force", "-force", help="Re-embed every clip."),
-        dry_run: bool = typer.Option(
-            False, "--dry-run", "-dry-run", help="Send nothing, write nothing: estimate."
-        ),
-        limit: int | None = typer.Option(
-            None, "--limit", min=1, help="Embed at most this many clips."
-        ),
-        concurrency: int | None = typer.Option(
-            None,
-            "--concurrency",
-            min=1,
-            max=64,
-            help="Batches in flight. [default: CLIPEMBED_BACKFILL_CONCURRENCY, 4]",
-        ),
-        index: str = typer.Option(
-            "auto", "--index", help="HNSW index during loading: auto, keep or rebuild."
-        ),
-        via: str = typer.Option(
-            "sync",
-            "--via",
-            help="sync (the embeddings endpoint), batch (the Batch API: half price, within 24 h)"
-            " or auto (batch above EMBEDDING_BATCH_API_MIN_CLIPS clips to embed).",
-        ),
-        wait: bool = typer.Option(
-            True,
-            "--wait/--no-wait",
-            help="--via batch: stay until every batch is applied, or submit and exit"
-            " (a later run resumes).",
-        ),
-        space: str | None = typer.Option(
-            None, "--space", help="The embedding space to fill (default: the active one)."
-        ),
-        max_rate: float | None = typer.Option(
-            None,
-            "--max-rate",
-            min=0,
-            help="Clips per second at most (0: no cap), to leave a machine that also serves"
-            " search room. [default: CLIPEMBED_BACKFILL_MAX_RATE, 0]",
-        ),
-        sync_fallback: bool = typer.Option(
-            True,
-            "--sync-fallback/--no-sync-fallback",
-            help="--via batch: embed texts that failed in two batches synchronously at the end"
-            " (at the sync price), or dead-letter them with their reason.",
-        ),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
-        debug: bool = common.DebugOption,
-    ) -> None:
-        """Embed every live clip whose embedding is missing or stale. Resumable; Ctrl-C stops cleanly."""
-        if via not in ("sync", "batch", "auto"):
-            common.stderr.print("error: --via must be sync, batch or auto")
-            raise typer.Exit(common.EXIT_CONFIG)
-        if index not in index_policy.INDEX_MODES:
-            common.stderr.print("error: --index must be auto, keep or rebuild")
-            raise typer.Exit(common.EXIT_CONFIG)
-        cfg = backfill_mod.effective_settings(
-            common.load_settings(), batch_size=batch, concurrency=concurrency
+
+@app.command("backfill")
+def backfill(
+    batch: int | None = typer.Option(
+        None,
+        "--batch",
+        "-batch",
+        min=1,
+        max=2048,
+        help="Clips per batch (and per request). [default: CLIPEMBED_BACKFILL_BATCH_SIZE, 50]",
+    ),
+    force: bool = typer.Option(False, "--force", "-force", help="Re-embed every clip."),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", "-dry-run", help="Send nothing, write nothing: estimate."
+    ),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="Embed at most this many clips."),
+    concurrency: int | None = typer.Option(
+        None,
+        "--concurrency",
+        min=1,
+        max=64,
+        help="Batches in flight. [default: CLIPEMBED_BACKFILL_CONCURRENCY, 4]",
+    ),
+    index: str = typer.Option(
+        "auto", "--index", help="HNSW index during loading: auto, keep or rebuild."
+    ),
+    via: str = typer.Option(
+        "sync",
+        "--via",
+        help="sync (the embeddings endpoint), batch (the Batch API: half price, within 24 h)"
+        " or auto (batch above EMBEDDING_BATCH_API_MIN_CLIPS clips to embed).",
+    ),
+    wait: bool = typer.Option(
+        True,
+        "--wait/--no-wait",
+        help="--via batch: stay until every batch is applied, or submit and exit"
+        " (a later run resumes).",
+    ),
+    space: str | None = typer.Option(
+        None, "--space", help="The embedding space to fill (default: the active one)."
+    ),
+    max_rate: float | None = typer.Option(
+        None,
+        "--max-rate",
+        min=0,
+        help="Clips per second at most (0: no cap), to leave a machine that also serves"
+        " search room. [default: CLIPEMBED_BACKFILL_MAX_RATE, 0]",
+    ),
+    sync_fallback: bool = typer.Option(
+        True,
+        "--sync-fallback/--no-sync-fallback",
+        help="--via batch: embed texts that failed in two batches synchronously at the end"
+        " (at the sync price), or dead-letter them with their reason.",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+    debug: bool = common.DebugOption,
+) -> None:
+    """Embed every live clip whose embedding is missing or stale. Resumable; Ctrl-C stops cleanly."""
+    if via not in ("sync", "batch", "auto"):
+        common.stderr.print("error: --via must be sync, batch or auto")
+        raise typer.Exit(common.EXIT_CONFIG)
+    if index not in index_policy.INDEX_MODES:
+        common.stderr.print("error: --index must be auto, keep or rebuild")
+        raise typer.Exit(common.EXIT_CONFIG)
+    cfg = backfill_mod.effective_settings(
+        common.load_settings(), batch_size=batch, concurrency=concurrency
+    )
+    if max_rate is not None:
+        cfg = cfg.model_copy(update={"clipembed_backfill_max_rate": max_rate})
+
+    async def main() -> int:
+        return await execute(
+            cfg,
+            space=space,
+            force=force,
+            dry_run=dry_run,
+            limit=limit,
+            index=index,
+            via=via,
+            wait=wait,
+            as_json=as_json,
+            sync_fallback=sync_fallback,
         )
-        if max_rate is not None:
-            cfg = cfg.model_copy(update={"clipembed_backfill_max_rate": max_rate})
 
-        async def main() -> int:
-            return await execute(
-                cfg,
-                space=space,
-                force=force,
-                dry_run=dry_run,
-                limit=limit,
-                index=index,
-                via=via,
-                wait=wait,
-                as_json=as_json,
-                sync_fallback=sync_fallback,
-            )
-
-        raise typer.Exit(common.run(main, debug=debug))
+    raise typer.Exit(common.run(main, debug=debug))
 
 
 async def execute(

@@ -28,78 +28,81 @@ def _row(r: tuple[Any, ...]) -> dict[str, Any]:
     return out
 
 
-def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="Batch API backfills (backfill --via batch).", no_args_is_help=True)
-    app.add_typer(group, name="batches")
+app = typer.Typer(
+    help="Batch API backfills (backfill --via batch).", no_args_is_help=True, add_completion=False
+)
 
-    @group.command("list")
-    def list_(
-        limit: int = typer.Option(50, "--limit", min=1),
-        as_json: bool = typer.Option(False, "--json"),
-        debug: bool = common.DebugOption,
-    ) -> None:
-        """Newest first: state, clips, tokens, cost and the saving against the sync price."""
-        cfg = common.load_settings()
 
-        async def main() -> None:
-            async with (
-                runtime.open_runtime(cfg, with_service=False) as rt,
-                rt.pool.connection() as conn,
-            ):
-                rows = await (await conn.execute(queries.LIST, (limit,))).fetchall()
-            data = [_row(r) for r in rows]
-            if as_json:
-                print(json.dumps(data))
-                return
-            if not data:
-                common.stdout.print("no batches")
-            for b in data:
-                common.stdout.print(
-                    f"{b['id']:>5}  {b['state']:<11} {b['clips']:>7} clips  {b['tokens']:>10} tok"
-                    f"  ${b['cost_usd']:.4f} (saved ${b['saving_usd']:.4f})"
-                    f"  {b['provider_batch_id'] or '-'}",
-                    markup=False,
-                )
+@app.command("list")
+def list_(
+    limit: int = typer.Option(50, "--limit", min=1),
+    as_json: bool = typer.Option(False, "--json"),
+    debug: bool = common.DebugOption,
+) -> None:
+    """Newest first: state, clips, tokens, cost and the saving against the sync price."""
+    cfg = common.load_settings()
 
-        common.run(main, debug=debug)
+    async def main() -> None:
+        async with (
+            runtime.open_runtime(cfg, with_service=False) as rt,
+            rt.pool.connection() as conn,
+        ):
+            rows = await (await conn.execute(queries.LIST, (limit,))).fetchall()
+        data = [_row(r) for r in rows]
+        if as_json:
+            print(json.dumps(data))
+            return
+        if not data:
+            common.stdout.print("no batches")
+        for b in data:
+            common.stdout.print(
+                f"{b['id']:>5}  {b['state']:<11} {b['clips']:>7} clips  {b['tokens']:>10} tok"
+                f"  ${b['cost_usd']:.4f} (saved ${b['saving_usd']:.4f})"
+                f"  {b['provider_batch_id'] or '-'}",
+                markup=False,
+            )
 
-    @group.command("show")
-    def show(
-        batch_id: int = typer.Argument(...),
-        as_json: bool = typer.Option(False, "--json"),
-        debug: bool = common.DebugOption,
-    ) -> None:
-        """Everything recorded about one batch."""
-        cfg = common.load_settings()
+    common.run(main, debug=debug)
 
-        async def main() -> int:
-            async with (
-                runtime.open_runtime(cfg, with_service=False) as rt,
-                rt.pool.connection() as conn,
-            ):
-                row = await (await conn.execute(queries.ONE, (batch_id,))).fetchone()
-            if row is None:
-                common.stderr.print(f"error: no batch {batch_id}")
-                return common.EXIT_CONFIG
-            data = _row(row)
-            if as_json:
-                print(json.dumps(data))
-            else:
-                for k, v in data.items():
-                    common.stdout.print(f"{k:>18}: {v}", markup=False)
-            return common.EXIT_OK
 
-        raise typer.Exit(common.run(main, debug=debug))
+@app.command("show")
+def show(
+    batch_id: int = typer.Argument(...),
+    as_json: bool = typer.Option(False, "--json"),
+    debug: bool = common.DebugOption,
+) -> None:
+    """Everything recorded about one batch."""
+    cfg = common.load_settings()
 
-    @group.command("cancel")
-    def cancel(batch_id: int = typer.Argument(...), debug: bool = common.DebugOption) -> None:
-        """Cancel a batch at the provider; finished lines are kept, the rest re-planned."""
-        cfg = common.load_settings()
+    async def main() -> int:
+        async with (
+            runtime.open_runtime(cfg, with_service=False) as rt,
+            rt.pool.connection() as conn,
+        ):
+            row = await (await conn.execute(queries.ONE, (batch_id,))).fetchone()
+        if row is None:
+            common.stderr.print(f"error: no batch {batch_id}")
+            return common.EXIT_CONFIG
+        data = _row(row)
+        if as_json:
+            print(json.dumps(data))
+        else:
+            for k, v in data.items():
+                common.stdout.print(f"{k:>18}: {v}", markup=False)
+        return common.EXIT_OK
 
-        async def main() -> int:
-            async with runtime.open_runtime(cfg) as rt:
-                outcome = await BatchBackfill(rt).cancel(batch_id)
-            common.stdout.print(f"batch {batch_id}: {outcome}", markup=False)
-            return common.EXIT_OK
+    raise typer.Exit(common.run(main, debug=debug))
 
-        raise typer.Exit(common.run(main, debug=debug))
+
+@app.command("cancel")
+def cancel(batch_id: int = typer.Argument(...), debug: bool = common.DebugOption) -> None:
+    """Cancel a batch at the provider; finished lines are kept, the rest re-planned."""
+    cfg = common.load_settings()
+
+    async def main() -> int:
+        async with runtime.open_runtime(cfg) as rt:
+            outcome = await BatchBackfill(rt).cancel(batch_id)
+        common.stdout.print(f"batch {batch_id}: {outcome}", markup=False)
+        return common.EXIT_OK
+
+    raise typer.Exit(common.run(main, debug=debug))

@@ -77,9 +77,16 @@ def is_terminal() -> bool:
 
 
 def stop_on_signals(stop: asyncio.Event) -> None:
-    """SIGINT/SIGTERM set ``stop`` (finish in-flight work); a second signal exits at once."""
-    import signal
+    """SIGINT/SIGTERM set ``stop`` (finish in-flight work); a second signal exits at once.
 
+    Signals reach the main thread only: a command run on another one (a test's ``CliRunner``
+    thread) has none to handle, and asyncio would refuse the handlers.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
     loop = asyncio.get_running_loop()
 
     def handler(signame: str) -> None:

@@ -1,7 +1,7 @@
 """``clipembed model list|add|backfill|promote|rollback|drop|sync``: embedding spaces.
 
-``compare`` is registered by :mod:`clipembed.cli.compare` (an evaluation command: it may run a
-BEIR benchmark). The operations themselves live in :mod:`clipembed.spaces`.
+``compare`` lives in :mod:`clipembed.cli.compare` (an evaluation command: it may run a BEIR
+benchmark), imported only when it runs. The operations themselves live in :mod:`clipembed.spaces`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,18 @@ import typer
 
 from clipembed import runtime, spaces
 from clipembed.cli import backfill as backfill_cli
-from clipembed.cli import common
+from clipembed.cli import common, lazy
 from clipembed.jobs import backfill as backfill_mod
 from clipembed.settings import Settings
 from clipembed.spaces import mirror, registry
 
-group = typer.Typer(
+COMPARE = "Overlap of semantic top-10 results on recent queries; nDCG@10 on a BEIR directory."
+
+app = typer.Typer(
+    cls=lazy.group({"compare": ("clipembed.cli.compare:app", COMPARE)}),
     help="Embedding spaces: add a model, fill it, compare, promote, roll back, drop.",
     no_args_is_help=True,
+    add_completion=False,
 )
 
 
@@ -81,215 +85,216 @@ def _sync(cfg: Settings) -> None:
     common.run(main)
 
 
-def register(app: typer.Typer) -> None:
-    app.add_typer(group, name="model")
-
-    @group.command("list")
-    def list_(
-        as_json: bool = typer.Option(False, "--json"), debug: bool = common.DebugOption
-    ) -> None:
-        """Every space: state, model, storage, coverage, table and index size."""
-        cfg = common.load_settings()
-        data = common.run(lambda: listing(cfg), debug=debug)
-        if as_json:
-            print(json.dumps(data))
-            return
-        for s in data:
-            common.stdout.print(
-                f"{s['name']:<16} {s['state']:<9} {s['provider']}/{s['model']} "
-                f"{s['dimensions']}d {s['storage']:<7} {s['embedded']:>9}/{s['live_clips']} "
-                f"({s['coverage'] * 100:.1f} %)  table {_mib(s['table_bytes'])}, "
-                f"index {_mib(s['index_bytes'])}",
-                markup=False,
-            )
-
-    @group.command("add")
-    def add(
-        name: str = typer.Argument(..., help="A short name: lower-case letters, digits, - and _."),
-        provider: str = typer.Option(..., "--provider", help="openai or local."),
-        model: str = typer.Option(..., "--model", help="The provider's model name (or path)."),
-        dimensions: int = typer.Option(..., "--dimensions", min=1, max=16000),
-        storage: str = typer.Option(
-            registry.DEFAULT_STORAGE, "--storage", help="halfvec (half the size) or vector."
-        ),
-        check: bool = typer.Option(
-            True,
-            "--check/--no-check",
-            help="Embed one text first: the model answers, and in the dimensions given.",
-        ),
-        debug: bool = common.DebugOption,
-    ) -> None:
-        """Add a candidate space. Workers embed new and edited clips into it from now on."""
-        cfg = common.load_settings()
-        try:
-            registry.check_new(
-                name, provider=provider, model=model, dimensions=dimensions, storage=storage
-            )
-        except spaces.SpaceError as exc:
-            common.stderr.print(f"error: {exc}", markup=False)
-            raise typer.Exit(common.EXIT_CONFIG) from None
-
-        async def main() -> int:
-            async with runtime.open_runtime(cfg, with_service=False) as rt:
-                if check:
-                    probe = registry.Space(
-                        0, name, provider, model, dimensions, storage, 1, "", None, None
-                    )
-                    svc = await rt.service_for(probe)  # raises on a dimension mismatch
-                    result = await svc.embed_detailed(["clipembed: checking the model"])
-                    if result.errors[0] is not None:
-                        common.stderr.print(
-                            f"error: the model did not answer: {result.errors[0]}", markup=False
-                        )
-                        return common.EXIT_FAILED
-                async with rt.pool.connection() as conn:
-                    await conn.set_autocommit(True)
-                    space = await registry.add(
-                        conn,
-                        name,
-                        provider=provider,
-                        model=model,
-                        dimensions=dimensions,
-                        storage=storage,
-                    )
-            common.stdout.print(
-                f"added space {space.name!r}: {provider}/{model}, {dimensions} dimensions, "
-                f"{storage} (table {space.table_name}). Fill it with "
-                f"`clipembed model backfill {space.name}`.",
-                markup=False,
-            )
-            return common.EXIT_OK
-
-        raise typer.Exit(common.run(main, debug=debug))
-
-    @group.command("backfill")
-    def backfill(
-        name: str = typer.Argument(...),
-        via: str = typer.Option("sync", "--via", help="sync, batch or auto (see backfill)."),
-        limit: int | None = typer.Option(None, "--limit", min=1),
-        index: str = typer.Option("auto", "--index", help="auto, keep or rebuild."),
-        dry_run: bool = typer.Option(False, "--dry-run", help="Estimate cost and time only."),
-        batch: int | None = typer.Option(None, "--batch", min=1, max=2048, help="Clips per batch."),
-        concurrency: int | None = typer.Option(
-            None,
-            "--concurrency",
-            min=1,
-            max=64,
-            help="Batches in flight (lower it to leave CPU and connections to live search).",
-        ),
-        max_rate: float | None = typer.Option(
-            None,
-            "--max-rate",
-            min=0,
-            help="Clips per second at most (0: no cap). [default: CLIPEMBED_BACKFILL_MAX_RATE]",
-        ),
-        as_json: bool = typer.Option(False, "--json"),
-        debug: bool = common.DebugOption,
-    ) -> None:
-        """Embed every live clip the space lacks (resumable, with progress and cost)."""
-        cfg = backfill_mod.effective_settings(
-            common.load_settings(), batch_size=batch, concurrency=concurrency
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json"), debug: bool = common.DebugOption) -> None:
+    """Every space: state, model, storage, coverage, table and index size."""
+    cfg = common.load_settings()
+    data = common.run(lambda: listing(cfg), debug=debug)
+    if as_json:
+        print(json.dumps(data))
+        return
+    for s in data:
+        common.stdout.print(
+            f"{s['name']:<16} {s['state']:<9} {s['provider']}/{s['model']} "
+            f"{s['dimensions']}d {s['storage']:<7} {s['embedded']:>9}/{s['live_clips']} "
+            f"({s['coverage'] * 100:.1f} %)  table {_mib(s['table_bytes'])}, "
+            f"index {_mib(s['index_bytes'])}",
+            markup=False,
         )
-        if max_rate is not None:
-            cfg = cfg.model_copy(update={"clipembed_backfill_max_rate": max_rate})
-        code = common.run(
-            lambda: backfill_cli.execute(
-                cfg,
-                space=name,
-                via=via,
-                limit=limit,
-                index=index,
-                dry_run=dry_run,
-                as_json=as_json,
-            ),
-            debug=debug,
+
+
+@app.command("add")
+def add(
+    name: str = typer.Argument(..., help="A short name: lower-case letters, digits, - and _."),
+    provider: str = typer.Option(..., "--provider", help="openai or local."),
+    model: str = typer.Option(..., "--model", help="The provider's model name (or path)."),
+    dimensions: int = typer.Option(..., "--dimensions", min=1, max=16000),
+    storage: str = typer.Option(
+        registry.DEFAULT_STORAGE, "--storage", help="halfvec (half the size) or vector."
+    ),
+    check: bool = typer.Option(
+        True,
+        "--check/--no-check",
+        help="Embed one text first: the model answers, and in the dimensions given.",
+    ),
+    debug: bool = common.DebugOption,
+) -> None:
+    """Add a candidate space. Workers embed new and edited clips into it from now on."""
+    cfg = common.load_settings()
+    try:
+        registry.check_new(
+            name, provider=provider, model=model, dimensions=dimensions, storage=storage
         )
-        raise typer.Exit(code)
+    except spaces.SpaceError as exc:
+        common.stderr.print(f"error: {exc}", markup=False)
+        raise typer.Exit(common.EXIT_CONFIG) from None
 
-    @group.command("promote")
-    def promote(
-        name: str = typer.Argument(...),
-        force: bool = typer.Option(
-            False,
-            "--force",
-            help="Promote even if it lacks vectors the active space has (and none is queued).",
-        ),
-        sync: bool = typer.Option(
-            True, "--sync/--no-sync", help="Then copy it into the clips columns (the mirror)."
-        ),
-        debug: bool = common.DebugOption,
-    ) -> None:
-        """Make a space the active one, atomically; the active one is kept for rollback."""
-        cfg = common.load_settings()
-
-        async def main() -> int:
-            async with _admin(cfg) as conn:
-                target = await spaces.by_name(conn, name)
-                lacking = await registry.behind(conn, target, await spaces.active(conn))
-                if lacking and not force:
+    async def main() -> int:
+        async with runtime.open_runtime(cfg, with_service=False) as rt:
+            if check:
+                probe = registry.Space(
+                    0, name, provider, model, dimensions, storage, 1, "", None, None
+                )
+                svc = await rt.service_for(probe)  # raises on a dimension mismatch
+                result = await svc.embed_detailed(["clipembed: checking the model"])
+                if result.errors[0] is not None:
                     common.stderr.print(
-                        f"error: {lacking} live clips have a vector in the active space but none "
-                        f"in {name!r} (and none is queued): run `clipembed model backfill "
-                        f"{name}` (or promote with --force)",
-                        markup=False,
+                        f"error: the model did not answer: {result.errors[0]}", markup=False
                     )
                     return common.EXIT_FAILED
-                t = time.perf_counter()
-                old, new = await registry.promote(conn, name)
-                ms = (time.perf_counter() - t) * 1000
-            common.stdout.print(
-                f"promoted {new.name!r} in {ms:.0f} ms; {old.name!r} is kept current for "
-                f"`clipembed model rollback`",
-                markup=False,
-            )
-            return common.EXIT_OK
+            async with rt.pool.connection() as conn:
+                await conn.set_autocommit(True)
+                space = await registry.add(
+                    conn,
+                    name,
+                    provider=provider,
+                    model=model,
+                    dimensions=dimensions,
+                    storage=storage,
+                )
+        common.stdout.print(
+            f"added space {space.name!r}: {provider}/{model}, {dimensions} dimensions, "
+            f"{storage} (table {space.table_name}). Fill it with "
+            f"`clipembed model backfill {space.name}`.",
+            markup=False,
+        )
+        return common.EXIT_OK
 
-        code = common.run(main, debug=debug)
-        if code == common.EXIT_OK and sync:
-            _sync(cfg)
-        raise typer.Exit(code)
+    raise typer.Exit(common.run(main, debug=debug))
 
-    @group.command("rollback")
-    def rollback(
-        sync: bool = typer.Option(True, "--sync/--no-sync", help="Then re-sync the mirror."),
-        debug: bool = common.DebugOption,
-    ) -> None:
-        """Back to the previous space (kept current since the promote)."""
-        cfg = common.load_settings()
 
-        async def main() -> None:
-            async with _admin(cfg) as conn:
-                t = time.perf_counter()
-                old, new = await registry.rollback(conn)
-                ms = (time.perf_counter() - t) * 1000
-            common.stdout.print(
-                f"rolled back to {new.name!r} in {ms:.0f} ms ({old.name!r} is the previous one)",
-                markup=False,
-            )
+@app.command("backfill")
+def backfill(
+    name: str = typer.Argument(...),
+    via: str = typer.Option("sync", "--via", help="sync, batch or auto (see backfill)."),
+    limit: int | None = typer.Option(None, "--limit", min=1),
+    index: str = typer.Option("auto", "--index", help="auto, keep or rebuild."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Estimate cost and time only."),
+    batch: int | None = typer.Option(None, "--batch", min=1, max=2048, help="Clips per batch."),
+    concurrency: int | None = typer.Option(
+        None,
+        "--concurrency",
+        min=1,
+        max=64,
+        help="Batches in flight (lower it to leave CPU and connections to live search).",
+    ),
+    max_rate: float | None = typer.Option(
+        None,
+        "--max-rate",
+        min=0,
+        help="Clips per second at most (0: no cap). [default: CLIPEMBED_BACKFILL_MAX_RATE]",
+    ),
+    as_json: bool = typer.Option(False, "--json"),
+    debug: bool = common.DebugOption,
+) -> None:
+    """Embed every live clip the space lacks (resumable, with progress and cost)."""
+    cfg = backfill_mod.effective_settings(
+        common.load_settings(), batch_size=batch, concurrency=concurrency
+    )
+    if max_rate is not None:
+        cfg = cfg.model_copy(update={"clipembed_backfill_max_rate": max_rate})
+    code = common.run(
+        lambda: backfill_cli.execute(
+            cfg,
+            space=name,
+            via=via,
+            limit=limit,
+            index=index,
+            dry_run=dry_run,
+            as_json=as_json,
+        ),
+        debug=debug,
+    )
+    raise typer.Exit(code)
 
-        common.run(main, debug=debug)
-        if sync:
-            _sync(cfg)
 
-    @group.command("drop")
-    def drop(
-        name: str = typer.Argument(...),
-        yes: bool = typer.Option(False, "--yes", help="Do not ask."),
-        debug: bool = common.DebugOption,
-    ) -> None:
-        """Drop a space that is not active: its vectors, table and index."""
-        if not yes and not typer.confirm(f"drop space {name!r} and all its vectors?"):
-            raise typer.Exit(common.EXIT_FAILED)
-        cfg = common.load_settings()
+@app.command("promote")
+def promote(
+    name: str = typer.Argument(...),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Promote even if it lacks vectors the active space has (and none is queued).",
+    ),
+    sync: bool = typer.Option(
+        True, "--sync/--no-sync", help="Then copy it into the clips columns (the mirror)."
+    ),
+    debug: bool = common.DebugOption,
+) -> None:
+    """Make a space the active one, atomically; the active one is kept for rollback."""
+    cfg = common.load_settings()
 
-        async def main() -> None:
-            async with _admin(cfg) as conn:
-                await registry.drop(conn, name)
-            common.stdout.print(f"dropped space {name!r}", markup=False)
+    async def main() -> int:
+        async with _admin(cfg) as conn:
+            target = await spaces.by_name(conn, name)
+            lacking = await registry.behind(conn, target, await spaces.active(conn))
+            if lacking and not force:
+                common.stderr.print(
+                    f"error: {lacking} live clips have a vector in the active space but none "
+                    f"in {name!r} (and none is queued): run `clipembed model backfill "
+                    f"{name}` (or promote with --force)",
+                    markup=False,
+                )
+                return common.EXIT_FAILED
+            t = time.perf_counter()
+            old, new = await registry.promote(conn, name)
+            ms = (time.perf_counter() - t) * 1000
+        common.stdout.print(
+            f"promoted {new.name!r} in {ms:.0f} ms; {old.name!r} is kept current for "
+            f"`clipembed model rollback`",
+            markup=False,
+        )
+        return common.EXIT_OK
 
-        common.run(main, debug=debug)
+    code = common.run(main, debug=debug)
+    if code == common.EXIT_OK and sync:
+        _sync(cfg)
+    raise typer.Exit(code)
 
-    @group.command("sync")
-    def sync_(debug: bool = common.DebugOption) -> None:
-        """Copy the active space into clips.embedding (after an interrupted promote/rollback)."""
-        _sync(common.load_settings())
+
+@app.command("rollback")
+def rollback(
+    sync: bool = typer.Option(True, "--sync/--no-sync", help="Then re-sync the mirror."),
+    debug: bool = common.DebugOption,
+) -> None:
+    """Back to the previous space (kept current since the promote)."""
+    cfg = common.load_settings()
+
+    async def main() -> None:
+        async with _admin(cfg) as conn:
+            t = time.perf_counter()
+            old, new = await registry.rollback(conn)
+            ms = (time.perf_counter() - t) * 1000
+        common.stdout.print(
+            f"rolled back to {new.name!r} in {ms:.0f} ms ({old.name!r} is the previous one)",
+            markup=False,
+        )
+
+    common.run(main, debug=debug)
+    if sync:
+        _sync(cfg)
+
+
+@app.command("drop")
+def drop(
+    name: str = typer.Argument(...),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask."),
+    debug: bool = common.DebugOption,
+) -> None:
+    """Drop a space that is not active: its vectors, table and index."""
+    if not yes and not typer.confirm(f"drop space {name!r} and all its vectors?"):
+        raise typer.Exit(common.EXIT_FAILED)
+    cfg = common.load_settings()
+
+    async def main() -> None:
+        async with _admin(cfg) as conn:
+            await registry.drop(conn, name)
+        common.stdout.print(f"dropped space {name!r}", markup=False)
+
+    common.run(main, debug=debug)
+
+
+@app.command("sync")
+def sync_(debug: bool = common.DebugOption) -> None:
+    """Copy the active space into clips.embedding (after an interrupted promote/rollback)."""
+    _sync(common.load_settings())

@@ -30,30 +30,32 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("serve")
-    def serve(
-        host: str = typer.Option("127.0.0.1", "--host", envvar="CLIPEMBED_HOST"),
-        port: int = typer.Option(8000, "--port", envvar="CLIPEMBED_PORT"),
-        debug: bool = common.DebugOption,
-    ) -> None:
-        """HTTP API: /search, /clips/{id}/similar, /healthz, /metrics (scheduler with EMBEDDING_ENABLED).
+app = typer.Typer(add_completion=False)
 
-        Behind a proxy, set CLIPEMBED_TRUSTED_PROXIES (docs/security.md)."""
-        from clipembed import logs
-        from clipembed.api import clients
-        from clipembed.api.app import create_app
 
-        cfg = common.load_settings()
-        logs.setup()
-        # forwarded headers and the access log are the app's (trusted proxies only, redacted)
-        config = clients.server_config(
-            create_app(cfg), host=host, port=port, log_level="info", timeout_graceful_shutdown=30
-        )
-        server = _Server(config)
-        try:
-            server.run()
-        except Exception as exc:
-            common.fail(exc, common.EXIT_CONFIG, debug=debug)
-        if not server.started:  # the lifespan failed: bad configuration or unmigrated schema
-            raise typer.Exit(common.EXIT_CONFIG)
+@app.command("serve")
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", envvar="CLIPEMBED_HOST"),
+    port: int = typer.Option(8000, "--port", envvar="CLIPEMBED_PORT"),
+    debug: bool = common.DebugOption,
+) -> None:
+    """HTTP API: /search, /clips/{id}/similar, /healthz, /metrics (scheduler with EMBEDDING_ENABLED).
+
+    Behind a proxy, set CLIPEMBED_TRUSTED_PROXIES (docs/security.md)."""
+    from clipembed import logs
+    from clipembed.api import clients
+    from clipembed.api.app import create_app
+
+    cfg = common.load_settings()
+    logs.setup()
+    # forwarded headers and the access log are the app's (trusted proxies only, redacted)
+    config = clients.server_config(
+        create_app(cfg), host=host, port=port, log_level="info", timeout_graceful_shutdown=30
+    )
+    server = _Server(config)
+    try:
+        server.run()
+    except Exception as exc:
+        common.fail(exc, common.EXIT_CONFIG, debug=debug)
+    if not server.started:  # the lifespan failed: bad configuration or unmigrated schema
+        raise typer.Exit(common.EXIT_CONFIG)

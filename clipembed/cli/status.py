@@ -91,38 +91,36 @@ def tables(s: dict[str, Any]) -> Group:
     return Group(*parts)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("status")
-    def status(
-        as_json: bool = typer.Option(False, "--json", help="One JSON object (the /status body)."),
-        watch: bool = typer.Option(False, "--watch", help="Refresh every --interval seconds."),
-        interval: float = typer.Option(
-            2.0, "--interval", min=0.5, help="Seconds between refreshes."
-        ),
-        debug: bool = common.DebugOption,
-    ) -> None:
-        """Coverage, backlog, throughput, errors, spend, workers and index: the console's figures."""
-        cfg = common.load_settings()
+app = typer.Typer(add_completion=False)
 
-        async def main() -> None:
-            async with runtime.open_runtime(cfg, with_service=False) as rt:
 
-                async def collect() -> dict[str, Any]:
-                    return await status_model.collect(
-                        rt.pool, cfg, dimensions=rt.dimensions, history=False
-                    )
+@app.command("status")
+def status(
+    as_json: bool = typer.Option(False, "--json", help="One JSON object (the /status body)."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh every --interval seconds."),
+    interval: float = typer.Option(2.0, "--interval", min=0.5, help="Seconds between refreshes."),
+    debug: bool = common.DebugOption,
+) -> None:
+    """Coverage, backlog, throughput, errors, spend, workers and index: the console's figures."""
+    cfg = common.load_settings()
 
-                if as_json and not watch:
-                    print(json.dumps(await collect()))
-                    return
-                if not watch:
-                    common.stdout.print(tables(await collect()))
-                    return
-                with Live(
-                    tables(await collect()), console=common.stdout, auto_refresh=False
-                ) as live:
-                    while True:
-                        await asyncio.sleep(interval)
-                        live.update(tables(await collect()), refresh=True)
+    async def main() -> None:
+        async with runtime.open_runtime(cfg, with_service=False) as rt:
 
-        common.run(main, debug=debug)
+            async def collect() -> dict[str, Any]:
+                return await status_model.collect(
+                    rt.pool, cfg, dimensions=rt.dimensions, history=False
+                )
+
+            if as_json and not watch:
+                print(json.dumps(await collect()))
+                return
+            if not watch:
+                common.stdout.print(tables(await collect()))
+                return
+            with Live(tables(await collect()), console=common.stdout, auto_refresh=False) as live:
+                while True:
+                    await asyncio.sleep(interval)
+                    live.update(tables(await collect()), refresh=True)
+
+    common.run(main, debug=debug)

@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from clipembed.jobs import worker
+from clipembed.jobs import queue, worker
 from tests.faults.conftest import (
     check,
     edit_some,
@@ -31,6 +31,11 @@ pytestmark = pytest.mark.slow
 CONNECT_TIMEOUT = 15  # seconds
 RELISTEN_WITHIN = CONNECT_TIMEOUT + worker.RECONNECT_DELAY + CONNECT_TIMEOUT  # seconds
 STARTUP = 60  # seconds for a new worker process to import, connect, check the schema, LISTEN
+# The longest a working backlog may go without shrinking: an item retried after a transient
+# error waits up to the queue's longest transient backoff, and a killed worker's items wait for
+# their lease (20 s at most here) to lapse. Longer means the work stopped, however busy the
+# machine (wait_until_embedded has no deadline on the whole).
+STALL = queue.TRANSIENT_BACKOFF_MAX + 20 + worker.RECONNECT_DELAY  # seconds
 
 
 def assert_clean(report: dict[str, int]) -> None:
@@ -47,7 +52,7 @@ def test_sigkill_mid_batch_leases_are_taken_over(
     victim, survivor = spawn_worker(env), spawn_worker(env)
     wait_until(
         lambda: fake_openai.stats()["requests"] >= 3,
-        timeout=30,  # the workers may be slow to start on a busy machine
+        timeout=STARTUP,  # the workers start (import, connect, LISTEN), then claim and send
         what="the workers' first 3 requests (batches in flight)",
     )
     victim.send_signal(
@@ -57,7 +62,7 @@ def test_sigkill_mid_batch_leases_are_taken_over(
     insert_clips(database_url, 40, prefix="after-kill")
     edit_some(database_url, 20, "edited")
     fake_openai.control(latency_ms=20)
-    wait_until_embedded(database_url, timeout=60)
+    wait_until_embedded(database_url, stall=STALL)
     assert stop_worker(survivor)[0] == 0
     assert_clean(check(database_url, faults="SIGKILL 1 of 2 workers mid-batch"))
 
@@ -81,7 +86,7 @@ def test_postgres_restart_workers_reconnect(tmp_path, worker_env, spawn_worker, 
         workers = [spawn_worker(named(env, i)) for i in range(2)]
         wait_until(
             lambda: fake_openai.stats()["requests"] >= 2,
-            timeout=30,
+            timeout=STARTUP,  # the workers start (import, connect, LISTEN), then claim and send
             what="the workers' first 2 requests",
         )
         restarts = 0
@@ -94,7 +99,7 @@ def test_postgres_restart_workers_reconnect(tmp_path, worker_env, spawn_worker, 
             # both workers reconnected before the next restart
             wait_listening(url, workers, until=back + RELISTEN_WITHIN)
         fake_openai.control(latency_ms=10)
-        wait_until_embedded(url, timeout=60)
+        wait_until_embedded(url, stall=STALL)
         for w in workers:
             code, out, err = stop_worker(w)
             assert code == 0, err
@@ -117,13 +122,13 @@ def test_redis_stops_work_goes_on_uncached(
     ]
     wait_until(
         lambda: fake_openai.stats()["requests"] >= 2,
-        timeout=30,
+        timeout=STARTUP,  # the workers start (import, connect, LISTEN), then claim and send
         what="the workers' first 2 requests",
     )
     redis_process.stop()
     insert_clips(database_url, 50, prefix="no-redis")
     fake_openai.control(latency_ms=10)
-    wait_until_embedded(database_url, timeout=60)
+    wait_until_embedded(database_url, stall=STALL)
     for w in workers:
         code, _, err = stop_worker(w)
         assert code == 0, err
@@ -140,13 +145,13 @@ def test_provider_500s_for_a_while_backlog_drains(
     insert_clips(database_url, 200)
     wait_until(  # or fewer, if the workers got everything through first
         lambda: fake_openai.stats()["faults"].get("500", 0) >= 5 or queue_length(database_url) == 0,
-        timeout=30,  # the workers may be slow to start on a busy machine
+        timeout=STARTUP,  # the workers start (import, connect, LISTEN), then claim and send
         interval=0.1,
         what="5 injected provider 500s (or the backlog drained)",
     )
     fake_openai.control(fail_rate_500=0.0)
     faults = fake_openai.stats()["faults"].get("500", 0)
-    wait_until_embedded(database_url, timeout=90)
+    wait_until_embedded(database_url, stall=STALL)
     for w in workers:
         assert stop_worker(w)[0] == 0
     report = check(
@@ -221,7 +226,7 @@ def test_one_or_four_workers_and_a_binding_provider_limit_lose_and_duplicate_not
         workers = [spawn_worker(named(worker_env(url, **env), i)) for i in range(n)]
         wait_listening(url, workers, until=time.monotonic() + STARTUP)
         insert_clips(url, clips_per_run, prefix=f"scale{n}")
-        wait_until_embedded(url, timeout=90)
+        wait_until_embedded(url, stall=STALL)
         for w in workers:
             assert stop_worker(w)[0] == 0
         assert_clean(check(url, faults=f"{n} workers, provider latency 1 s"))
@@ -234,7 +239,7 @@ def test_one_or_four_workers_and_a_binding_provider_limit_lose_and_duplicate_not
     ]
     wait_listening(url, workers, until=time.monotonic() + STARTUP)
     insert_clips(url, clips_per_run, prefix="limited")
-    wait_until_embedded(url, timeout=90)
+    wait_until_embedded(url, stall=STALL)
     for w in workers:
         assert stop_worker(w)[0] == 0
     assert_clean(check(url, faults="4 workers under a 120 rpm limit"))

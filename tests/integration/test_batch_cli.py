@@ -1,4 +1,4 @@
-"""The Batch API backfill through the real CLI, in subprocesses, against the fake over HTTP.
+"""The Batch API backfill through the real CLI (in process), against the fake over HTTP.
 
 ``backfill --via batch --no-wait``, ``batches list|show|cancel [--json]``, a later run that
 re-plans what a cancelled batch left unanswered, ``backfill --dry-run --via batch`` (both
@@ -20,7 +20,7 @@ from clipembed.testing.fakeopenai import text_digest
 from tests.integration.test_batch_backfill import DIMS, assert_correct, rows, sql
 from tests.plugins.jobs import clip_record, load_clips
 from tests.plugins.provider import subprocess_env
-from tests.plugins.queue import clipembed_cli
+from tests.plugins.queue import clipembed_run
 
 CLIPS = 60  # 9 request lines of 7 inputs (EMBEDDING_BATCH_SIZE and CLIPEMBED_BACKFILL_BATCH_SIZE 7)
 
@@ -61,7 +61,7 @@ def env_for(fake_openai, redis_base_url, redis_prefix, tmp_path) -> Callable[...
 
 
 def cli(env: dict[str, str], *args: str, code: int = 0) -> str:
-    done = clipembed_cli(env, *args)
+    done = clipembed_run(env, *args)
     assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
     return done.stdout
 
@@ -108,7 +108,7 @@ def test_no_wait_list_show_cancel_and_a_later_run_re_plans_the_rest(db, env_for,
     assert shown == b
     text = cli(env, "batches", "show", str(b["id"]))
     assert re.search(r"provider_batch_id: " + re.escape(b["provider_batch_id"]), text)
-    missing = clipembed_cli(env, "batches", "show", "999", "--json")
+    missing = clipembed_run(env, "batches", "show", "999", "--json")
     assert missing.returncode == 2 and "no batch 999" in missing.stderr
 
     # 3 of the 9 lines finish, then the operator cancels: those 21 clips are kept
@@ -202,7 +202,7 @@ async def test_auto_uses_sync_up_to_the_minimum_and_the_batch_api_above(
 async def test_batch_with_a_local_model_exits_2_with_one_line(new_db, env_for, fake_openai):
     url = await new_db(n=3, dimensions=384)  # the bundled all-MiniLM-L6-v2's size
     env = env_for(url, EMBEDDING_PROVIDER="local")
-    done = clipembed_cli(env, "backfill", "--via", "batch")
+    done = clipembed_run(env, "backfill", "--via", "batch")
     assert done.returncode == 2, (done.stdout, done.stderr)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -212,7 +212,7 @@ async def test_batch_with_a_local_model_exits_2_with_one_line(new_db, env_for, f
     assert sql(url, "SELECT count(*) FROM clips WHERE embedding IS NOT NULL") == [(0,)]
     assert fake_openai.stats()["api_calls"] == {}
 
-    bad = clipembed_cli(env, "backfill", "--via", "bogus")
+    bad = clipembed_run(env, "backfill", "--via", "bogus")
     assert bad.returncode == 2 and bad.stderr.strip() == "error: --via must be sync, batch or auto"
 
 

@@ -10,7 +10,7 @@ import psycopg
 from clipembed import demo_data
 from clipembed.jobs import bulk_import, importer
 from tests.plugins.jobs import clip_record, write_jsonl
-from tests.plugins.queue import clipembed_cli
+from tests.plugins.queue import clipembed_run
 
 # What both paths must agree on, keyed by twitch_clip_id (the ids are each database's own).
 STATE = {
@@ -163,10 +163,10 @@ async def test_bulk_transaction_setting_never_leaks_to_other_writes(database_url
 def test_cli_chooses_the_path_and_says_which(queue_cli_env, tmp_path):
     cli_env = queue_cli_env
     path = write_jsonl(tmp_path / "e.jsonl", [clip_record(i) for i in range(1, 30)])
-    done = clipembed_cli(cli_env, "import", str(path), "--path", "bulk")
+    done = clipembed_run(cli_env, "import", str(path), "--path", "bulk")
     assert done.returncode == 0, done.stderr
     assert "loaded 29 clips, 0 bad lines (bulk path)" in done.stdout
-    again = clipembed_cli(cli_env, "import", str(path))  # auto: a small file goes row by row
+    again = clipembed_run(cli_env, "import", str(path))  # auto: a small file goes row by row
     assert "(rows path)" in again.stdout
-    wrong = clipembed_cli(cli_env, "import", str(path), "--path", "fast")
+    wrong = clipembed_run(cli_env, "import", str(path), "--path", "fast")
     assert wrong.returncode != 0 and "--path must be auto, bulk or rows" in wrong.stderr

@@ -1,4 +1,4 @@
-"""``clipembed embed`` as a subprocess against the fake provider and a real Redis.
+"""``clipembed embed`` (the real command, in process) against the fake provider and a real Redis.
 
 No database is involved: DATABASE_URL points at a closed port to prove the command never
 touches it.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from clipembed.testing import servers
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.provider import TEST_KEY
+from tests.plugins.queue import clipembed_run
 
 
 @pytest.fixture
@@ -39,14 +39,7 @@ def run_embed(fake_openai, redis_base_url, redis_prefix, tmp_path):
     )
 
     def run(*args: str, stdin: str | None = None, **extra: str) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run(
-            [sys.executable, "-m", "clipembed", "embed", *args],
-            env=dict(env, **extra),
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        out = clipembed_run(dict(env, **extra), "embed", *args, input=stdin)
         assert TEST_KEY not in out.stdout + out.stderr
         return out
 

@@ -13,6 +13,7 @@ from clipembed import runtime, settings
 from clipembed.eval import beir
 from tests.conftest import ROOT
 from tests.plugins.jobs import clip_record, load_clips
+from tests.plugins.queue import clipembed_run
 
 pytestmark = pytest.mark.local_model
 
@@ -71,8 +72,6 @@ def production_snapshot(url: str) -> dict[str, tuple[int, str]]:
 
 async def test_cli_eval_leaves_the_product_tables_untouched(tmp_path, database_factory):
     import os
-    import subprocess
-    import sys
 
     env = {
         k: v
@@ -90,33 +89,13 @@ async def test_cli_eval_leaves_the_product_tables_untouched(tmp_path, database_f
         CLIPEMBED_HOME=str(tmp_path),
     )
     out = await asyncio.to_thread(
-        subprocess.run,
-        [
-            sys.executable,
-            "-m",
-            "clipembed",
-            "eval",
-            "beir",
-            str(FIXTURE),
-            "--mode",
-            "keyword",
-            "--json",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        clipembed_run, env, "eval", "beir", str(FIXTURE), "--mode", "keyword", "--json"
     )
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
     assert set(report["modes"]) == {"keyword"}
     assert production_snapshot(url) == before
     bad = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "clipembed", "eval", "beir", str(FIXTURE), "--mode", "fuzzy"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        clipembed_run, env, "eval", "beir", str(FIXTURE), "--mode", "fuzzy"
     )
     assert bad.returncode == 2 and "unknown mode" in bad.stderr

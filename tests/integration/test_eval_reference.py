@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -17,6 +15,7 @@ from clipembed.eval import reference as reference_mod
 from clipembed.search import clips as clip_search
 from clipembed.search import core
 from tests.conftest import ROOT
+from tests.plugins.queue import clipembed_run
 
 FIXTURE = ROOT / "tests" / "fixtures" / "beir_small"
 
@@ -55,13 +54,7 @@ async def test_keyword_only_evaluation_with_reference_needs_no_model(database_fa
 
 
 def _cli(args, env):
-    return subprocess.run(
-        [sys.executable, "-m", "clipembed", "eval", "beir", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return clipembed_run(env, "eval", "beir", *args)
 
 
 def test_cli_reports_reference_and_verdict_and_refuses_bad_directories(database_factory, tmp_path):

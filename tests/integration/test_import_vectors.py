@@ -1,6 +1,6 @@
 """``clipembed import --vectors FILE --space NAME`` against a real PostgreSQL.
 
-Through the real CLI (a subprocess): good and bad lines into a halfvec space of 256 dimensions
+Through the real CLI (in process): good and bad lines into a halfvec space of 256 dimensions
 (another size than the database's 768), every bad line reported with its number and reason, the
 good vectors stored as given, a re-import that changes nothing, ``--json``; and an import into
 the active ``default`` space, mirrored into ``clips.embedding``. In process: Parquet, duplicate
@@ -23,7 +23,7 @@ from clipembed.jobs import vector_import as vectors_mod
 from clipembed.spaces import registry
 from tests.plugins.jobs import clip_record, load_clips, write_jsonl
 from tests.plugins.provider import subprocess_env
-from tests.plugins.queue import clipembed_cli
+from tests.plugins.queue import clipembed_run
 
 DIMS = 768  # the database's (the ``database_url`` fixture)
 MODEL = "text-embedding-3-small"  # EMBEDDING_PROVIDER=openai's default, and the added spaces'
@@ -130,7 +130,7 @@ async def test_cli_imports_the_good_lines_into_a_halfvec_space_and_reports_every
     assert "NaN" in lines[4]  # the literal token, as Python's json writes and reads it
     path = write_jsonl(tmp_path / "vectors.jsonl", lines)
 
-    done = clipembed_cli(env, "import", "--vectors", str(path), "--space", "small")
+    done = clipembed_run(env, "import", "--vectors", str(path), "--space", "small")
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert done.stdout.strip() == "imported 4 vectors into 'small', 11 bad lines"
     reported = [ln for ln in done.stderr.splitlines() if ln.startswith("line ")]
@@ -168,7 +168,7 @@ async def test_cli_imports_the_good_lines_into_a_halfvec_space_and_reports_every
     assert index_exists(db, space.index_name)  # dropped for the load, built again once
 
     # the same file again, as JSON: the same counts, the same rows
-    again = clipembed_cli(env, "import", "--vectors", str(path), "--space", "small", "--json")
+    again = clipembed_run(env, "import", "--vectors", str(path), "--space", "small", "--json")
     assert again.returncode == 1, (again.stdout, again.stderr)
     assert not [ln for ln in again.stderr.splitlines() if ln.startswith("line ")]
     report = json.loads(again.stdout.strip().splitlines()[-1])
@@ -213,7 +213,7 @@ async def test_cli_import_into_the_active_default_space_is_mirrored_into_clips(
         ],
     )
 
-    done = clipembed_cli(env, "import", "--vectors", str(path), "--space", "default")
+    done = clipembed_run(env, "import", "--vectors", str(path), "--space", "default")
     assert done.returncode == 0, (done.stdout, done.stderr)
     assert done.stdout.strip() == "imported 3 vectors into 'default', 0 bad lines"
     assert done.stderr.strip() == ""
@@ -320,7 +320,7 @@ async def test_the_active_space_keeps_its_index_and_a_reimport_replaces_the_vect
 
 async def test_an_unknown_space_is_an_error_naming_it(env, tmp_path):
     path = write_jsonl(tmp_path / "v.jsonl", [{"twitch_clip_id": "Clip0", "vector": [1.0]}])
-    done = clipembed_cli(env, "import", "--vectors", str(path), "--space", "nope")
+    done = clipembed_run(env, "import", "--vectors", str(path), "--space", "nope")
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "no embedding space named 'nope'" in done.stderr
     assert "Traceback" not in done.stderr

@@ -108,7 +108,8 @@ class PgHarness:
         return {r[0]: (r[1], r[2]) for r in rows}
 
 
-@pytest.fixture(params=["memory", "postgres"])
+# the database is asked for at run time, so its marker is given here (tests/conftest.py)
+@pytest.fixture(params=["memory", pytest.param("postgres", marks=pytest.mark.db)])
 async def harness(request):
     if request.param == "memory":
         yield MemoryHarness()

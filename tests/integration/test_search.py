@@ -26,8 +26,8 @@ async def rt(search_db, tmp_path):
         redis_url="none",
         database_url=url,
         clipembed_home=tmp_path,
-        # these tests are about rankings, not the deadline: on a loaded machine the local
-        # model can take over the default second, and a degraded answer is another ranking
+        # the semantic branch must answer: a local model's encode on a loaded 2-core machine
+        # can pass the product's 1 s deadline (the deadline is test_search_degraded's subject)
         search_embed_timeout_ms=60_000,
     )
     core.clear_stats_cache()

@@ -25,7 +25,7 @@ from clipembed.spaces import mirror, registry
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.jobs import clip_record, load_clips
 from tests.plugins.provider import subprocess_env
-from tests.plugins.queue import clipembed_cli, insert_clips
+from tests.plugins.queue import clipembed_run, insert_clips
 
 SMALL = {"provider": "openai", "model": "text-embedding-3-small", "dimensions": 256}
 HALF_TOLERANCE = 2e-3  # half precision keeps ~3 significant digits
@@ -241,7 +241,7 @@ async def test_migrating_an_installation_moves_its_vectors_without_re_embedding(
 
 def cli(env: dict[str, str], *args: str, code: int = 0) -> str:
     """The command's stdout (its stderr too when it is expected to fail)."""
-    done = clipembed_cli(env, *args)
+    done = clipembed_run(env, *args)
     assert done.returncode == code, (args, done.returncode, done.stdout, done.stderr)
     return done.stdout if code == 0 else done.stdout + done.stderr
 

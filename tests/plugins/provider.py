@@ -61,10 +61,20 @@ def fake_openai_factory() -> Iterator[Callable[..., FakeOpenAI]]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def fake_openai_session() -> Iterator[FakeOpenAI]:
+    """One fake OpenAI server for the whole session (``fake_openai`` renews it per test)."""
+    server = FakeOpenAI().start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def fake_openai(fake_openai_factory) -> FakeOpenAI:
-    """A fresh fake OpenAI server for this test: any Bearer key, no limits, no faults."""
-    return fake_openai_factory()
+def fake_openai(fake_openai_session: FakeOpenAI) -> FakeOpenAI:
+    """The fake OpenAI server as new for this test: any Bearer key, no limits, no faults, no
+    statistics, files or batches (the session's server, renewed: starting one per test cost
+    more than most tests that use it)."""
+    return fake_openai_session.renew()
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
+import os
 import subprocess
 import sys
 import uuid
@@ -61,4 +64,48 @@ def clipembed_cli(env: dict, *args: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
         stdin=subprocess.DEVNULL,
+    )
+
+
+def clipembed_run(
+    env: dict, *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``clipembed ARGS`` in this process (typer's ``CliRunner``), answered like :func:`clipembed_cli`.
+
+    For tests of what a command does and prints, without an interpreter start and its imports
+    per call; signal handling, a real process's exit and killing it stay with
+    :func:`clipembed_cli`. ``env`` stands for the whole environment, as a subprocess's would
+    (variables it lacks are unset for the run). The command runs on a thread of its own, so it
+    gets its own event loop even when called from an async test; the logging it configures is
+    put back afterwards. An exception the command does not handle is raised here.
+    """
+    from typer.testing import CliRunner
+
+    from clipembed.cli import app
+
+    overrides: dict[str, str | None] = {k: None for k in os.environ if k not in env}
+    overrides.update(env)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    levels = {
+        name: logger.level
+        for name, logger in logging.Logger.manager.loggerDict.items()
+        if isinstance(logger, logging.Logger)
+    }
+
+    def invoke() -> Any:
+        return CliRunner().invoke(
+            app, list(args), input=input, env=overrides, catch_exceptions=False
+        )
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="clipembed-cli") as pool:
+            result = pool.submit(invoke).result()
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, value in levels.items():
+            logging.getLogger(name).setLevel(value)
+    return subprocess.CompletedProcess(
+        ["clipembed", *args], result.exit_code, result.stdout, result.stderr
     )

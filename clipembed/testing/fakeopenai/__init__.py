@@ -113,6 +113,10 @@ from clipembed.testing.fakeopenai.protocol import (  # noqa: F401 - the public n
 )
 from clipembed.testing.fakeopenai.state import _State
 
+#: what an answer in flight may still take, beyond its latency_ms, when the server is renewed
+#: (its own work: tokenizing, vectors; a "slow" answer stops sleeping at once)
+ANSWER_WORK_SECONDS = 5.0
+
 
 class FakeOpenAI:
     """The server on a background thread: ``with FakeOpenAI(latency_ms=5) as fake: fake.base_url``."""
@@ -170,6 +174,22 @@ class FakeOpenAI:
         """Clear statistics and limit windows (same as ``POST /_reset``); options stay."""
         with self.state.lock:
             self.state.reset()
+
+    def renew(self, **options: Any) -> FakeOpenAI:
+        """As if just started with ``options`` (statistics, files and batches gone), same port.
+
+        Answers still in flight (a "slow" one a client gave up on) are ended first, so that
+        nothing of the last user is counted in the new statistics.
+        """
+        self.state.stopping = True  # a "slow" answer stops sleeping now
+        limit = self.state.options.latency_ms / 1000 + ANSWER_WORK_SECONDS
+        deadline = time.monotonic() + limit
+        while self._server is not None and self._server.server_state.tasks:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fake OpenAI: answers still running after {limit:.1f} s")
+            time.sleep(0.01)
+        self.state.renew(Options(**options))
+        return self
 
     def stats(self) -> dict[str, Any]:
         return self.state.snapshot()

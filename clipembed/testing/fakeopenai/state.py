@@ -97,6 +97,20 @@ class _State(BatchLedger):
         out["batch_tokens_in_queue"] = queued
         return out
 
+    def renew(self, options: Options) -> None:
+        """As a new server with ``options``: no statistics, limit windows, files or batches.
+
+        Lets one server serve a whole test session (each test renews it) instead of one server
+        per test; the tokenizer, slow to load, is kept.
+        """
+        with self.batch_lock, self.files_lock, self.lock:
+            self.options = options
+            self.random = random.Random(options.seed)
+            self.stopping = False
+            self.files.clear()
+            self.batches.clear()
+            self.reset()
+
     def reset(self) -> None:
         self.limited_by = "requests"  # which limit the last 429 of admit() was for
         self.window: collections.deque[tuple[float, int]] = collections.deque()
