@@ -785,6 +785,13 @@ def main() -> None:
         default=5,
         help="promotes without --force before checking coverage here and forcing",
     )
+    parser.add_argument(
+        "--search-target-ms",
+        type=int,
+        default=None,
+        help="CLIPEMBED_BACKFILL_SEARCH_TARGET_MS for the backfill (default: the setting's, 200;"
+        " 0: the adaptive pace off)",
+    )
     parser.add_argument("--name", default="model_migration")
     parser.add_argument("--raw", type=Path, help="also write every search record here (JSON)")
     args = parser.parse_args()
@@ -891,6 +898,10 @@ def main() -> None:
             bf_env = dict(env)
             if args.backfill_rpm:  # the provider limit the backfill keeps to (its own knob)
                 bf_env["EMBEDDING_REQUESTS_PER_MINUTE"] = str(args.backfill_rpm)
+            if (
+                args.search_target_ms is not None
+            ):  # the adaptive pace (clipembed.jobs.adaptive_pace)
+                bf_env["CLIPEMBED_BACKFILL_SEARCH_TARGET_MS"] = str(args.search_target_ms)
             bf = must(timed(["model", "backfill", CAND, "--json"], bf_env))
             marks["backfill_end"] = bf["returned"]
             snaps["backfill_end"] = cpu.snapshot()
