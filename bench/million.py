@@ -135,7 +135,7 @@ def queries_from(url: str, n: int) -> list[str]:
         titles = [
             r[0]
             for r in conn.execute(
-                "SELECT title FROM clips TABLESAMPLE SYSTEM (1) LIMIT %s", (n * 3,)
+                "SELECT title FROM clips TABLESAMPLE SYSTEM (1) REPEATABLE (7) LIMIT %s", (n * 3,)
             ).fetchall()
         ]
     rng = random.Random(11)

@@ -51,6 +51,13 @@ OVERFETCH_MIN = 100
 #: A selective filter keeping at most this many documents ranks their vectors exactly
 #: (queries.SEMANTIC_EXACT); measured in docs/benchmarks.md, "A million clips end to end".
 EXACT_MAX = 10_000
+#: A selective filter past EXACT_MAX goes through the index with these: pgvector's relaxed
+#: iterative scan returns the first matches it meets and stops at 20,000 tuples by default; for
+#: a game whose clips lie away from the query that gave recall@10 0.35 at a million clips.
+#: Asking for at least FILTERED_MIN_FETCH and letting it visit up to FILTERED_MAX_SCAN_TUPLES
+#: finds the nearer ones (docs/benchmarks.md, "A million clips, end to end").
+FILTERED_MIN_FETCH = 50
+FILTERED_MAX_SCAN_TUPLES = 60_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -307,24 +314,32 @@ async def semantic_branch(
             where=where[0],
             exclude=exclude,
         )
+    fetch = n
     async with conn.transaction():
-        ef = (str(max(params.ef_search, 1)),)
-        if version >= (0, 8):
+        ef = str(max(params.ef_search, 1))
+        if version >= (0, 8) and selective:
+            # a filter keeping a small share: the relaxed scan returns the first matches it
+            # meets, so it is asked for more and may walk further before they are cut to n
+            fetch = max(n, FILTERED_MIN_FETCH)
+            await conn.execute(
+                queries.SET_EF_SEARCH_ITERATIVE_FILTERED, (ef, str(FILTERED_MAX_SCAN_TUPLES))
+            )
+        elif version >= (0, 8):
             # keep scanning the index until enough rows pass the filters (pgvector >= 0.8)
-            await conn.execute(queries.SET_EF_SEARCH_ITERATIVE, ef)
+            await conn.execute(queries.SET_EF_SEARCH_ITERATIVE, (ef,))
         else:
-            await conn.execute(queries.SET_EF_SEARCH, ef)
+            await conn.execute(queries.SET_EF_SEARCH, (ef,))
         cur = await conn.execute(
             stmt,
             {
                 "v": np.asarray(vector, dtype=np.float32),
-                "n_results": n,
+                "n_results": fetch,
                 "exclude": exclude_id,
                 **where[1],
             },
         )
         rows = await cur.fetchall()
-    return [(r[0], 1.0 - float(r[1])) for r in rows]
+    return [(r[0], 1.0 - float(r[1])) for r in rows[:n]]
 
 
 async def _exact_semantic(

@@ -156,6 +156,12 @@ SET_EF_SEARCH_ITERATIVE = (
     "SELECT set_config('hnsw.ef_search', %s, true), "
     "set_config('hnsw.iterative_scan', 'relaxed_order', true)"
 )
+#: the same, with how many index tuples an iterative scan may visit (a selective filter's)
+SET_EF_SEARCH_ITERATIVE_FILTERED = (
+    "SELECT set_config('hnsw.ef_search', %s, true), "
+    "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+    "set_config('hnsw.max_scan_tuples', %s, true)"
+)
 
 # ---------------------------------------------------------------- the clips corpus
 
