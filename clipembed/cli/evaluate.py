@@ -20,6 +20,14 @@ from clipembed.search import bm25, core, fusion
 app = typer.Typer(help="Measure search quality.", no_args_is_help=True, add_completion=False)
 
 
+def _check_modes(modes: list[str]) -> None:
+    """Exit with a usage error naming the first mode that is not hybrid, keyword or semantic."""
+    bad = [m for m in modes if m not in core.MODES]
+    if bad:
+        common.stderr.print(f"error: unknown mode {bad[0]!r}: use hybrid, keyword or semantic")
+        raise typer.Exit(common.EXIT_CONFIG)
+
+
 @app.command("beir")
 def beir_command(
     directory: Path = typer.Argument(
@@ -45,10 +53,7 @@ def beir_command(
     debug: bool = common.DebugOption,
 ) -> None:
     """nDCG@10 and recall@100 per search mode (documents embedded as title + text)."""
-    bad = [m for m in mode if m not in core.MODES]
-    if bad:
-        common.stderr.print(f"error: unknown mode {bad[0]!r}: use hybrid, keyword or semantic")
-        raise typer.Exit(common.EXIT_CONFIG)
+    _check_modes(mode)
     try:
         data = beir.load(directory)
     except beir.DatasetError as exc:
@@ -113,10 +118,7 @@ def known_item_command(
     debug: bool = common.DebugOption,
 ) -> None:
     """success@10 and MRR@10 of words cut from inside real titles, per mode and language."""
-    bad = [m for m in mode if m not in core.MODES]
-    if bad:
-        common.stderr.print(f"error: unknown mode {bad[0]!r}: use hybrid, keyword or semantic")
-        raise typer.Exit(common.EXIT_CONFIG)
+    _check_modes(mode)
     try:
         docs = known_item.read(path, limit=limit)
     except (OSError, ValueError) as exc:
