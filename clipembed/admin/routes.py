@@ -75,6 +75,14 @@ def install(app: FastAPI) -> None:
 # ------------------------------------------------------------------------------ JSON
 
 
+def _mode_or_hybrid(value: str) -> core.Mode:
+    """The console's search box: an unknown mode in the URL searches hybrid."""
+    try:
+        return core.parse_mode(value)
+    except ValueError:
+        return "hybrid"
+
+
 @router.get("/status")
 async def status(
     request: Request, _: auth.Principal = Depends(access.api_principal), history: bool = True
@@ -217,7 +225,7 @@ async def search_page(
                 rt.reader,
                 rt.service_for if rt.service is not None else None,
                 q,
-                params=core.Params(mode=mode if mode in core.MODES else "hybrid", limit=20),  # type: ignore[arg-type]
+                params=core.Params(mode=_mode_or_hybrid(mode), limit=20),
                 filters=clip_search.Filters(include_nsfw=True),
             )
             results, degraded = outcome.results, outcome.degraded

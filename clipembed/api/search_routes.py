@@ -145,8 +145,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _params(mode: str, limit: int, offset: int) -> core.Params:
-    return core.Params(mode=mode, limit=limit, offset=offset)  # type: ignore[arg-type]
+def _params(mode: core.Mode, limit: int, offset: int) -> core.Params:
+    return core.Params(mode=mode, limit=limit, offset=offset)
 
 
 def _unprocessable(message: str) -> HTTPException:

@@ -22,10 +22,12 @@ app = typer.Typer(help="Measure search quality.", no_args_is_help=True, add_comp
 
 def _check_modes(modes: list[str]) -> None:
     """Exit with a usage error naming the first mode that is not hybrid, keyword or semantic."""
-    bad = [m for m in modes if m not in core.MODES]
-    if bad:
-        common.stderr.print(f"error: unknown mode {bad[0]!r}: use hybrid, keyword or semantic")
-        raise typer.Exit(common.EXIT_CONFIG)
+    for mode in modes:
+        try:
+            core.parse_mode(mode)
+        except ValueError as exc:
+            common.stderr.print(f"error: {exc}")
+            raise typer.Exit(common.EXIT_CONFIG) from None
 
 
 @app.command("beir")

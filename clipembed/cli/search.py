@@ -28,13 +28,15 @@ def search(
     debug: bool = common.DebugOption,
 ) -> None:
     """Hybrid search: BM25 keywords + HNSW vectors fused by reciprocal rank."""
-    if mode not in core.MODES:  # before any connection or model load
-        common.stderr.print(f"error: unknown mode {mode!r}: use hybrid, keyword or semantic")
-        raise typer.Exit(common.EXIT_CONFIG)
+    try:  # before any connection or model load
+        parsed = core.parse_mode(mode)
+    except ValueError as exc:
+        common.stderr.print(f"error: {exc}")
+        raise typer.Exit(common.EXIT_CONFIG) from None
     cfg = common.load_settings()
 
     async def main() -> int:
-        params = core.Params(mode=mode, limit=limit, offset=offset)  # type: ignore[arg-type]
+        params = core.Params(mode=parsed, limit=limit, offset=offset)
         filters = clip_search.Filters(
             game=game, broadcaster=broadcaster, language=language, include_nsfw=include_nsfw
         )

@@ -344,7 +344,7 @@ async def evaluate(
         depth = EVAL_DEPTH + 1
         p = dataclasses.replace(
             base,
-            mode=mode,  # type: ignore[arg-type]
+            mode=core.parse_mode(mode),
             limit=depth,
             offset=0,
             window=max(base.window, depth),

@@ -287,7 +287,7 @@ async def evaluate(
         t = time.monotonic()
         async with pool.connection() as conn:
             for q in queries:
-                params = core.Params(mode=mode, limit=CUTOFF)  # type: ignore[arg-type]
+                params = core.Params(mode=core.parse_mode(mode), limit=CUTOFF)
                 params = languages.fusion_for(q.text, params, multilingual=multilingual)
                 hits = await core.rank(
                     conn,

@@ -32,7 +32,16 @@ from psycopg import sql
 from clipembed.search import bm25, fusion, queries
 
 Mode = Literal["hybrid", "keyword", "semantic"]
-MODES: tuple[str, ...] = ("hybrid", "keyword", "semantic")
+MODES: tuple[Mode, ...] = ("hybrid", "keyword", "semantic")
+
+
+def parse_mode(value: str) -> Mode:
+    """``value`` as a search mode; ValueError with the one message every caller shows."""
+    for mode in MODES:
+        if value == mode:
+            return mode
+    raise ValueError(f"unknown mode {value!r}: use hybrid, keyword or semantic")
+
 
 STATS_TTL = 60.0  # seconds: N and avgdl move slowly; recomputing them per query costs ~10 ms
 DEFAULT_WINDOW = 200  # candidates per branch; offset + limit must fit in it

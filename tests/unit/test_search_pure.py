@@ -100,3 +100,10 @@ def test_very_common_rule_properties(counts, cap, n_docs):
         assert all(counts[x] < cap for x in kept)
     else:
         assert kept == present
+
+
+def test_modes_are_parsed_once_with_one_message():
+    assert [core.parse_mode(m) for m in core.MODES] == ["hybrid", "keyword", "semantic"]
+    for bad in ("Hybrid", "", "vector", "keyword "):
+        with pytest.raises(ValueError, match="use hybrid, keyword or semantic"):
+            core.parse_mode(bad)
