@@ -18,6 +18,7 @@ import typer
 from clipembed import runtime, spaces
 from clipembed.cli import backfill as backfill_cli
 from clipembed.cli import common, lazy
+from clipembed.jobs import adaptive_pace, pacing
 from clipembed.jobs import backfill as backfill_mod
 from clipembed.settings import Settings
 from clipembed.spaces import mirror, registry
@@ -75,7 +76,19 @@ async def listing(cfg: Settings) -> list[dict[str, Any]]:
 def _sync(cfg: Settings) -> None:
     async def main() -> None:
         async with runtime.open_runtime(cfg, with_service=False) as rt:
-            report = await mirror.sync(rt.pool)
+            # the sync rewrites every clip row: bulk work, paced like a backfill (--max-rate's
+            # setting, and the adaptive pace that follows search)
+            pacer = pacing.Pacer(cfg.clipembed_backfill_max_rate, burst=mirror.PAGE)
+            target = cfg.clipembed_backfill_search_target_ms
+            async with adaptive_pace.watching(
+                rt.pool, pacer, target_ms=target, by="mirror sync"
+            ) as pace:
+
+                async def paced(rows: int) -> None:
+                    await pacer.take(rows)
+                    pace.took(rows)
+
+                report = await mirror.sync(rt.pool, before_page=paced)
         what = "copied into" if report.fits else "cleared from (dimensions differ)"
         common.stdout.print(
             f"clips.embedding: {report.changed} rows {what} the mirror of {report.space!r} "

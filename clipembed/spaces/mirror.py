@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
@@ -46,17 +46,22 @@ async def sync(
     *,
     page: int = PAGE,
     progress: Callable[[int], None] | None = None,
+    before_page: Callable[[int], Awaitable[None]] | None = None,
 ) -> SyncReport:
     """Bring the clips columns in line with the active space (one short transaction per page).
 
     The active space is read at each page: a promote during a sync makes the rest of the pages
     follow the new one (and the next sync finishes the pages already passed).
+    ``before_page(rows)`` is awaited before each page: the caller's pace (a sync rewrites every
+    clip row, bulk work like a backfill; the CLI gives it the backfill's pace).
     """
     started = time.monotonic()
     dims = await column_dimensions(pool)
     last: Any = db_queries.FIRST_ID
     report: SyncReport | None = None
     while True:
+        if before_page is not None:
+            await before_page(page)
         async with pool.connection() as conn:
             space = await registry.active(conn)
             fits = dims == space.dimensions

@@ -134,8 +134,14 @@ async def test_a_model_change_from_add_to_drop(openai_settings, database_url, tm
             old, new = await registry.rollback(conn)
         assert (old.name, new.name) == ("small", "default")
         assert (await search(rt)).space["name"] == "default"
-        report = await mirror.sync(rt.pool)
+        paced: list[int] = []
+
+        async def before_page(rows: int) -> None:  # the CLI's pace (jobs.pacing) goes here
+            paced.append(rows)
+
+        report = await mirror.sync(rt.pool, page=10, before_page=before_page)
         assert (report.fits, report.changed) == (True, 31)
+        assert paced == [10] * (report.scanned_pages + 1)  # each page, and the empty last read
         assert scalar(database_url, "SELECT count(embedding) FROM clips") == 31
         assert (
             scalar(
