@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -120,3 +122,35 @@ def test_the_pace_stays_within_its_bounds(windows):
     for clips, oldest in windows:
         _window(pace, clock, clips, oldest)
         assert 400 * FLOOR_FRACTION - 1e-9 <= pace.pacer.rate <= 400
+
+
+async def test_the_console_hears_of_a_change_at_most_every_fifteen_seconds(monkeypatch):
+    """Every change is logged; the events table gets one per EVENT_SECONDS, and always the
+    return to full pace (so the console never shows a slowdown that is over)."""
+    from clipembed.jobs import adaptive_pace
+
+    recorded: list[dict] = []
+
+    async def event(pool, kind, detail):
+        assert kind == "bulk_pace"
+        recorded.append(detail)
+
+    monkeypatch.setattr(adaptive_pace.rollups, "event", event)
+    clock = Clock()
+    announce = adaptive_pace.Announcer(pool=None, by="backfill", clock=clock)
+    slow = adaptive_pace.Change(rate=50.0, search_ms=400.0, target_ms=200, reason="slow")
+    await announce(slow)
+    clock.now += 2
+    await announce(dataclasses.replace(slow, rate=25.0))  # within 15 s: logged only
+    clock.now += 14
+    await announce(dataclasses.replace(slow, rate=12.5))
+    clock.now += 1
+    await announce(adaptive_pace.Change(rate=0, search_ms=3.0, target_ms=200, reason="calm"))
+    assert [d["rate"] for d in recorded] == [50.0, 12.5, 0]
+    assert recorded[0] == {
+        "rate": 50.0,
+        "search_ms": 400.0,
+        "target_ms": 200,
+        "reason": "slow",
+        "by": "backfill",
+    }
