@@ -2,8 +2,8 @@
 
 Runs on the database ``bench.million --keep DIR`` left (its halfvec space ``hv``): for one popular
 and one median game (each ~2.6 % of the clips), the product's vector branch
-(``core.semantic_branch`` with ``selective=True``, past ``EXACT_MAX``) against the same statement
-with index scans off, for each value of ``core.FILTERED_MAX_SCAN_TUPLES``, asking for 10 and for
+(``core.semantic_branch`` with ``selective=True``, past ``filtered.EXACT_MAX``) against the same statement
+with index scans off, for each value of ``filtered.MAX_SCAN_TUPLES``, asking for 10 and for
 200 (a hybrid window).
 
     python -m bench.filtered_scan --keep /work/m1m [--tuples 20000,60000] [--queries 15]
@@ -25,7 +25,7 @@ from bench import common, million
 from bench.million_search import recall_with_ties
 from clipembed import spaces
 from clipembed.search import clips as clip_search
-from clipembed.search import core
+from clipembed.search import core, filtered
 from clipembed.testing.fakeopenai import vector_for
 
 GAMES = ("Software and Game Development", "Fall Guys")
@@ -49,7 +49,7 @@ async def sweep(url: str, texts: list[str], tuples: list[int]) -> list[dict[str,
                         conn, corpus, v, where, core.Params(), 10
                     )
             for limit in tuples:
-                core.FILTERED_MAX_SCAN_TUPLES = limit
+                filtered.MAX_SCAN_TUPLES = limit
                 for n in (10, 200):
                     found, times = [], []
                     for text in texts:

@@ -92,8 +92,7 @@ class BatchApplier:
                 for start in range(0, len(answered), APPLY_CHUNK):
                     chunk = answered[start : start + APPLY_CHUNK]
                     # CLIPEMBED_BACKFILL_MAX_RATE and the adaptive pace leave search room
-                    await pacer.take(len(chunk))
-                    pace.took(len(chunk))
+                    await pace.take(len(chunk))
                     await self._write(batch_id, chunk)
         finally:
             if rebuild:

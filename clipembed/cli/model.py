@@ -83,12 +83,7 @@ def _sync(cfg: Settings) -> None:
             async with adaptive_pace.watching(
                 rt.pool, pacer, target_ms=target, by="mirror sync"
             ) as pace:
-
-                async def paced(rows: int) -> None:
-                    await pacer.take(rows)
-                    pace.took(rows)
-
-                report = await mirror.sync(rt.pool, before_page=paced)
+                report = await mirror.sync(rt.pool, before_page=pace.take)
         what = "copied into" if report.fits else "cleared from (dimensions differ)"
         common.stdout.print(
             f"clips.embedding: {report.changed} rows {what} the mirror of {report.space!r} "

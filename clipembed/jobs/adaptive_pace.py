@@ -92,6 +92,11 @@ class AdaptivePace:
         """Bulk work handed ``clips`` clips on (what the window measured it doing)."""
         self._clips += clips
 
+    async def take(self, clips: float) -> None:
+        """Wait until ``clips`` fit the pace, then count them: what bulk work calls per batch."""
+        await self.pacer.take(clips)
+        self.took(clips)
+
     def observe(self, oldest_ms: float) -> Change | None:
         """A sample of the oldest running search statement; returns a change at a window's end."""
         self._oldest = max(self._oldest, oldest_ms)
@@ -205,7 +210,7 @@ async def watching(
     pool: AsyncConnectionPool, pacer: pacing.Pacer, *, target_ms: float, by: str
 ) -> AsyncIterator[AdaptivePace]:
     """An adaptive pace over ``pacer`` that follows search while the block runs (``target_ms``
-    0: it never changes the pace). Bulk work reports what it hands on with ``took``."""
+    0: it never changes the pace). Bulk work calls its ``take`` before each batch."""
     pace = AdaptivePace(pacer, target_ms=target_ms)
     if not pace.enabled:
         yield pace

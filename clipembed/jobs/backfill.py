@@ -196,10 +196,6 @@ async def run(
         )
     )
 
-    async def paced(n: int) -> None:
-        await pacer.take(n)  # the pace leaves the machine room (--max-rate, adaptive)
-        pace.took(n)
-
     async def produce() -> None:
         batch: list[pipeline.Pending] = []
         taken = 0
@@ -217,11 +213,11 @@ async def run(
             batch.append(item)
             taken += 1
             if len(batch) >= batch_size:
-                await paced(len(batch))
+                await pace.take(len(batch))  # --max-rate, adaptive: room for search
                 await queue.put(batch)
                 batch = []
         if batch and not stop.is_set():
-            await paced(len(batch))
+            await pace.take(len(batch))  # --max-rate, adaptive: room for search
             await queue.put(batch)
         for _ in range(concurrency):
             await queue.put(None)

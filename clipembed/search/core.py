@@ -29,7 +29,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-from clipembed.search import bm25, fusion, queries
+from clipembed.search import bm25, filtered, fusion, queries
 
 Mode = Literal["hybrid", "keyword", "semantic"]
 MODES: tuple[Mode, ...] = ("hybrid", "keyword", "semantic")
@@ -57,16 +57,6 @@ COMMON_MIN_POSTINGS = 5_000
 #: filters, and everything only when the filters leave fewer than ``n`` of them.
 OVERFETCH = 2
 OVERFETCH_MIN = 100
-#: A selective filter keeping at most this many documents ranks their vectors exactly
-#: (queries.SEMANTIC_EXACT); measured in docs/benchmarks.md, "A million clips end to end".
-EXACT_MAX = 10_000
-#: A selective filter past EXACT_MAX goes through the index with these: pgvector's relaxed
-#: iterative scan returns the first matches it meets and stops at 20,000 tuples by default; for
-#: a game whose clips lie away from the query that gave recall@10 0.35 at a million clips.
-#: Asking for at least FILTERED_MIN_FETCH and letting it visit up to FILTERED_MAX_SCAN_TUPLES
-#: finds the nearer ones (docs/benchmarks.md, "A million clips, end to end").
-FILTERED_MIN_FETCH = 50
-FILTERED_MAX_SCAN_TUPLES = 60_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,10 +117,6 @@ Where = tuple[sql.Composable, dict[str, Any]]
 # benchmark), and statistics or versions from one must never be used for another.
 _stats_cache: dict[tuple[str, str, tuple[float, ...]], tuple[float, float, float]] = {}
 _vector_version: dict[str, tuple[int, ...]] = {}
-#: Selective filters found to keep more than EXACT_MAX documents, until when (monotonic): their
-#: next searches skip the exact attempt (its bounded id scan) for STATS_TTL seconds.
-_large_filters: dict[tuple[str, str, str, str], float] = {}
-LARGE_FILTERS_MAX = 4096
 
 
 def _database_key(conn: psycopg.AsyncConnection[Any]) -> str:
@@ -166,7 +152,7 @@ async def corpus_stats(conn: psycopg.AsyncConnection[Any], corpus: Corpus) -> tu
 
 def clear_stats_cache() -> None:
     _stats_cache.clear()
-    _large_filters.clear()
+    filtered.forget()
 
 
 async def keyword_branch(
@@ -292,19 +278,17 @@ async def semantic_branch(
 ) -> list[tuple[Any, float]]:
     """Top ``n`` (id, cosine similarity) by HNSW among documents matching ``where``.
 
-    ``selective``: the filters may keep few documents; when they keep at most EXACT_MAX, those
+    ``selective``: the filters may keep few documents; when they keep at most
+    ``filtered.EXACT_MAX``, those
     are ranked exactly (one statement), otherwise by the index as without it (a second one).
     """
     exclude = sql.SQL("d.id <> %(exclude)s") if exclude_id is not None else sql.SQL("TRUE")
-    large_key = (_database_key(conn), corpus.table, where[0].as_string(None), repr(where[1]))
-    if selective and time.monotonic() >= _large_filters.get(large_key, 0.0):
-        exact = await _exact_semantic(conn, corpus, vector, where, n, exclude, exclude_id)
+    if selective:
+        exact = await filtered.exact(
+            conn, corpus, vector, where, n, exclude, exclude_id, database=_database_key(conn)
+        )
         if exact is not None:
             return exact
-        # the filter keeps too many: go straight to the index for a while
-        if len(_large_filters) >= LARGE_FILTERS_MAX:
-            _large_filters.clear()
-        _large_filters[large_key] = time.monotonic() + STATS_TTL
     version = await _pgvector_version(conn)
     if corpus.vectors is not None:
         stmt = queries.SEMANTIC_JOINED.format(
@@ -329,9 +313,9 @@ async def semantic_branch(
         if version >= (0, 8) and selective:
             # a filter keeping a small share: the relaxed scan returns the first matches it
             # meets, so it is asked for more and may walk further before they are cut to n
-            fetch = max(n, FILTERED_MIN_FETCH)
+            fetch = max(n, filtered.MIN_FETCH)
             await conn.execute(
-                queries.SET_EF_SEARCH_ITERATIVE_FILTERED, (ef, str(FILTERED_MAX_SCAN_TUPLES))
+                queries.SET_EF_SEARCH_ITERATIVE_FILTERED, (ef, str(filtered.MAX_SCAN_TUPLES))
             )
         elif version >= (0, 8):
             # keep scanning the index until enough rows pass the filters (pgvector >= 0.8)
@@ -349,53 +333,6 @@ async def semantic_branch(
         )
         rows = await cur.fetchall()
     return [(r[0], 1.0 - float(r[1])) for r in rows[:n]]
-
-
-async def _exact_semantic(
-    conn: psycopg.AsyncConnection[Any],
-    corpus: Corpus,
-    vector: np.ndarray,
-    where: Where,
-    n: int,
-    exclude: sql.Composable,
-    exclude_id: Any,
-) -> list[tuple[Any, float]] | None:
-    """The exact top ``n`` of the filtered documents, or None when they are more than EXACT_MAX."""
-    present: sql.Composable
-    if corpus.vectors is not None:
-        vtype = sql.SQL("halfvec" if corpus.vector_type == "halfvec" else "vector")
-        source = sql.SQL("{vectors} e ON e.clip_id = f.id").format(
-            vectors=corpus.ident(corpus.vectors)
-        )
-        distance = sql.SQL("e.embedding <=> %(v)s::{vtype}").format(vtype=vtype)
-        present = sql.SQL("TRUE")
-    else:
-        emb = sql.Identifier(corpus.embedding_column)
-        source = sql.SQL("{table} e ON e.id = f.id").format(table=corpus.ident(corpus.table))
-        distance = sql.SQL("e.{emb} <=> %(v)s").format(emb=emb)
-        present = sql.SQL("e.{emb} IS NOT NULL").format(emb=emb)
-    stmt = queries.SEMANTIC_EXACT.format(
-        table=corpus.ident(corpus.table),
-        base=sql.SQL(corpus.base_filter),
-        where=where[0],
-        exclude=exclude,
-        source=source,
-        distance=distance,
-        present=present,
-    )
-    args = {
-        "v": np.asarray(vector, dtype=np.float32),
-        "cap": EXACT_MAX,
-        "n_results": n,
-        "exclude": exclude_id,
-        **where[1],
-    }
-    cur = await conn.execute(stmt, args)
-    rows = await cur.fetchall()
-    await conn.commit()
-    if not rows or rows[0][0] > EXACT_MAX:
-        return None
-    return [(r[1], 1.0 - float(r[2])) for r in rows if r[1] is not None]
 
 
 async def rank(

@@ -11,7 +11,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from clipembed import runtime, settings
-from clipembed.search import bm25, core
+from clipembed.search import bm25, core, filtered
 from clipembed.search import clips as clip_search
 
 pytestmark = pytest.mark.local_model
@@ -256,7 +256,7 @@ async def test_selective_filter_ranks_its_clips_exactly(database_factory, tmp_pa
             assert [round(h[1], 4) for h in hits] == [
                 round(float(x), 4) for x in np.sort(similarity)[::-1][:10]
             ]
-        monkeypatch.setattr(core, "EXACT_MAX", 59)  # 60 kept: more than the exact path takes
+        monkeypatch.setattr(filtered, "EXACT_MAX", 59)  # 60 kept: more than the exact path takes
         hits = await core.semantic_branch(conn, clip_search.CLIPS, query, where, params, 10,
                                           selective=True)  # fmt: skip
         assert len(hits) == 10 and set(h[0] for h in hits) <= {ids[f"r{i}"] for i in rare}
