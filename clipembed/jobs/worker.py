@@ -45,8 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from clipembed import metrics
-from clipembed.jobs import queue, queue_store, worker_spaces
+from clipembed.jobs import queue, queue_store, worker_report, worker_spaces
 from clipembed.jobs.worker_plan import WorkerStats, more_ready
 from clipembed.runtime import Runtime, space_key
 
@@ -62,8 +61,6 @@ T = TypeVar("T")
 RECONNECT_DELAY = 1.0  # seconds between attempts to re-establish LISTEN
 ERROR_DELAY = 1.0  # seconds to pause after a database error in the claim loop
 SETTLE_RETRY_MIN = 30.0  # seconds a finished batch keeps retrying its completion through an outage
-REPORT_SECONDS = 15.0  # gauges, heartbeat and queue sample; at most a third of the lease
-PRUNE_EVERY = 40  # reports between two prunings of old status history (~10 min)
 
 
 async def _first(*waits: Coroutine[Any, Any, Any]) -> None:
@@ -428,24 +425,7 @@ class Worker:
         return self.stats
 
     async def _report(self, stop: asyncio.Event) -> None:
-        """Keep the queue gauges current for /metrics, and the status tables: this worker's
-        heartbeat (host, pid, in flight), a queue sample per minute, old history pruned."""
-        beats = 0
-        while not stop.is_set():
-            with contextlib.suppress(Exception):
-                async with self.runtime.pool.connection() as conn:
-                    s = await queue.queue_stats(conn)
-                metrics.QUEUE_DEPTH.set(s["pending"])
-                metrics.QUEUE_OLDEST.set(s["oldest_pending_seconds"])
-                metrics.DEAD_LETTERS.set(s["dead_letters"])
-                await rollups.sample_queue(self.runtime.pool, s)
-            with contextlib.suppress(Exception):
-                await self._beat()
-                if beats % PRUNE_EVERY == 0:
-                    await rollups.prune(self.runtime.pool)
-            beats += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(REPORT_SECONDS, self.lease / 3))
+        await worker_report.run(self.runtime.pool, stop, lease=self.lease, beat=self._beat)
 
     async def _beat(self) -> None:
         await rollups.beat(
