@@ -120,7 +120,7 @@ def main() -> None:
         "applied": summary.applied,
         "missing_after": missing[0] if missing else None,
         "batches": summary.batches_submitted,
-        "tokens": summary.tokens,
+        "tokens": summary.embedding.tokens,
         "cost_usd": round(summary.cost_usd, 6),
         "sync_cost_usd": round(summary.sync_cost_usd, 6),
         "cost_ratio": round(summary.cost_usd / summary.sync_cost_usd, 3)

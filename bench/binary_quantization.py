@@ -3,7 +3,7 @@
 An HNSW index on ``binary_quantize(embedding)::bit(D)`` (``bit_hamming_ops``) gives ``k * m``
 candidates by Hamming distance, re-ranked by cosine on the stored ``halfvec`` (clipembed's space
 default); beside it HNSW on ``vector`` and on ``halfvec`` (cosine). All m = 16, ef_construction =
-64, ``queries.index_build_settings`` with ``maintenance_work_mem`` raised (pgvector's ``notices``
+64, ``space_table.index_build_settings`` with ``maintenance_work_mem`` raised (pgvector's ``notices``
 would say if a graph did not fit); workers counted in ``pg_stat_activity`` during each build.
 Real embeddings of the bundled local model (all-MiniLM-L6-v2), made once per run, in memory:
 ``scifact`` (title + " " + text, as ``clipembed eval beir``, and its queries); ``twitch`` (clip +
@@ -39,9 +39,9 @@ from psycopg import sql
 
 from bench import common
 from clipembed import settings
-from clipembed.db import queries
 from clipembed.embedding.providers import local
 from clipembed.search import core
+from clipembed.store import space_table
 
 DATA = Path(os.environ.get("CLIPEMBED_BENCH_DATA", "/work/shared/data"))
 K = 10
@@ -160,7 +160,7 @@ def load_and_index(url: str, conn: psycopg.Connection, data: np.ndarray, workers
         size = conn.execute("SELECT pg_table_size(%s::regclass)", (f"bq_{kind}",)).fetchone()
         out[f"{kind}_table_mib"] = round((size[0] if size else 0) / 2**20, 1)
     for statement in (
-        *queries.index_build_settings(workers),
+        *space_table.index_build_settings(workers, memory_mb=1024),
         sql.SQL("SET maintenance_work_mem = {}").format(sql.Literal(BUILD_MEMORY)),
     ):
         conn.execute(statement)

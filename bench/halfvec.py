@@ -4,7 +4,7 @@ The same 100,000 clustered unit vectors of 768 dimensions (``bench.search_speed.
 vectors around 2,000 random centroids, like text embeddings) are loaded by binary COPY into two
 tables on one private PostgreSQL (``bench.common.postgres``), one with a ``vector(768)`` column
 and one with a ``halfvec(768)`` column (pgvector >= 0.7, half precision: 2 bytes a dimension).
-Each gets the product's HNSW index (``clipembed.db.queries``: ``INDEX_BUILD_SETTINGS``, m = 16,
+Each gets the product's HNSW index (``clipembed.store.space_table``: ``index_build_settings``, m = 16,
 ef_construction = 64; ``vector_cosine_ops`` / ``halfvec_cosine_ops``), timed. Measured per type:
 
 * table size (heap + TOAST) and HNSW index size;
@@ -36,9 +36,11 @@ from pgvector.psycopg import register_vector
 
 from bench import common
 from bench.search_speed import CLUSTERS, DIMS, NOISE, vectors
-from clipembed.db import queries
+from clipembed.store import space_table
 
 EF_SEARCH = (40, 100, 200)
+#: The product's build settings for a one-pass build on this machine's 2 cores.
+BUILD_SETTINGS = space_table.index_build_settings(workers=1, memory_mb=1024)
 TYPES = {
     # column type -> (table, operator class)
     "vector": ("bench_vector", "vector_cosine_ops"),
@@ -76,7 +78,7 @@ def load_and_index(conn: psycopg.Connection, kind: str, data: np.ndarray) -> dic
             cp.write_row((i, _param(kind, v)))
     copy_seconds = time.monotonic() - t
     conn.execute(f"VACUUM ANALYZE {table}")
-    for statement in queries.INDEX_BUILD_SETTINGS:
+    for statement in BUILD_SETTINGS:
         conn.execute(statement)
     t = time.monotonic()
     conn.execute(
@@ -201,7 +203,7 @@ def main() -> None:
         "queries": args.queries,
         "vectors": f"{CLUSTERS} clusters, noise {NOISE} (bench.search_speed.vectors)",
         "index": "hnsw m = 16, ef_construction = 64, cosine; "
-        + "; ".join(queries.INDEX_BUILD_SETTINGS),
+        + "; ".join(s.as_string(None) for s in BUILD_SETTINGS),
     }
     with common.postgres() as url, psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")

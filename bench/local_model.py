@@ -21,8 +21,8 @@ import psycopg
 
 from bench import common
 from clipembed import clips, demo_data, runtime, settings
+from clipembed.bulk import backfill, importer
 from clipembed.db import migrations
-from clipembed.jobs import backfill, importer
 
 
 async def run(url: str, count: int, tmp: Path) -> dict:

@@ -286,7 +286,7 @@ def main() -> None:
                 bf_env["EMBEDDING_REQUESTS_PER_MINUTE"] = str(args.backfill_rpm)
             if (
                 args.search_target_ms is not None
-            ):  # the adaptive pace (clipembed.jobs.adaptive_pace)
+            ):  # the adaptive pace (clipembed.bulk.adaptive_pace)
                 bf_env["CLIPEMBED_BACKFILL_SEARCH_TARGET_MS"] = str(args.search_target_ms)
             bf = must(timed(["model", "backfill", CAND, "--json"], bf_env))
             marks["backfill_end"] = bf["returned"]

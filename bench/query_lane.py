@@ -25,8 +25,8 @@ import httpx
 
 from bench import common
 from clipembed import runtime, settings
+from clipembed.bulk import backfill, importer
 from clipembed.db import connection, migrations
-from clipembed.jobs import backfill, importer
 from clipembed.search import clips as clip_search
 from clipembed.search import core
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from bench import common, query_lane
 from clipembed import errors, runtime, settings
+from clipembed.bulk import backfill, importer
 from clipembed.db import connection, migrations
-from clipembed.jobs import backfill, importer
 from clipembed.search import clips as clip_search
 from clipembed.search import core
 from clipembed.testing.fakeopenai import FakeOpenAI

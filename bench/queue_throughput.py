@@ -27,7 +27,7 @@ import psycopg
 from bench import common
 from bench.bulk_import import make_file
 from clipembed import spaces
-from clipembed.jobs import queue
+from clipembed.realtime import queue
 
 DIMS = 768
 REQUEUE = "INSERT INTO embedding_queue (clip_id) SELECT id FROM clips ON CONFLICT DO NOTHING"

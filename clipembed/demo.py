@@ -37,10 +37,11 @@ def main() -> None:
     if "REDIS_URL" not in os.environ:
         os.environ["REDIS_URL"] = "embedded"
     from clipembed import demo_data, logs, runtime, settings
+    from clipembed.bulk import backfill, importer, progress
     from clipembed.cli import common
-    from clipembed.db import connection, migrations, queries
-    from clipembed.jobs import backfill, importer, progress
-    from clipembed.jobs import stats as stats_mod
+    from clipembed.db import connection, migrations
+    from clipembed.status import stats as stats_mod
+    from clipembed.store import clip_table
 
     logs.setup(os.environ.get("CLIPEMBED_LOG_LEVEL", "WARNING"))
     started = time.monotonic()
@@ -62,7 +63,7 @@ def main() -> None:
         conn = await connection.connect(url, autocommit=True)
         async with conn:
             await migrations.up(conn, dimensions=dims)
-            cur = await conn.execute(queries.COUNT_CLIPS)
+            cur = await conn.execute(clip_table.COUNT_CLIPS)
             have = (await cur.fetchone() or (0,))[0]
         if have < wanted:
             with tempfile.TemporaryDirectory() as tmp:

@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     #: On a machine that also serves search, a cap keeps cores for it (docs/operations.md)
     clipembed_backfill_max_rate: float = Field(default=0.0, ge=0.0)
     #: bulk work halves its pace while a search statement runs longer than this (0: never
-    #: slows for search); clipembed.jobs.adaptive_pace
+    #: slows for search); clipembed.bulk.adaptive_pace
     clipembed_backfill_search_target_ms: int = Field(default=200, ge=0, le=60_000)
     #: parallel workers of an HNSW index build (PostgreSQL's max_parallel_maintenance_workers):
     #: 0 on a machine that also serves search, more on a dedicated one

@@ -27,7 +27,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import errors
-from clipembed.admin import queries
+from clipembed.store import admin_tables
 
 TOKEN_PREFIX = "ce_"
 SESSION_COOKIE = "clipembed_session"
@@ -61,7 +61,7 @@ async def create_token(pool: AsyncConnectionPool, name: str) -> str:
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     try:
         async with pool.connection() as conn:
-            await conn.execute(queries.CREATE_TOKEN, (name, digest(token)))
+            await conn.execute(admin_tables.CREATE_TOKEN, (name, digest(token)))
     except psycopg.errors.UniqueViolation:
         raise errors.ConfigurationError(f"a token named {name!r} exists already") from None
     return token
@@ -69,7 +69,7 @@ async def create_token(pool: AsyncConnectionPool, name: str) -> str:
 
 async def list_tokens(pool: AsyncConnectionPool) -> list[dict[str, Any]]:
     async with pool.connection() as conn:
-        rows = await (await conn.execute(queries.LIST_TOKENS)).fetchall()
+        rows = await (await conn.execute(admin_tables.LIST_TOKENS)).fetchall()
     return [
         {
             "name": r[0],
@@ -84,25 +84,25 @@ async def list_tokens(pool: AsyncConnectionPool) -> list[dict[str, Any]]:
 async def revoke_token(pool: AsyncConnectionPool, name: str) -> bool:
     """Revoke the token and end its sessions; False when no live token has that name."""
     async with pool.connection() as conn:
-        row = await (await conn.execute(queries.REVOKE_TOKEN, (name,))).fetchone()
+        row = await (await conn.execute(admin_tables.REVOKE_TOKEN, (name,))).fetchone()
         if row is not None:
-            await conn.execute(queries.END_TOKEN_SESSIONS, (row[0],))
+            await conn.execute(admin_tables.END_TOKEN_SESSIONS, (row[0],))
     return row is not None
 
 
 async def any_token(pool: AsyncConnectionPool) -> bool:
     async with pool.connection() as conn:
-        row = await (await conn.execute(queries.ANY_TOKEN)).fetchone()
+        row = await (await conn.execute(admin_tables.ANY_TOKEN)).fetchone()
     return bool(row and row[0])
 
 
 async def check_token(pool: AsyncConnectionPool, token: str) -> Principal:
     wanted = digest(token)
     async with pool.connection() as conn:
-        row = await (await conn.execute(queries.FIND_TOKEN, (wanted,))).fetchone()
+        row = await (await conn.execute(admin_tables.FIND_TOKEN, (wanted,))).fetchone()
         if row is None or not hmac.compare_digest(bytes(row[2]), wanted):
             raise AuthError("invalid token")
-        await conn.execute(queries.TOKEN_USED, (row[0],))
+        await conn.execute(admin_tables.TOKEN_USED, (row[0],))
     return Principal(int(row[0]), str(row[1]))
 
 
@@ -117,16 +117,16 @@ async def open_session(
     csrf = secrets.token_urlsafe(32)
     expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours)
     async with pool.connection() as conn:
-        await conn.execute(queries.PRUNE_SESSIONS)
+        await conn.execute(admin_tables.PRUNE_SESSIONS)
         await conn.execute(
-            queries.CREATE_SESSION, (digest(session), principal.token_id, csrf, expires)
+            admin_tables.CREATE_SESSION, (digest(session), principal.token_id, csrf, expires)
         )
     return session, csrf
 
 
 async def check_session(pool: AsyncConnectionPool, session: str) -> Principal:
     async with pool.connection() as conn:
-        row = await (await conn.execute(queries.FIND_SESSION, (digest(session),))).fetchone()
+        row = await (await conn.execute(admin_tables.FIND_SESSION, (digest(session),))).fetchone()
     if row is None:
         raise AuthError("no session, or it expired")
     return Principal(int(row[0]), str(row[1]), csrf=str(row[2]))
@@ -134,7 +134,7 @@ async def check_session(pool: AsyncConnectionPool, session: str) -> Principal:
 
 async def close_session(pool: AsyncConnectionPool, session: str) -> None:
     async with pool.connection() as conn:
-        await conn.execute(queries.END_SESSION, (digest(session),))
+        await conn.execute(admin_tables.END_SESSION, (digest(session),))
 
 
 def csrf_ok(principal: Principal, submitted: str | None) -> bool:

@@ -19,11 +19,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from clipembed.admin import access, auth, charts, throttle
-from clipembed.admin import queries as admin_queries
-from clipembed.jobs import queue
+from clipembed.realtime import queue
 from clipembed.search import clips as clip_search
 from clipembed.search import core
 from clipembed.status import model as status_model
+from clipembed.store import admin_tables
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ async def failures(
     retried: int | None = Query(None, ge=0),
 ) -> HTMLResponse:
     async with access.runtime(request).pool.connection() as conn:
-        rows = await (await conn.execute(admin_queries.DEAD_LETTERS, (FAILURES_SHOWN,))).fetchall()
+        rows = await (await conn.execute(admin_tables.DEAD_LETTERS, (FAILURES_SHOWN,))).fetchall()
     letters = [
         {
             "clip_id": str(r[0]),

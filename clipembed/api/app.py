@@ -40,7 +40,7 @@ from clipembed.api import (
     search_routes,
     shedding,
 )
-from clipembed.db import queries
+from clipembed.db import connection
 from clipembed.settings import Settings
 from clipembed.status import model as status_model
 
@@ -62,13 +62,13 @@ def create_app(settings: Settings) -> FastAPI:
             stop = asyncio.Event()
             tasks: list[asyncio.Task[Any]] = []
             if settings.embedding_enabled:
-                from clipembed.jobs import scheduler
+                from clipembed.realtime import scheduler
 
                 tasks.append(
                     asyncio.create_task(scheduler.run_scheduler(rt, stop), name="scheduler")
                 )
             if settings.clipembed_serve_worker:
-                from clipembed.jobs import worker
+                from clipembed.realtime import worker
 
                 tasks.append(asyncio.create_task(worker.Worker(rt).run(stop), name="worker"))
             try:
@@ -114,14 +114,14 @@ def create_app(settings: Settings) -> FastAPI:
         report: dict[str, Any] = {}
         try:
             async with rt.pool.connection() as conn:
-                await conn.execute(queries.PING)
+                await conn.execute(connection.PING)
             report["database"] = {"ok": True}
         except Exception as exc:
             report["database"] = {"ok": False, "error": type(exc).__name__}
         if rt.search_pool is not None and rt.search_pool is not rt.pool:
             try:  # the pool search reads (a replica when SEARCH_DATABASE_URL is set)
                 async with rt.search_pool.connection() as conn:
-                    await conn.execute(queries.PING)
+                    await conn.execute(connection.PING)
                 report["search_database"] = {"ok": True}
             except Exception as exc:
                 report["search_database"] = {"ok": False, "error": type(exc).__name__}

@@ -17,14 +17,15 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from clipembed.batches import files, queries
+from clipembed.batches import files
 from clipembed.batches.report import BatchSummary
+from clipembed.bulk import adaptive_pace, index_policy, pacing, pipeline
 from clipembed.embedding.providers.openai_batch import BatchClient, BatchInfo
 from clipembed.embedding.service import EmbeddingService, EmbedStats
-from clipembed.jobs import adaptive_pace, index_policy, pacing, pipeline
-from clipembed.jobs import queue as queue_mod
+from clipembed.realtime import queue as queue_mod
 from clipembed.runtime import Runtime
 from clipembed.status import rollups
+from clipembed.store import batch_tables, clip_table, space_table
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class BatchApplier:
             if file_id:
                 lines.extend((await self.client.content(file_id)).splitlines())
         async with self.rt.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.ALL_ITEMS, (batch_id,))
+            await cur.execute(batch_tables.ALL_ITEMS, (batch_id,))
             items = list(await cur.fetchall())
         expected: dict[str, int] = defaultdict(int)
         for it in items:
@@ -111,19 +112,19 @@ class BatchApplier:
         async with self.rt.pool.connection() as conn:
             if failed:  # on the queue with their reason: a later batch of this run takes them
                 await queue_mod.enqueue(conn, failed)
-                await conn.execute(queries.FAILED_REASONS, (failed, reasons))
-                await conn.execute(queries.SET_ITEMS, ("failed", batch_id, failed))
+                await conn.execute(batch_tables.FAILED_REASONS, (failed, reasons))
+                await conn.execute(batch_tables.SET_ITEMS, ("failed", batch_id, failed))
                 await conn.commit()
-            await conn.execute(queries.RELEASE_WAITING, (batch_id,))  # unanswered: re-planned
+            await conn.execute(batch_tables.RELEASE_WAITING, (batch_id,))  # unanswered: re-planned
             # the rows this batch parked go back to the queue (any other space is a worker's)
-            await conn.execute(queries.UNPARK, (batch_id,))
-            await conn.execute(queries.SET_APPLIED, (batch_id,))
+            await conn.execute(batch_tables.UNPARK, (batch_id,))
+            await conn.execute(batch_tables.SET_APPLIED, (batch_id,))
         self.summary.failed_lines += len(failed)
         self.summary.released += len(unanswered)
         tokens = parsed.tokens or sum(int(it["tokens"]) for it, _ in answered)
         async with self.rt.pool.connection() as conn:
             await conn.execute(
-                queries.SET_BILLED,
+                batch_tables.SET_BILLED,
                 {
                     "id": batch_id,
                     "tokens": tokens,
@@ -131,7 +132,8 @@ class BatchApplier:
                     "sync": tokens * self.cfg.price_per_million_tokens / 1e6,
                 },
             )
-        self.summary.tokens += tokens
+        billed = EmbedStats(tokens=tokens)
+        self.summary.embedding.add(billed)
         self.summary.cost_usd += tokens * self.cfg.batch_price_per_million_tokens / 1e6
         self.summary.sync_cost_usd += tokens * self.cfg.price_per_million_tokens / 1e6
         await rollups.record(
@@ -140,7 +142,7 @@ class BatchApplier:
             source="batch",
             clips=len(answered),
             failed=len(failed),
-            stats=EmbedStats(tokens=tokens),
+            stats=billed,
             price_per_million=self.cfg.batch_price_per_million_tokens,
         )
         logger.info(
@@ -163,7 +165,7 @@ class BatchApplier:
         exact scan, slower) only for that long.
         """
         async with self.rt.pool.connection() as conn:
-            cur = await conn.execute(queries.embedded_count(self.space.table_name))
+            cur = await conn.execute(space_table.count_rows(self.space.table_name))
             embedded = int((await cur.fetchone() or (0,))[0])
         # maintaining the graph costs ~15x a bulk build per row: rebuild once a batch brings
         # more than a tenth of the vectors the index will hold
@@ -179,7 +181,7 @@ class BatchApplier:
         """Store vectors whose clip still has the submitted text; mark the rest superseded."""
         ids = [it["clip_id"] for it, _ in chunk]
         async with self.rt.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.CLIP_TEXTS, (ids,))
+            await cur.execute(clip_table.CLIP_TEXTS, (ids,))
             current = {r["id"]: r for r in await cur.fetchall()}
         todo: list[pipeline.Pending] = []
         vectors = []
@@ -208,14 +210,14 @@ class BatchApplier:
         # an edit between reading the text and writing makes write_batch skip the clip: also stale
         async with self.rt.pool.connection() as conn:
             found = await conn.execute(
-                queries.embedded_with(self.space.table_name),
+                space_table.embedded_with(self.space.table_name),
                 ([p.id for p in todo], [p.content_hash for p in todo]),
             )
             done = [r[0] for r in await found.fetchall()]
             written_ids = set(done)
             stale.extend(p.id for p in todo if p.id not in written_ids)
-            await conn.execute(queries.SET_ITEMS, ("applied", batch_id, done))
+            await conn.execute(batch_tables.SET_ITEMS, ("applied", batch_id, done))
             if stale:
-                await conn.execute(queries.SET_ITEMS, ("superseded", batch_id, stale))
+                await conn.execute(batch_tables.SET_ITEMS, ("superseded", batch_id, stale))
         self.summary.applied += written
         self.summary.superseded += len(stale)

@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from clipembed.batches import queries
-from clipembed.jobs import pipeline
+from clipembed.bulk import pipeline
+from clipembed.store import batch_tables, space_table
 
 if TYPE_CHECKING:
     from clipembed.batches.runner import BatchBackfill
@@ -40,7 +40,7 @@ async def finish(run: BatchBackfill, items: list[pipeline.Pending]) -> None:
             run.summary.sync_embedded += outcome.written
             async with run.rt.pool.connection() as conn:
                 cur = await conn.execute(
-                    queries.embedded_with(run.space.table_name),
+                    space_table.embedded_with(run.space.table_name),
                     ([p.id for p in chunk], [p.content_hash for p in chunk]),
                 )
                 done = {r[0] for r in await cur.fetchall()}
@@ -52,7 +52,7 @@ async def finish(run: BatchBackfill, items: list[pipeline.Pending]) -> None:
     if not left:
         return
     async with run.rt.pool.connection() as conn:
-        cur = await conn.execute(queries.LAST_ERRORS, ([p.id for p in left],))
+        cur = await conn.execute(batch_tables.LAST_ERRORS, ([p.id for p in left],))
         batch_reasons = {r[0]: r[1] for r in await cur.fetchall()}
         reasons = []
         for p in left:
@@ -64,6 +64,8 @@ async def finish(run: BatchBackfill, items: list[pipeline.Pending]) -> None:
                     + (f"; {extra}" if extra else "")
                 )[:1000]
             )
-        await conn.execute(queries.DEAD_LETTER, {"ids": [p.id for p in left], "reasons": reasons})
+        await conn.execute(
+            batch_tables.DEAD_LETTER, {"ids": [p.id for p in left], "reasons": reasons}
+        )
     run.summary.dead_lettered += len(left)
     logger.warning("clips dead-lettered after failing in batches", extra={"clips": len(left)})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from clipembed.embedding.service import EmbedStats
+
 
 @dataclasses.dataclass
 class BatchSummary:
@@ -14,7 +16,9 @@ class BatchSummary:
     failed_lines: int = 0
     released: int = 0  # unanswered clips of expired/failed/cancelled batches, re-planned later
     superseded: int = 0
-    tokens: int = 0
+    #: what the provider billed for the applied batches (the service's counter type: its
+    #: ``tokens``); the synchronous fallback's own calls are in the service's counters
+    embedding: EmbedStats = dataclasses.field(default_factory=EmbedStats)
     cost_usd: float = 0.0
     sync_cost_usd: float = 0.0
     open_batches: int = 0
@@ -35,6 +39,7 @@ class BatchSummary:
 
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
+        out["tokens"] = out.pop("embedding")["tokens"]
         out["saving_usd"] = round(self.saving_usd, 6)
         return out
 
@@ -51,7 +56,7 @@ class BatchSummary:
             f"  Re-planned:        {self.released}",
             f"  Edited meanwhile:  {self.superseded}",
             f"  Still open:        {self.open_batches}",
-            f"  Tokens:            {self.tokens}",
+            f"  Tokens:            {self.embedding.tokens}",
             f"  Cost:              ${self.cost_usd:.4f} (sync price ${self.sync_cost_usd:.4f},"
             f" saved ${self.saving_usd:.4f})",
         ]

@@ -42,14 +42,15 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from clipembed import clips, errors
-from clipembed.batches import fallback, files, queries
+from clipembed.batches import fallback, files
 from clipembed.batches.apply import BatchApplier
 from clipembed.batches.report import BatchSummary
+from clipembed.bulk import pipeline
 from clipembed.embedding import batching
 from clipembed.embedding.providers.openai import OpenAIProvider
 from clipembed.embedding.providers.openai_batch import BatchClient, BatchInfo
-from clipembed.jobs import pipeline
 from clipembed.runtime import Runtime
+from clipembed.store import batch_tables
 
 logger = logging.getLogger(__name__)
 
@@ -117,12 +118,12 @@ class BatchBackfill:
 
     async def _open(self) -> list[dict[str, Any]]:
         async with self.rt.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.OPEN_BATCHES, (self.space.id,))
+            await cur.execute(batch_tables.OPEN_BATCHES, (self.space.id,))
             return list(await cur.fetchall())
 
     async def _enqueued_tokens(self) -> int:
         async with self.rt.pool.connection() as conn:
-            cur = await conn.execute(queries.ENQUEUED_TOKENS, (list(queries.ENQUEUED),))
+            cur = await conn.execute(batch_tables.ENQUEUED_TOKENS, (list(batch_tables.ENQUEUED),))
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
@@ -161,12 +162,12 @@ class BatchBackfill:
                 return
             ids = [p.id for p in page]
             async with self.rt.pool.connection() as conn:
-                cur = await conn.execute(queries.NOT_IN_A_BATCH, (ids, self.space.id))
+                cur = await conn.execute(batch_tables.NOT_IN_A_BATCH, (ids, self.space.id))
                 free = {r[0] for r in await cur.fetchall()}
-                cur = await conn.execute(queries.HELD, (ids,))
+                cur = await conn.execute(batch_tables.HELD, (ids,))
                 held = {r[0] for r in await cur.fetchall()}
                 cur = await conn.execute(
-                    queries.FAILED_BATCHES,
+                    batch_tables.FAILED_BATCHES,
                     (
                         ids,
                         [p.content_hash for p in page],
@@ -214,14 +215,14 @@ class BatchBackfill:
             return None, 0
         price = self.cfg.price_per_million_tokens
         async with self.rt.pool.connection() as conn, conn.transaction():
-            cur = await conn.execute(queries.NEXT_BATCH_ID)
+            cur = await conn.execute(batch_tables.NEXT_BATCH_ID)
             row = await cur.fetchone()
             assert row is not None
             batch_id = int(row[0])
             # queued clips no worker holds are parked for this batch; the others stay theirs
             ids = [p.id for p in items]
-            await conn.execute(queries.PARK, {"batch": batch_id, "ids": ids})
-            cur = await conn.execute(queries.NOT_OURS, {"batch": batch_id, "ids": ids})
+            await conn.execute(batch_tables.PARK, {"batch": batch_id, "ids": ids})
+            cur = await conn.execute(batch_tables.NOT_OURS, {"batch": batch_id, "ids": ids})
             theirs = {r[0] for r in await cur.fetchall()}
             if theirs:
                 self._held.update(theirs)
@@ -236,7 +237,7 @@ class BatchBackfill:
                 max_tokens=self.provider.max_tokens_per_request,
             )
             await conn.execute(
-                queries.CREATE_BATCH,
+                batch_tables.CREATE_BATCH,
                 {
                     "id": batch_id,
                     "model": self.svc.model,
@@ -256,7 +257,7 @@ class BatchBackfill:
                     p = items[i]
                     rows.append((batch_id, p.id, cid, position, p.content_hash, counts[i]))
             async with conn.cursor() as c:
-                await c.executemany(queries.ADD_ITEMS, rows)
+                await c.executemany(batch_tables.ADD_ITEMS, rows)
         logger.info(
             "batch planned", extra={"batch": batch_id, "clips": len(items), "tokens": total}
         )
@@ -266,7 +267,7 @@ class BatchBackfill:
     async def _current(self, batch_id: int) -> tuple[list[dict[str, Any]], list[Any]]:
         """The batch's waiting items whose clip still has the planned text; the others' ids."""
         async with self.rt.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(queries.ITEMS, (batch_id,))
+            await cur.execute(batch_tables.ITEMS, (batch_id,))
             rows = list(await cur.fetchall())
         keep, gone = [], []
         for r in rows:
@@ -285,7 +286,7 @@ class BatchBackfill:
         keep, gone = await self._current(batch_id)
         if gone:  # edited or removed since planning: they leave the batch before it is sent
             async with self.rt.pool.connection() as conn:
-                await conn.execute(queries.DROP_ITEMS, (batch_id, gone))
+                await conn.execute(batch_tables.DROP_ITEMS, (batch_id, gone))
             self.summary.superseded += len(gone)
         if not keep:
             await self._finish(batch_id)
@@ -298,12 +299,12 @@ class BatchBackfill:
         data = await asyncio.to_thread(files.input_file, requests, self.client.request_body())
         file_id = await self.client.upload(data, f"clipembed-batch-{batch_id}.jsonl")
         async with self.rt.pool.connection() as conn:
-            await conn.execute(queries.SET_UPLOADED, (file_id, batch_id))
+            await conn.execute(batch_tables.SET_UPLOADED, (file_id, batch_id))
         logger.info("batch file uploaded", extra={"batch": batch_id, "bytes": len(data)})
 
     async def _submit(self, batch_id: int) -> None:
         async with self.rt.pool.connection() as conn:
-            cur = await conn.execute(queries.BATCH_FILE, (batch_id,))
+            cur = await conn.execute(batch_tables.BATCH_FILE, (batch_id,))
             row = await cur.fetchone()
         if row is None or row[0] != "uploaded":
             return
@@ -314,10 +315,12 @@ class BatchBackfill:
         else:
             logger.info("adopted a batch created before a restart", extra={"batch": batch_id})
         async with self.rt.pool.connection() as conn:
-            await conn.execute(queries.SET_SUBMITTED, (info.id, info.expires_at or 0, batch_id))
+            await conn.execute(
+                batch_tables.SET_SUBMITTED, (info.id, info.expires_at or 0, batch_id)
+            )
         self.summary.batches_submitted += 1
         async with self.rt.pool.connection() as conn:
-            cur = await conn.execute(queries.CLIPS_OF, (batch_id,))
+            cur = await conn.execute(batch_tables.CLIPS_OF, (batch_id,))
             count = (await cur.fetchone() or (0,))[0]
         self.summary.clips_submitted += int(count)
         logger.info("batch submitted", extra={"batch": batch_id, "provider": info.id})
@@ -336,7 +339,7 @@ class BatchBackfill:
                 else:
                     info = await self.client.retrieve(b["provider_batch_id"])
                     await self._record(batch_id, info)
-                    if info.status in queries.FINISHED:
+                    if info.status in batch_tables.FINISHED:
                         await self.applier.apply(batch_id, info)
             except errors.ProviderError as exc:
                 logger.warning(
@@ -347,7 +350,7 @@ class BatchBackfill:
     async def _record(self, batch_id: int, info: BatchInfo) -> None:
         async with self.rt.pool.connection() as conn:
             await conn.execute(
-                queries.SET_PROVIDER_STATE,
+                batch_tables.SET_PROVIDER_STATE,
                 {
                     "id": batch_id,
                     "state": info.status,
@@ -355,30 +358,30 @@ class BatchBackfill:
                     "output": info.output_file_id,
                     "errors": info.error_file_id,
                     "error": "; ".join(info.errors)[:2000] or None,
-                    "finished": info.status in queries.FINISHED,
+                    "finished": info.status in batch_tables.FINISHED,
                 },
             )
 
     async def _finish(self, batch_id: int) -> None:
         async with self.rt.pool.connection() as conn:
-            await conn.execute(queries.UNPARK, (batch_id,))
-            await conn.execute(queries.SET_APPLIED, (batch_id,))
+            await conn.execute(batch_tables.UNPARK, (batch_id,))
+            await conn.execute(batch_tables.SET_APPLIED, (batch_id,))
 
     # ------------------------------------------------------------------ operator actions
     async def cancel(self, batch_id: int) -> str:
         async with self.rt.pool.connection() as conn:
-            row = await (await conn.execute(queries.BATCH_FILE, (batch_id,))).fetchone()
-            prov = await (await conn.execute(queries.PROVIDER_ID, (batch_id,))).fetchone()
+            row = await (await conn.execute(batch_tables.BATCH_FILE, (batch_id,))).fetchone()
+            prov = await (await conn.execute(batch_tables.PROVIDER_ID, (batch_id,))).fetchone()
         if row is None:
             raise errors.ConfigurationError(f"no batch {batch_id}")
         state = str(row[0])
         if state in ("planned", "uploaded"):  # never reached the provider: release its clips
             async with self.rt.pool.connection() as conn:
-                await conn.execute(queries.RELEASE_WAITING, (batch_id,))
-                await conn.execute(queries.UNPARK, (batch_id,))
-                await conn.execute(queries.SET_APPLIED, (batch_id,))
+                await conn.execute(batch_tables.RELEASE_WAITING, (batch_id,))
+                await conn.execute(batch_tables.UNPARK, (batch_id,))
+                await conn.execute(batch_tables.SET_APPLIED, (batch_id,))
             return "released before submission"
-        if state == "applied" or state in queries.FINISHED:
+        if state == "applied" or state in batch_tables.FINISHED:
             return f"already {state}"
         assert prov is not None and prov[0]
         info = await self.client.cancel(str(prov[0]))

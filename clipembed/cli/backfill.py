@@ -9,10 +9,10 @@ import typer
 
 from clipembed import runtime
 from clipembed.batches.runner import BatchBackfill
+from clipembed.bulk import backfill as backfill_mod
+from clipembed.bulk import index_policy
+from clipembed.bulk import progress as progress_mod
 from clipembed.cli import common
-from clipembed.jobs import backfill as backfill_mod
-from clipembed.jobs import index_policy
-from clipembed.jobs import progress as progress_mod
 from clipembed.settings import Settings
 
 app = typer.Typer(add_completion=False)
@@ -147,7 +147,9 @@ async def execute(
         )
         if dry_run and chosen == "batch":
             summary.batch_cost_usd = (
-                summary.tokens * rt.require_service().settings.batch_price_per_million_tokens / 1e6
+                summary.embedding.tokens
+                * rt.require_service().settings.batch_price_per_million_tokens
+                / 1e6
             )
         if not summary.interrupted:
             summary.mirror_restored = await backfill_mod.restore_mirror(rt, dry_run=dry_run)

@@ -8,9 +8,9 @@ from typing import Any
 import typer
 
 from clipembed import runtime
-from clipembed.batches import queries
 from clipembed.batches.runner import BatchBackfill
 from clipembed.cli import common
+from clipembed.store import batch_tables
 
 COLUMNS = (
     "id", "state", "provider_batch_id", "clips", "requests", "tokens", "cost_usd",
@@ -47,7 +47,7 @@ def list_(
             runtime.open_runtime(cfg, with_service=False) as rt,
             rt.pool.connection() as conn,
         ):
-            rows = await (await conn.execute(queries.LIST, (limit,))).fetchall()
+            rows = await (await conn.execute(batch_tables.LIST, (limit,))).fetchall()
         data = [_row(r) for r in rows]
         if as_json:
             print(json.dumps(data))
@@ -79,7 +79,7 @@ def show(
             runtime.open_runtime(cfg, with_service=False) as rt,
             rt.pool.connection() as conn,
         ):
-            row = await (await conn.execute(queries.ONE, (batch_id,))).fetchone()
+            row = await (await conn.execute(batch_tables.ONE, (batch_id,))).fetchone()
         if row is None:
             common.stderr.print(f"error: no batch {batch_id}")
             return common.EXIT_CONFIG

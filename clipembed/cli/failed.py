@@ -9,7 +9,7 @@ import typer
 
 from clipembed.cli import common
 from clipembed.db import connection
-from clipembed.jobs import queue
+from clipembed.realtime import queue
 
 app = typer.Typer(
     help="Clips that exhausted their embedding attempts.",

@@ -8,10 +8,10 @@ from pathlib import Path
 import typer
 
 from clipembed import runtime
+from clipembed.bulk import bulk_import, importer, progress
+from clipembed.bulk import vector_import as vectors_mod
 from clipembed.cli import common
 from clipembed.db import connection
-from clipembed.jobs import bulk_import, importer, progress
-from clipembed.jobs import vector_import as vectors_mod
 from clipembed.source import adoption
 
 MAX_SHOWN = 50

@@ -16,10 +16,10 @@ import psycopg
 import typer
 
 from clipembed import runtime, spaces
+from clipembed.bulk import adaptive_pace, pacing
+from clipembed.bulk import backfill as backfill_mod
 from clipembed.cli import backfill as backfill_cli
 from clipembed.cli import common, lazy
-from clipembed.jobs import adaptive_pace, pacing
-from clipembed.jobs import backfill as backfill_mod
 from clipembed.settings import Settings
 from clipembed.spaces import mirror, registry
 

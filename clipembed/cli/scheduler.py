@@ -9,7 +9,7 @@ import typer
 
 from clipembed import runtime
 from clipembed.cli import common
-from clipembed.jobs import scheduler as scheduler_mod
+from clipembed.realtime import scheduler as scheduler_mod
 
 app = typer.Typer(add_completion=False)
 

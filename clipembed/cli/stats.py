@@ -8,7 +8,7 @@ import typer
 
 from clipembed import runtime
 from clipembed.cli import common
-from clipembed.jobs import stats as stats_mod
+from clipembed.status import stats as stats_mod
 
 app = typer.Typer(add_completion=False)
 

@@ -14,7 +14,7 @@ import typer
 
 from clipembed import runtime
 from clipembed.cli import common
-from clipembed.jobs import worker as worker_mod
+from clipembed.realtime import worker as worker_mod
 
 app = typer.Typer(add_completion=False)
 

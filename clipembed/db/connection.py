@@ -19,8 +19,15 @@ from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import embedded, errors, redaction, source
-from clipembed.db import queries
 from clipembed.settings import Settings
+
+# The statements of a connection itself (health, timeouts, advisory locks): no table of ours.
+PING = "SELECT 1"
+HAS_PGVECTOR = "SELECT 1 FROM pg_type WHERE typname = 'vector'"
+NO_STATEMENT_TIMEOUT = "SET statement_timeout = 0"
+RESET_STATEMENT_TIMEOUT = "RESET statement_timeout"
+TRY_LOCK = "SELECT pg_try_advisory_lock(%s)"
+UNLOCK = "SELECT pg_advisory_unlock(%s)"
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +97,7 @@ async def check_connection(conn: psycopg.AsyncConnection[Any]) -> None:
         await AsyncConnectionPool.check_connection(conn)
 
 
-#: The search pool's ``application_name``: bulk work watches its statements (jobs/adaptive_pace.py).
+#: The search pool's ``application_name``: bulk work watches its statements (bulk/adaptive_pace.py).
 SEARCH_APPLICATION = "clipembed-search"
 
 
@@ -120,7 +127,7 @@ async def open_pool(
     conn = await connect(url)
     try:
         async with conn.cursor() as cur:
-            await cur.execute(queries.HAS_PGVECTOR)
+            await cur.execute(HAS_PGVECTOR)
             if await cur.fetchone() is None:
                 raise errors.SchemaError(
                     "the pgvector extension is not installed in this database: "

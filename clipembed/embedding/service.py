@@ -72,6 +72,16 @@ class EmbedStats:
         for f in dataclasses.fields(self):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
+    def since(self, before: EmbedStats) -> EmbedStats:
+        """What was counted after ``before`` (a copy of these counters) was taken: a run's share
+        of the service's lifetime totals."""
+        return EmbedStats(
+            **{
+                f.name: getattr(self, f.name) - getattr(before, f.name)
+                for f in dataclasses.fields(self)
+            }
+        )
+
     @property
     def cache_hit_rate(self) -> float:
         looked_up = self.cache_hits + self.cache_misses

@@ -22,7 +22,7 @@ from clipembed import clips as clips_mod
 from clipembed import errors, metrics, spaces
 from clipembed.embedding import service as service_mod
 from clipembed.search import core, languages, queries
-from clipembed.spaces import queries as space_queries
+from clipembed.store import space_table
 
 logger = logging.getLogger(__name__)
 
@@ -280,7 +280,7 @@ async def similar_detailed(
     check_params(dataclasses.replace(params, mode="semantic"))
     space = await spaces.active_in(pool)
     async with pool.connection() as conn:
-        cur = await conn.execute(space_queries.vector_of(space.table_name), (clip_id,))
+        cur = await conn.execute(space_table.vector_of(space.table_name), (clip_id,))
         row = await cur.fetchone()
         await conn.commit()
         if row is None or row[0] is None:

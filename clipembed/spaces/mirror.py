@@ -19,8 +19,8 @@ from typing import Any
 
 from psycopg_pool import AsyncConnectionPool
 
-from clipembed.db import queries as db_queries
-from clipembed.spaces import queries, registry
+from clipembed.spaces import registry
+from clipembed.store import clip_table
 
 PAGE = 5000
 
@@ -36,7 +36,7 @@ class SyncReport:
 
 async def column_dimensions(pool: AsyncConnectionPool) -> int | None:
     async with pool.connection() as conn:
-        cur = await conn.execute(queries.CLIP_COLUMN_DIMENSIONS)
+        cur = await conn.execute(clip_table.CLIP_COLUMN_DIMENSIONS)
         row = await cur.fetchone()
         return int(row[0]) if row else None
 
@@ -57,7 +57,7 @@ async def sync(
     """
     started = time.monotonic()
     dims = await column_dimensions(pool)
-    last: Any = db_queries.FIRST_ID
+    last: Any = clip_table.FIRST_ID
     report: SyncReport | None = None
     while True:
         if before_page is not None:
@@ -67,7 +67,9 @@ async def sync(
             fits = dims == space.dimensions
             if report is None:
                 report = SyncReport(space.name, fits)
-            stmt = queries.mirror_page(space.table_name) if fits else queries.MIRROR_CLEAR_PAGE
+            stmt = (
+                clip_table.mirror_page(space.table_name) if fits else clip_table.MIRROR_CLEAR_PAGE
+            )
             cur = await conn.execute(stmt, (last, page))
             row = await cur.fetchone()
             await conn.commit()

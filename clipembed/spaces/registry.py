@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 from clipembed import errors
 from clipembed import settings as settings_mod
 from clipembed.embedding import providers
-from clipembed.spaces import queries
+from clipembed.store import batch_tables, space_registry, space_table, status_tables
 
 Storage = Literal["vector", "halfvec"]
 STORAGES: tuple[str, ...] = ("vector", "halfvec")
@@ -123,13 +123,13 @@ class Space:
 
 async def all_spaces(conn: psycopg.AsyncConnection[Any]) -> list[Space]:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(queries.ALL)
+        await cur.execute(space_registry.ALL)
         return [Space.from_row(r) for r in await cur.fetchall()]
 
 
 async def active(conn: psycopg.AsyncConnection[Any]) -> Space:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(queries.ACTIVE)
+        await cur.execute(space_registry.ACTIVE)
         row = await cur.fetchone()
     if row is None:
         raise errors.SchemaError("no active embedding space: run `clipembed migrate up`")
@@ -193,7 +193,7 @@ async def add(
             if space.name == name:
                 raise SpaceError(f"a space named {name!r} exists already")
         cur = await conn.execute(
-            queries.INSERT,
+            space_registry.INSERT,
             {
                 "name": name,
                 "provider": provider,
@@ -206,40 +206,40 @@ async def add(
         assert row is not None
         space_id = int(row[0])
         table = f"embeddings_space_{space_id}"
-        await conn.execute(queries.SET_TABLE_NAME, (table, space_id))
-        await conn.execute(queries.CREATE_TABLE, (space_id,))
-        await conn.execute(queries.create_index(table, f"{table}_hnsw", storage))
-        await conn.execute(queries.REFRESH_VIEW)
+        await conn.execute(space_registry.SET_TABLE_NAME, (table, space_id))
+        await conn.execute(space_registry.CREATE_TABLE, (space_id,))
+        await conn.execute(space_table.create_index(table, f"{table}_hnsw", storage))
+        await conn.execute(space_registry.REFRESH_VIEW)
         await _event(
             conn,
             "space_added",
             {"space": name, "model": model, "dimensions": dimensions, "storage": storage},
         )
-        await conn.execute(queries.NOTIFY, (name,))
+        await conn.execute(space_registry.NOTIFY, (name,))
     return await by_name(conn, name)
 
 
 async def drop(conn: psycopg.AsyncConnection[Any], name: str) -> Space:
     """Drop a space that is not active: its table, index and row."""
     async with conn.transaction():
-        await conn.execute(queries.LOCK_POINTER)
+        await conn.execute(space_registry.LOCK_POINTER)
         space = await by_name(conn, name)
         if space.active:
             raise SpaceError(
                 f"{name!r} is the active space: promote another one first, then drop it"
             )
-        cur = await conn.execute(queries.OPEN_BATCHES, (space.id,))
+        cur = await conn.execute(batch_tables.OPEN_FOR_SPACE, (space.id,))
         row = await cur.fetchone()
         if row and row[0]:
             raise SpaceError(
                 f"{row[0]} Batch API batch(es) of {name!r} are still open: "
                 "wait for them or cancel them (`clipembed batches cancel`)"
             )
-        await conn.execute(queries.DELETE, (space.id,))
-        await conn.execute(queries.REFRESH_VIEW)  # the view no longer reads the table
-        await conn.execute(queries.drop_table(space.table_name))
+        await conn.execute(space_registry.DELETE, (space.id,))
+        await conn.execute(space_registry.REFRESH_VIEW)  # the view no longer reads the table
+        await conn.execute(space_table.drop_table(space.table_name))
         await _event(conn, "space_dropped", {"space": name})
-        await conn.execute(queries.NOTIFY, (name,))
+        await conn.execute(space_registry.NOTIFY, (name,))
     return space
 
 
@@ -250,22 +250,24 @@ async def promote(conn: psycopg.AsyncConnection[Any], name: str) -> tuple[Space,
     Whether the candidate is complete is the caller's check (:func:`missing`).
     """
     async with conn.transaction():
-        await conn.execute(queries.LOCK_POINTER)
+        await conn.execute(space_registry.LOCK_POINTER)
         target = await by_name(conn, name)
         current = await active(conn)
         if target.id == current.id:
             raise SpaceError(f"{name!r} is already the active space")
-        await conn.execute(queries.SET_POINTER, {"active": target.id, "previous": current.id})
-        await conn.execute(queries.MARK_PROMOTED, (target.id,))
+        await conn.execute(
+            space_registry.SET_POINTER, {"active": target.id, "previous": current.id}
+        )
+        await conn.execute(space_registry.MARK_PROMOTED, (target.id,))
         await _event(conn, "space_promoted", {"space": name, "previous": current.name})
-        await conn.execute(queries.NOTIFY, (name,))
+        await conn.execute(space_registry.NOTIFY, (name,))
     return current, target
 
 
 async def rollback(conn: psycopg.AsyncConnection[Any]) -> tuple[Space, Space]:
     """Back to the previous space (kept current by the workers). Returns (old, new)."""
     async with conn.transaction():
-        cur = await conn.execute(queries.LOCK_POINTER)
+        cur = await conn.execute(space_registry.LOCK_POINTER)
         row = await cur.fetchone()
         assert row is not None
         active_id, previous_id = row
@@ -275,18 +277,20 @@ async def rollback(conn: psycopg.AsyncConnection[Any]) -> tuple[Space, Space]:
                 "nothing was ever promoted)"
             )
         spaces = {s.id: s for s in await all_spaces(conn)}
-        await conn.execute(queries.SET_POINTER, {"active": previous_id, "previous": active_id})
+        await conn.execute(
+            space_registry.SET_POINTER, {"active": previous_id, "previous": active_id}
+        )
         await _event(
             conn,
             "space_rolled_back",
             {"space": spaces[previous_id].name, "from": spaces[active_id].name},
         )
-        await conn.execute(queries.NOTIFY, (spaces[previous_id].name,))
+        await conn.execute(space_registry.NOTIFY, (spaces[previous_id].name,))
     return spaces[active_id], spaces[previous_id]
 
 
 async def _event(conn: psycopg.AsyncConnection[Any], kind: str, detail: dict[str, Any]) -> None:
-    await conn.execute(queries.EVENT, (kind, json.dumps(detail)))
+    await conn.execute(status_tables.EVENT, (kind, json.dumps(detail)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -308,16 +312,18 @@ class Coverage:
 
 async def behind(conn: psycopg.AsyncConnection[Any], candidate: Space, current: Space) -> int:
     """How many live clips ``current`` answers for that ``candidate`` cannot, with nothing
-    queued to fix it: 0 means a promote loses no clip from search (see queries.behind)."""
-    cur = await conn.execute(queries.behind(candidate.table_name, current.table_name))
+    queued to fix it: 0 means a promote loses no clip from search (see space_table.behind)."""
+    cur = await conn.execute(space_table.behind(candidate.table_name, current.table_name))
     row = await cur.fetchone()
     return int(row[0]) if row else 0
 
 
 async def coverage(conn: psycopg.AsyncConnection[Any], space: Space) -> Coverage:
     """Exact counts (a scan of the space's primary key: ~0.1-0.3 s per million clips)."""
-    cur = await conn.execute(queries.coverage(space.table_name))
-    live, embedded, last = await cur.fetchone() or (0, 0, None)
-    cur = await conn.execute(queries.SIZES, (space.table_name, space.table_name, space.index_name))
+    cur = await conn.execute(space_table.coverage(space.table_name))
+    live, embedded, _, last = await cur.fetchone() or (0, 0, 0, None)
+    cur = await conn.execute(
+        space_table.SIZES, (space.table_name, space.table_name, space.index_name)
+    )
     table_bytes, index_bytes = await cur.fetchone() or (0, 0)
     return Coverage(int(live), int(embedded), last, int(table_bytes), int(index_bytes))

@@ -23,12 +23,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from clipembed import metrics, spaces
 from clipembed import settings as settings_mod
-from clipembed.batches import queries as batch_queries
 from clipembed.search import core
 from clipembed.source import adoption
-from clipembed.spaces import queries as space_queries
 from clipembed.spaces import registry
-from clipembed.status import queries
+from clipembed.store import batch_tables, clip_table, status_tables
 
 WINDOWS = (1, 15, 60)  # minutes
 #: the adopted table's foreign/missing vectors are a join over every clip: counted at most this
@@ -54,20 +52,22 @@ async def collect(
         space = next(s for s in every_space if s.active)
         model = space.model_for(cfg)
         dimensions = space.dimensions
-        column = (
-            await (await conn.execute(space_queries.CLIP_COLUMN_DIMENSIONS)).fetchone() or (0,)
-        )[0]
+        column = (await (await conn.execute(clip_table.CLIP_COLUMN_DIMENSIONS)).fetchone() or (0,))[
+            0
+        ]
         counters = {
             r[0]: (int(r[1]), int(r[2]), int(r[3]))
-            for r in await (await conn.execute(queries.COUNTERS)).fetchall()
+            for r in await (await conn.execute(status_tables.COUNTERS)).fetchall()
         }
         live, removed, _ = counters.get("", (0, 0, 0))
-        stale = (await (await conn.execute(queries.STALE)).fetchone() or (0,))[0]
-        backlog_row = await (await conn.execute(queries.BACKLOG)).fetchone()
-        errors = await (await conn.execute(queries.LAST_ERRORS, {"n": LAST_ERRORS})).fetchall()
+        stale = (await (await conn.execute(status_tables.STALE)).fetchone() or (0,))[0]
+        backlog_row = await (await conn.execute(status_tables.BACKLOG)).fetchone()
+        errors = await (
+            await conn.execute(status_tables.LAST_ERRORS, {"n": LAST_ERRORS})
+        ).fetchall()
         windows = {}
         for minutes in WINDOWS:
-            cur = await conn.execute(queries.WINDOW, {"model": model, "minutes": minutes})
+            cur = await conn.execute(status_tables.WINDOW, {"model": model, "minutes": minutes})
             clips, failed, requests, limited, tokens = await cur.fetchone() or (0,) * 5
             windows[f"{minutes}m"] = {
                 "clips_per_minute": round(clips / minutes, 2),
@@ -80,22 +80,22 @@ async def collect(
         spend = {}
         for label, since in (("today", today), ("30d", now - dt.timedelta(days=30))):
             tokens, cost, hits, misses = await (
-                await conn.execute(queries.SPEND, (since,))
+                await conn.execute(status_tables.SPEND, (since,))
             ).fetchone() or (0, 0.0, 0, 0)
             spend[label] = {
                 "tokens": int(tokens),
                 "usd": round(float(cost), 4),
                 "cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
             }
-        workers = [_worker(r) for r in await (await conn.execute(queries.WORKERS)).fetchall()]
-        index_row = await (await conn.execute(queries.INDEX, (space.index_name,))).fetchone()
-        build = await (await conn.execute(queries.LAST_EVENT, ("index_build",))).fetchone()
-        pace = await (await conn.execute(queries.LAST_EVENT, ("bulk_pace",))).fetchone()
-        batch_rows = await (await conn.execute(batch_queries.SUMMARY)).fetchall()
-        waiting = (await (await conn.execute(batch_queries.WAITING_CLIPS)).fetchone() or (0,))[0]
+        workers = [_worker(r) for r in await (await conn.execute(status_tables.WORKERS)).fetchall()]
+        index_row = await (await conn.execute(status_tables.INDEX, (space.index_name,))).fetchone()
+        build = await (await conn.execute(status_tables.LAST_EVENT, ("index_build",))).fetchone()
+        pace = await (await conn.execute(status_tables.LAST_EVENT, ("bulk_pace",))).fetchone()
+        batch_rows = await (await conn.execute(batch_tables.SUMMARY)).fetchall()
+        waiting = (await (await conn.execute(batch_tables.WAITING_CLIPS)).fetchone() or (0,))[0]
         points = []
         if history:
-            cur = await conn.execute(queries.HISTORY, {"bucket": HISTORY_BUCKET})
+            cur = await conn.execute(status_tables.HISTORY, {"bucket": HISTORY_BUCKET})
             points = [
                 {
                     "at": r[0].isoformat(),
@@ -200,7 +200,7 @@ async def collect(
 
 
 def _bulk_pace(row: Any) -> dict[str, Any] | None:
-    """The adaptive pace's last change (clipembed.jobs.adaptive_pace): ``clips_per_s`` 0 is
+    """The adaptive pace's last change (clipembed.bulk.adaptive_pace): ``clips_per_s`` 0 is
     full pace. None: bulk work never slowed for search (or history was pruned)."""
     if row is None:
         return None

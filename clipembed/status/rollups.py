@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from clipembed.status import queries
+from clipembed.store import status_tables
 
 if TYPE_CHECKING:
     from clipembed.embedding.service import EmbedStats
@@ -53,7 +53,7 @@ async def record(
     }
     try:
         async with pool.connection() as conn:
-            await conn.execute(queries.RECORD, args)
+            await conn.execute(status_tables.RECORD, args)
     except Exception as exc:  # history is best effort; the batch itself is written
         logger.warning("could not record a rollup", extra={"reason": type(exc).__name__})
 
@@ -62,7 +62,7 @@ async def sample_queue(pool: AsyncConnectionPool, stats: dict[str, Any]) -> None
     """This minute's queue depth, oldest age and dead letters (the backlog and lag charts)."""
     async with pool.connection() as conn:
         await conn.execute(
-            queries.SAMPLE_QUEUE,
+            status_tables.SAMPLE_QUEUE,
             (stats["pending"], stats["oldest_pending_seconds"], stats["dead_letters"]),
         )
 
@@ -79,7 +79,7 @@ async def beat(
 ) -> None:
     async with pool.connection() as conn:
         await conn.execute(
-            queries.WORKER_BEAT,
+            status_tables.WORKER_BEAT,
             {
                 "name": name,
                 "host": socket.gethostname(),
@@ -96,18 +96,18 @@ async def beat(
 
 async def stopped(pool: AsyncConnectionPool, name: str) -> None:
     async with pool.connection() as conn:
-        await conn.execute(queries.WORKER_STOPPED, (name,))
+        await conn.execute(status_tables.WORKER_STOPPED, (name,))
 
 
 async def event(pool: AsyncConnectionPool, kind: str, detail: dict[str, Any]) -> None:
     try:
         async with pool.connection() as conn:
-            await conn.execute(queries.EVENT, (kind, Jsonb(json.loads(json.dumps(detail)))))
+            await conn.execute(status_tables.EVENT, (kind, Jsonb(json.loads(json.dumps(detail)))))
     except Exception as exc:
         logger.warning("could not record an event", extra={"kind": kind, "reason": str(exc)})
 
 
 async def prune(pool: AsyncConnectionPool, days: int = RETENTION_DAYS) -> None:
     async with pool.connection() as conn:
-        for statement in queries.PRUNE:
+        for statement in status_tables.PRUNE:
             await conn.execute(statement, (days,))

@@ -1,8 +1,8 @@
 """An in-memory queue that honours the PostgreSQL queue's contract, for the worker's unit tests.
 
-:class:`InMemoryQueueStore` implements :class:`clipembed.jobs.queue_store.QueueStore` with
+:class:`InMemoryQueueStore` implements :class:`clipembed.realtime.queue_store.QueueStore` with
 dictionaries instead of tables (procrastinate's ``InMemoryConnector``), statement for statement
-after :mod:`clipembed.jobs.queue_queries`:
+after :mod:`clipembed.store.queue_table`:
 
 - **claim**: ready rows (``next_attempt_at`` passed, no live lease, not parked in a batch) in
   queue order, up to ``limit``; those already claimed ``max_claims`` times go to the dead
@@ -10,7 +10,7 @@ after :mod:`clipembed.jobs.queue_queries`:
   otherwise only clean rows. A claim raises ``attempts`` and ``claims`` and sets the lease.
 - **complete**: a vector is written, and an item retired, only while the row is still leased by
   the caller *at the claimed generation*; retired rows of a newer generation are released.
-- **fail_many**: :func:`clipembed.jobs.queue.decide` per item; backing off releases the lease,
+- **fail_many**: :func:`clipembed.realtime.queue.decide` per item; backing off releases the lease,
   resets ``claims`` and moves ``next_attempt_at``; a dead letter leaves the queue.
 - **extend**: renews the rows the caller still holds and reports the others with their holder.
 
@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import psycopg
 
-from clipembed.jobs import queue
+from clipembed.realtime import queue
 
 if TYPE_CHECKING:
     from clipembed.embedding.service import EmbedStats
-    from clipembed.jobs.queue_store import BatchInput, QueueStore
+    from clipembed.realtime.queue_store import BatchInput, QueueStore
     from clipembed.spaces import Space
 
 TEXT_COLUMNS = ("title", "broadcaster_name", "creator_name", "game_name")

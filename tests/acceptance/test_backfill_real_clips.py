@@ -233,7 +233,7 @@ def test_scheduler_short_interval_embeds_new_recent_clips(
 def test_scheduler_replicas_take_turns(cli_env, database_url):
     """Only one replica runs a cycle at a time (advisory lock)."""
     from clipembed import runtime, settings
-    from clipembed.jobs import scheduler
+    from clipembed.realtime import scheduler
 
     cfg = settings.Settings(
         _env_file=None,

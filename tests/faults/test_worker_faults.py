@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from clipembed.jobs import queue, worker
+from clipembed.realtime import queue, worker
 from tests.faults.conftest import (
     check,
     edit_some,

@@ -46,7 +46,7 @@ from hypothesis import strategies as st
 
 from clipembed import runtime, settings
 from clipembed.api.app import create_app
-from clipembed.jobs import backfill
+from clipembed.bulk import backfill
 from clipembed.testing import servers
 from tests.plugins.jobs import clip_record, load_clips
 

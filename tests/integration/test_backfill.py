@@ -10,8 +10,8 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from clipembed import clips
+from clipembed.bulk import adaptive_pace, backfill, pipeline, progress
 from clipembed.db import connection
-from clipembed.jobs import adaptive_pace, backfill, pipeline, progress
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.jobs import clip_record, load_clips
 
@@ -46,12 +46,12 @@ async def test_embeds_missing_skips_current_and_redoes_stale(
     await load_clips(database_url, [clip_record(i) for i in range(30)], tmp_path)
     first = await backfill.run(jobs_runtime, batch_size=7, concurrency=3)
     assert (first.total, first.processed, first.skipped, first.failed) == (30, 30, 0, 0)
-    assert first.requests == 5 and fake_openai.stats()["inputs"] == 30
+    assert first.embedding.requests == 5 and fake_openai.stats()["inputs"] == 30
     for row in stored(database_url):
         assert_correct(row)
 
     again = await backfill.run(jobs_runtime)
-    assert (again.processed, again.skipped, again.requests) == (0, 30, 0)
+    assert (again.processed, again.skipped, again.embedding.requests) == (0, 30, 0)
 
     # a text edit, another model's vector (its hash differs), a lost vector and a removed clip
     # (the vectors live in the default space's table; clips.embedding mirrors it)
@@ -83,7 +83,11 @@ async def test_force_re_embeds_everything_from_the_cache(jobs_runtime, database_
     await load_clips(database_url, [clip_record(i) for i in range(12)], tmp_path)
     await backfill.run(jobs_runtime)
     forced = await backfill.run(jobs_runtime, force=True)
-    assert forced.processed == 12 and forced.requests == 0 and forced.cache_hit_rate == 1.0
+    assert (
+        forced.processed == 12
+        and forced.embedding.requests == 0
+        and forced.embedding.cache_hit_rate == 1.0
+    )
 
 
 async def test_limit_caps_the_work_and_the_next_run_continues(jobs_runtime, database_url, tmp_path):
@@ -109,11 +113,13 @@ async def test_dry_run_sends_nothing_writes_nothing_and_estimates(
     async with runtime.open_runtime(cfg) as rt:
         s = await backfill.run(rt, dry_run=True)
         assert s.dry_run and s.would_embed == 40 and s.processed == 0
-        assert s.tokens > 0 and s.estimated_cost_usd == pytest.approx(s.tokens * 0.02 / 1e6)
+        assert s.embedding.tokens > 0 and s.estimated_cost_usd == pytest.approx(
+            s.embedding.tokens * 0.02 / 1e6
+        )
         # 40 clips in one batch of 50, one request, at 2 requests/minute: 30 s
-        assert s.requests == 1 and s.estimated_seconds == pytest.approx(30.0)
+        assert s.embedding.requests == 1 and s.estimated_seconds == pytest.approx(30.0)
         small = await backfill.run(rt, dry_run=True, batch_size=10, limit=25)
-        assert small.would_embed == 25 and small.requests == 3  # batches of 10, 10, 5
+        assert small.would_embed == 25 and small.embedding.requests == 3  # batches of 10, 10, 5
         assert small.estimated_seconds == pytest.approx(90.0)
         assert fake_openai.stats()["requests"] == 0
         assert all(r[5] is None for r in stored(database_url))
@@ -121,8 +127,12 @@ async def test_dry_run_sends_nothing_writes_nothing_and_estimates(
         await rt.require_service().embed([p for p in await texts(rt)])
         sent = fake_openai.stats()["requests"]
         forced = await backfill.run(rt, dry_run=True, force=True)
-        assert forced.would_embed == 40 and forced.cache_hits == 40
-        assert forced.requests == 0 and forced.tokens == 0 and forced.estimated_cost_usd == 0
+        assert forced.would_embed == 40 and forced.embedding.cache_hits == 40
+        assert (
+            forced.embedding.requests == 0
+            and forced.embedding.tokens == 0
+            and forced.estimated_cost_usd == 0
+        )
         assert fake_openai.stats()["requests"] == sent
 
 
@@ -185,7 +195,9 @@ async def test_stop_finishes_in_flight_batches_and_a_rerun_embeds_each_text_once
 
     rest = await backfill.run(jobs_runtime, batch_size=10)
     assert rest.processed == 200 - first.processed and not rest.interrupted
-    assert rest.skipped == first.processed and rest.cache_hits == 0  # not even from the cache
+    assert (
+        rest.skipped == first.processed and rest.embedding.cache_hits == 0
+    )  # not even from the cache
     server = fake_openai.stats()
     assert server["texts_embedded"] == 200 and server["embedded_more_than_once"] == 0
     for row in stored(database_url):

@@ -9,7 +9,7 @@ from pgvector.psycopg import register_vector
 
 from clipembed import clips, runtime
 from clipembed.batches.runner import BatchBackfill
-from clipembed.jobs import stats as stats_mod
+from clipembed.status import stats as stats_mod
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.jobs import clip_record, load_clips
 

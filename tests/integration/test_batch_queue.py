@@ -7,7 +7,7 @@ import pytest
 
 from clipembed import runtime
 from clipembed.batches.runner import BatchBackfill
-from clipembed.jobs import worker
+from clipembed.realtime import worker
 from tests.integration.test_batch_backfill import assert_correct, rows, settings_for, sql
 from tests.plugins.jobs import clip_record, load_clips
 from tests.plugins.queue import insert_clips

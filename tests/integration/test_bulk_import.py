@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 
 from clipembed import demo_data
-from clipembed.jobs import bulk_import, importer
+from clipembed.bulk import bulk_import, importer
 from tests.plugins.jobs import clip_record, write_jsonl
 from tests.plugins.queue import clipembed_run
 

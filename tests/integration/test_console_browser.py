@@ -28,7 +28,8 @@ import pytest
 from clipembed import runtime, settings
 from clipembed.admin import auth
 from clipembed.api.app import create_app
-from clipembed.jobs import backfill, worker
+from clipembed.bulk import backfill
+from clipembed.realtime import worker
 from tests.plugins.jobs import clip_record, load_clips
 from tests.plugins.provider import subprocess_env
 from tests.plugins.waiting import wait_for

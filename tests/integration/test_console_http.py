@@ -12,7 +12,7 @@ import pytest
 from clipembed import runtime
 from clipembed.admin import auth
 from clipembed.api.app import create_app
-from clipembed.jobs import backfill
+from clipembed.bulk import backfill
 from tests.plugins.jobs import clip_record, load_clips
 
 pytest_plugins = ["tests.plugins.browser"]
@@ -221,7 +221,7 @@ async def test_status_equals_the_database(console):
 
 
 async def test_the_bulk_pace_is_shown_as_the_last_change_left_it(console):
-    """The adaptive pace's events (clipembed.jobs.adaptive_pace): none yet reads "full"; the
+    """The adaptive pace's events (clipembed.bulk.adaptive_pace): none yet reads "full"; the
     last change is in /status and on the overview, slowed or back to full."""
     base, url, cfg = console
     token = await new_token(cfg)

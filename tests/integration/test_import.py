@@ -7,7 +7,7 @@ import json
 
 import psycopg
 
-from clipembed.jobs import importer
+from clipembed.bulk import importer
 from tests.plugins.jobs import clip_record, write_jsonl
 
 

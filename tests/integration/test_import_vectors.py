@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from clipembed import clips, runtime
-from clipembed.jobs import vector_import as vectors_mod
+from clipembed.bulk import vector_import as vectors_mod
 from clipembed.spaces import registry
 from tests.plugins.jobs import clip_record, load_clips, write_jsonl
 from tests.plugins.provider import subprocess_env

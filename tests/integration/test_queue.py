@@ -9,7 +9,8 @@ import psycopg
 from pgvector.psycopg import register_vector
 
 from clipembed import clips
-from clipembed.jobs import queue, reconcile, worker
+from clipembed.realtime import queue, reconcile, worker
+from clipembed.status import stats as status_stats
 from clipembed.testing.fakeopenai import expected_vector
 from tests.plugins.queue import insert_clips
 from tests.plugins.waiting import wait_for
@@ -143,7 +144,7 @@ async def test_failures_back_off_then_dead_letter_then_replay(
             await conn.execute("UPDATE embedding_queue SET next_attempt_at = now()")
             await conn.commit()
             assert await w.run_once() == 1
-            s = await queue.queue_stats(conn)
+            s = await status_stats.queue_stats(conn)
             if attempt < 3:
                 cur = await conn.execute(
                     "SELECT attempts, next_attempt_at > now(), last_error FROM embedding_queue"

@@ -17,7 +17,8 @@ import psycopg
 
 from clipembed import errors, runtime
 from clipembed.db import migrations
-from clipembed.jobs import queue, worker
+from clipembed.realtime import queue, worker
+from clipembed.status import stats as status_stats
 from clipembed.testing.fakeopenai import expected_vector
 from tests.integration.test_queue import HoldAfterEmbedding, embedding_of, queue_rows
 from tests.plugins.queue import clipembed_cli, insert_clips
@@ -93,7 +94,7 @@ async def test_an_item_that_never_finishes_is_dead_lettered_after_max_claims(
 
     w = worker.Worker(queue_runtime, name="survivor")
     w.max_attempts = 3  # CLIPEMBED_QUEUE_MAX_ATTEMPTS
-    with caplog.at_level(logging.ERROR, logger="clipembed.jobs.worker"):
+    with caplog.at_level(logging.ERROR, logger="clipembed.realtime.worker"):
         assert await w.run_once() == 1  # the fourth claim dead-letters instead of leasing
     assert (w.stats.claimed, w.stats.dead_lettered) == (0, 1)
     assert fake_openai.stats()["requests"] == 0  # handed to no one: no provider call
@@ -104,7 +105,7 @@ async def test_an_item_that_never_finishes_is_dead_lettered_after_max_claims(
     assert "crashed or was killed each time" in reason
     async with queue_runtime.pool.connection() as conn:
         [dead] = await queue.dead_letters(conn)
-        assert (await queue.queue_stats(conn))["dead_letters"] == 1
+        assert (await status_stats.queue_stats(conn))["dead_letters"] == 1
     assert dead["attempts"] == 3 and dead["last_error"] == reason
     [record] = [r for r in caplog.records if r.getMessage().startswith("clip moved to dead")]
     assert (record.clip, record.claims, record.worker) == (str(cid), 3, "survivor")
@@ -250,7 +251,7 @@ async def test_a_lost_lease_is_logged_and_its_result_written_once(
         a.service = hold_a = HoldAfterEmbedding(a.service)
         b = worker.Worker(queue_runtime, name="B", batch_size=10)
         b.service = hold_b = HoldAfterEmbedding(b.service)
-        with caplog.at_level(logging.WARNING, logger="clipembed.jobs.worker"):
+        with caplog.at_level(logging.WARNING, logger="clipembed.realtime.worker"):
             task_a = asyncio.create_task(a.run_once())
             await wait_for(
                 lambda: hold_a.embedded.is_set() or task_a.done(),

@@ -3,7 +3,7 @@
 The worker's unit tests (tests/unit/test_worker_logic.py) trust
 :class:`clipembed.testing.queue_store.InMemoryQueueStore`; this module keeps it honest by
 running the same claims, leases, completions and failures against it and against
-:class:`clipembed.jobs.queue_store.PgQueueStore` on a real database. Each store comes with a
+:class:`clipembed.realtime.queue_store.PgQueueStore` on a real database. Each store comes with a
 harness for what only the test does: insert and edit clips (the triggers), expire leases, end
 backoffs, and look at the rows.
 """
@@ -18,7 +18,7 @@ import pytest
 
 from clipembed import errors, spaces
 from clipembed.db import connection
-from clipembed.jobs import queue, queue_store
+from clipembed.realtime import queue, queue_store
 from clipembed.spaces import registry
 from clipembed.testing.queue_store import InMemoryQueueStore
 from tests.plugins.queue import insert_clips

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from clipembed import runtime
-from clipembed.jobs import reconcile, worker
+from clipembed.realtime import reconcile, worker
 from tests.plugins.queue import insert_clips
 
 

@@ -17,11 +17,11 @@ import psycopg
 import pytest
 
 from clipembed import clips, runtime
+from clipembed.bulk import backfill
 from clipembed.db import migrations
-from clipembed.jobs import backfill
-from clipembed.jobs import stats as stats_mod
 from clipembed.search import clips as clip_search
 from clipembed.search import core
+from clipembed.status import stats as stats_mod
 from tests.plugins.jobs import clip_record, load_clips
 from tests.plugins.provider import subprocess_env
 from tests.plugins.queue import clipembed_cli

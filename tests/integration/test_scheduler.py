@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from clipembed import runtime
-from clipembed.db import queries
-from clipembed.jobs import scheduler
+from clipembed.db import connection
+from clipembed.realtime import scheduler
 from tests.plugins.jobs import clip_record, load_clips
 from tests.plugins.waiting import wait_for
 
@@ -71,12 +71,12 @@ async def test_another_replica_holding_the_lock_skips_the_cycle(
 ):
     await load_clips(database_url, [clip_record(1)], tmp_path)
     with psycopg.connect(database_url, autocommit=True) as other:
-        other.execute(queries.TRY_LOCK, (scheduler.LOCK_KEY,))
+        other.execute(connection.TRY_LOCK, (scheduler.LOCK_KEY,))
         skipped = await scheduler.run_cycle(scheduler_runtime, reconcile=False)
         assert skipped.ran is False and not embedded(database_url)
         # released explicitly: closing the connection frees the lock only once the server
         # process has exited, which may be after the next cycle tries to take it
-        assert other.execute(queries.UNLOCK, (scheduler.LOCK_KEY,)).fetchone()[0] is True
+        assert other.execute(connection.UNLOCK, (scheduler.LOCK_KEY,)).fetchone()[0] is True
     ran = await scheduler.run_cycle(scheduler_runtime, reconcile=False)
     assert ran.ran and ran.embedded == 1
 

@@ -267,7 +267,7 @@ async def test_keyword_top_n_is_the_true_top_of_the_full_ranking(
 ):
     """The branch's LIMIT must cut a score-ordered list (a planner-dependent order once broke this)."""
     from clipembed import demo_data
-    from clipembed.jobs import importer
+    from clipembed.bulk import importer
 
     url = database_factory.new(dimensions=384)
     path = tmp_path / "clips.jsonl"

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from clipembed import errors, runtime
+from clipembed.bulk import backfill
 from clipembed.embedding import service
-from clipembed.jobs import backfill
 from tests.integration.test_search_http import bare_app, serve
 from tests.plugins.jobs import clip_record, load_clips
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from clipembed import demo_data, runtime, settings
-from clipembed.jobs import importer
+from clipembed.bulk import importer
 from clipembed.search import clips as clip_search
 from clipembed.search import core
 

@@ -17,8 +17,9 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from clipembed import clips, runtime, spaces
+from clipembed.bulk import backfill
 from clipembed.db import migrations
-from clipembed.jobs import backfill, worker
+from clipembed.realtime import worker
 from clipembed.search import clips as clip_search
 from clipembed.search import core
 from clipembed.spaces import mirror, registry
@@ -327,7 +328,7 @@ async def test_a_candidate_is_filled_at_half_price_through_the_batch_api(
     assert summary.applied == 15 and summary.open_batches == 0
     assert summary.cost_usd == pytest.approx(summary.sync_cost_usd / 2)
     # priced as text-embedding-3-large ($0.13 per million tokens, half in a batch)
-    assert summary.sync_cost_usd == pytest.approx(summary.tokens * 0.13 / 1e6)
+    assert summary.sync_cost_usd == pytest.approx(summary.embedding.tokens * 0.13 / 1e6)
     assert scalar(database_url, "SELECT space_id FROM embedding_batches") == large.id
     vectors = space_vectors(database_url, large.table_name)
     assert len(vectors) == 15

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from clipembed.jobs import stats, worker
+from clipembed.realtime import worker
+from clipembed.status import stats
 from tests.plugins.queue import insert_clips
 
 
@@ -46,7 +47,7 @@ async def test_stats_on_an_empty_table(jobs_runtime):
 
 
 async def test_stats_after_a_backfill_and_a_model_change(jobs_runtime, database_url, tmp_path):
-    from clipembed.jobs import backfill
+    from clipembed.bulk import backfill
     from tests.plugins.jobs import clip_record, load_clips
 
     await load_clips(database_url, [clip_record(i) for i in range(12)], tmp_path)

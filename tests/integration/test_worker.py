@@ -8,7 +8,8 @@ import numpy as np
 import psycopg
 
 from clipembed import errors, runtime
-from clipembed.jobs import queue, worker
+from clipembed.realtime import queue, worker
+from clipembed.status import stats as status_stats
 from clipembed.testing.fakeopenai import expected_vector
 from tests.integration.test_queue import embedding_of, queue_rows
 from tests.plugins.queue import insert_clips
@@ -74,7 +75,7 @@ async def test_one_poisoned_item_does_not_hold_back_its_batch(queue_runtime, dat
     assert queue_rows(database_url) == {}
     async with queue_runtime.pool.connection() as conn:
         [dead] = await queue.dead_letters(conn)
-        assert (await queue.queue_stats(conn))["dead_letters"] == 1
+        assert (await status_stats.queue_stats(conn))["dead_letters"] == 1
     assert dead["clip_id"] == ids[3] and dead["attempts"] == 2
     assert dead["last_error"].startswith("PermanentProviderError")
     # editing the clip is a new chance: the trigger clears the dead letter and re-queues it
@@ -85,7 +86,7 @@ async def test_one_poisoned_item_does_not_hold_back_its_batch(queue_runtime, dat
     vec, text = embedding_of(database_url, ids[3])
     np.testing.assert_allclose(vec, expected_vector(text, 768), rtol=1e-6)
     async with queue_runtime.pool.connection() as conn:
-        assert (await queue.queue_stats(conn))["dead_letters"] == 0
+        assert (await status_stats.queue_stats(conn))["dead_letters"] == 0
 
 
 async def test_a_provider_outage_costs_retries_not_dead_letters(

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from clipembed import errors, runtime
-from clipembed.jobs import queue, worker
+from clipembed.realtime import queue, worker
 from clipembed.testing.fakeopenai import expected_vector
 from tests.integration.test_queue import embedding_of, queue_rows
 from tests.plugins.queue import insert_clips

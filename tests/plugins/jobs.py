@@ -43,7 +43,7 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any] | str]) -> Path:
 
 
 async def load_clips(database_url: str, records: Iterable[dict[str, Any]], tmp: Path) -> None:
-    from clipembed.jobs import importer
+    from clipembed.bulk import importer
 
     path = write_jsonl(tmp / "load.jsonl", records)
     async with await psycopg.AsyncConnection.connect(database_url) as conn:

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clipembed import clips
-from clipembed.jobs import backfill, index_policy, pipeline, report
+from clipembed.bulk import backfill, index_policy, pipeline, report
+from clipembed.embedding.service import EmbedStats
 
 MODEL = "text-embedding-3-small"
 TEXT = clips.embedding_text(clips.ClipText("t", "b", "c", "g"))
@@ -71,10 +72,7 @@ def test_summary_lines_have_the_originals_fields_and_ours():
         failed=1,
         duration=3.5,
         last_error="boom",
-        requests=3,
-        tokens=1234,
-        cache_hits=1,
-        cache_misses=3,
+        embedding=EmbedStats(requests=3, tokens=1234, cache_hits=1, cache_misses=3),
         estimated_cost_usd=0.0000247,
     )
     text = "\n".join(s.lines())
@@ -97,7 +95,9 @@ def test_summary_lines_have_the_originals_fields_and_ours():
 
 
 def test_summary_json_is_one_serialisable_object_with_derived_numbers():
-    s = backfill.Summary(processed=4, duration=2.0, cache_hits=3, cache_misses=1)
+    s = backfill.Summary(
+        processed=4, duration=2.0, embedding=EmbedStats(cache_hits=3, cache_misses=1)
+    )
     data = json.loads(json.dumps(s.as_dict()))
     assert data["average_ms_per_clip"] == 500.0
     assert data["cache_hit_rate"] == 0.75
@@ -106,12 +106,14 @@ def test_summary_json_is_one_serialisable_object_with_derived_numbers():
 
 def test_zero_clips_gives_zero_averages_not_a_division_error():
     s = backfill.Summary()
-    assert s.average_ms == 0.0 and s.cache_hit_rate == 0.0
+    assert s.average_ms == 0.0 and s.embedding.cache_hit_rate == 0.0
     assert "0.00 ms" in "\n".join(s.lines())
 
 
 def test_dry_run_lines_estimate_and_say_nothing_was_sent():
-    s = backfill.Summary(dry_run=True, would_embed=5, tokens=50, estimated_seconds=90.0)
+    s = backfill.Summary(
+        dry_run=True, would_embed=5, embedding=EmbedStats(tokens=50), estimated_seconds=90.0
+    )
     text = "\n".join(s.lines())
     assert "nothing sent" in text and "Would embed:      5" in text and "1m30.0s" in text
     assert "n/a" in "\n".join(backfill.Summary(dry_run=True).lines())

@@ -7,7 +7,7 @@ import json
 import unicodedata
 
 from clipembed import demo_data
-from clipembed.jobs import importer
+from clipembed.bulk import importer
 
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 

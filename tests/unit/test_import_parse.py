@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clipembed import clips
-from clipembed.jobs import importer
+from clipembed.bulk import importer
 from tests.plugins.jobs import clip_record
 
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipembed.jobs.adaptive_pace import FLOOR_FRACTION, WINDOW_SECONDS, AdaptivePace
-from clipembed.jobs.pacing import Pacer
+from clipembed.bulk.adaptive_pace import FLOOR_FRACTION, WINDOW_SECONDS, AdaptivePace
+from clipembed.bulk.pacing import Pacer
 
 
 class Clock:
@@ -127,7 +127,7 @@ def test_the_pace_stays_within_its_bounds(windows):
 async def test_the_console_hears_of_a_change_at_most_every_fifteen_seconds(monkeypatch):
     """Every change is logged; the events table gets one per EVENT_SECONDS, and always the
     return to full pace (so the console never shows a slowdown that is over)."""
-    from clipembed.jobs import adaptive_pace
+    from clipembed.bulk import adaptive_pace
 
     recorded: list[dict] = []
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from clipembed.jobs import progress as progress_mod
+from clipembed.bulk import progress as progress_mod
 
 
 class Clock:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clipembed import clips, errors
-from clipembed.jobs import queue, worker_plan
+from clipembed.realtime import queue, worker_plan
 
 PERM = queue.ErrorKind.PERMANENT
 TRANS = queue.ErrorKind.TRANSIENT

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from clipembed.jobs import vector_import as vectors
-from clipembed.jobs.vector_import import (
+from clipembed.bulk import vector_import as vectors
+from clipembed.bulk.vector_import import (
     HALF_MAX,
     MAX_REPORTED,
     ImportReport,

@@ -1,6 +1,6 @@
 """The worker's decisions through the in-memory queue store: no PostgreSQL, no provider.
 
-Each test drives :class:`clipembed.jobs.worker.Worker` (``run_once``/``drain``) against
+Each test drives :class:`clipembed.realtime.worker.Worker` (``run_once``/``drain``) against
 :class:`clipembed.testing.queue_store.InMemoryQueueStore` with a manual clock and a fake
 embedding service; the store's contract is checked against PostgreSQL by
 ``tests/integration/test_queue_store_contract.py``.
@@ -16,7 +16,7 @@ import pytest
 
 from clipembed import clips, errors, runtime, settings
 from clipembed.embedding import service
-from clipembed.jobs import queue, worker
+from clipembed.realtime import queue, worker
 from clipembed.spaces import registry
 from clipembed.testing.fakeopenai import expected_vector
 from clipembed.testing.queue_store import InMemoryQueueStore, ManualClock

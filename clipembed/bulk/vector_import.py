@@ -11,7 +11,7 @@ Parquet, the row number) and the reason, and skipped: the good rows are still im
 An imported vector is stored with the content hash of the clip's *current* text under the
 space's model, i.e. it is taken to embed that text with that model: clipembed then keeps it
 current like any other (an edit of the clip re-embeds it through the space's provider).
-Writes go through :func:`clipembed.jobs.pipeline.write_batch`, so a clip edited while the
+Writes go through :func:`clipembed.bulk.pipeline.write_batch`, so a clip edited while the
 import runs keeps its queued re-embedding instead of the imported vector.
 """
 
@@ -30,7 +30,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import errors
-from clipembed.jobs import index_policy, pipeline
+from clipembed.bulk import index_policy, pipeline
 from clipembed.spaces.registry import Space
 
 CHUNK = 1000

@@ -1,8 +1,7 @@
-"""The status model's SQL (read side) and the jobs' rollup writes (write side)."""
+"""The status tables: counters, rollups, workers, events (read by the status model, written by
+the jobs)."""
 
 from __future__ import annotations
-
-# ---------------------------------------------------------------- counts
 
 #: Per model: live, removed and embedded clips ('' holds the totals), summed over the slots.
 COUNTERS = """
@@ -40,8 +39,6 @@ SELECT * FROM (
     JOIN clips c ON c.id = d.clip_id
 ) e ORDER BY at DESC LIMIT %(n)s
 """
-
-# ---------------------------------------------------------------- rates and money
 
 #: Totals over the last %(minutes)s minutes, all sources, for one model.
 WINDOW = """
@@ -91,9 +88,8 @@ INDEX = """
 SELECT pg_relation_size(i.indexrelid), pg_get_indexdef(i.indexrelid)
 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s
 """
-LAST_EVENT = "SELECT at, detail FROM clipembed_events WHERE kind = %s ORDER BY at DESC LIMIT 1"
 
-# ---------------------------------------------------------------- writes (the jobs)
+LAST_EVENT = "SELECT at, detail FROM clipembed_events WHERE kind = %s ORDER BY at DESC LIMIT 1"
 
 RECORD = """
 INSERT INTO clipembed_rollups AS r (minute, model, source, clips, failed, requests, rate_limited,
@@ -124,6 +120,7 @@ ON CONFLICT (name) DO UPDATE SET host = EXCLUDED.host, pid = EXCLUDED.pid,
     lease_seconds = EXCLUDED.lease_seconds, in_flight = EXCLUDED.in_flight,
     embedded = EXCLUDED.embedded, failed = EXCLUDED.failed, stopped_at = NULL
 """
+
 WORKER_STOPPED = "UPDATE clipembed_workers SET stopped_at = now(), in_flight = 0 WHERE name = %s"
 
 EVENT = "INSERT INTO clipembed_events (kind, detail) VALUES (%s, %s)"

@@ -4,7 +4,7 @@ Each worker LISTENs on ``clipembed_queue`` (the triggers NOTIFY on every insert 
 and also polls every ``CLIPEMBED_QUEUE_POLL_SECONDS``, so a missed notification (a reconnect,
 a notification sent while no worker listened) costs seconds, not the item. It claims batches
 with a lease, embeds them outside any transaction, and completes them atomically (see
-:mod:`clipembed.jobs.queue`). Any number of workers, on any number of machines, share the queue
+:mod:`clipembed.realtime.queue`). Any number of workers, on any number of machines, share the queue
 through PostgreSQL and one rate limit through Redis.
 
 Wake-ups are coalesced (``CLIPEMBED_QUEUE_COALESCE_MS``): woken by a notification, a worker
@@ -24,7 +24,7 @@ An item claimed ``CLIPEMBED_QUEUE_MAX_ATTEMPTS`` times without finishing (it cra
 its worker) is dead-lettered by the next claim; a lease the heartbeat finds lost is logged.
 
 The batch's work with the queue (claim, read, extend, complete, fail, usage) goes through a
-:class:`~clipembed.jobs.queue_store.QueueStore`, so its logic is unit-tested against an in-memory
+:class:`~clipembed.realtime.queue_store.QueueStore`, so its logic is unit-tested against an in-memory
 store. LISTEN, the gauges and the status heartbeat (``_report``) need PostgreSQL itself and use
 the runtime's database directly.
 """
@@ -45,14 +45,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from clipembed.jobs import queue, queue_store, worker_report, worker_spaces
-from clipembed.jobs.worker_plan import WorkerStats, more_ready
+from clipembed.realtime import queue, queue_store, worker_report, worker_spaces
+from clipembed.realtime.worker_plan import WorkerStats, more_ready
 from clipembed.runtime import Runtime, space_key
 
 if TYPE_CHECKING:
     from clipembed.embedding.service import EmbeddingService
     from clipembed.spaces import Space
 from clipembed.status import rollups
+from clipembed.store import queue_table
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,9 @@ class Worker:
                     self.runtime.database_url, autocommit=True
                 )
                 async with conn:
-                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(queue.CHANNEL)))
+                    await conn.execute(
+                        sql.SQL("LISTEN {}").format(sql.Identifier(queue_table.CHANNEL))
+                    )
                     # catch up on anything enqueued while we were not listening
                     self._notified(catch_up=True)
                     gen = conn.notifies()

@@ -34,8 +34,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from psycopg_pool import AsyncConnectionPool
 
+from clipembed.bulk import pacing
 from clipembed.db.connection import SEARCH_APPLICATION
-from clipembed.jobs import pacing
 from clipembed.status import rollups
 
 logger = logging.getLogger(__name__)

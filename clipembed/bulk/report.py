@@ -5,6 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from clipembed.embedding.service import EmbedStats
+
+#: The service's counters a summary's JSON shows at its top level (the names it always had).
+FLAT = ("requests", "tokens", "cache_hits", "cache_misses", "retries", "rate_limited")
+
 
 @dataclasses.dataclass
 class Summary:
@@ -16,12 +21,9 @@ class Summary:
     failed: int = 0
     duration: float = 0.0
     last_error: str | None = None
-    requests: int = 0
-    tokens: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    retries: int = 0
-    rate_limited: int = 0
+    #: the embedding service's counters over the run (requests, tokens, cache, retries); a dry
+    #: run's estimate fills the same counters
+    embedding: EmbedStats = dataclasses.field(default_factory=EmbedStats)
     estimated_cost_usd: float = 0.0
     interrupted: bool = False
     dry_run: bool = False
@@ -38,10 +40,10 @@ class Summary:
     in_open_batch: int = 0
     #: seconds the pace (--max-rate, or the adaptive one) held the backfill back
     paced_seconds: float = 0.0
-    #: the adaptive pace (clipembed.jobs.adaptive_pace): how often it changed, its lowest clips/s
+    #: the adaptive pace (clipembed.bulk.adaptive_pace): how often it changed, its lowest clips/s
     pace_changes: int = 0
     slowest_pace: float | None = None
-    #: the index policy's decision and why (clipembed.jobs.index_policy), and the build's time:
+    #: the index policy's decision and why (clipembed.bulk.index_policy), and the build's time:
     #: ``duration`` includes it, so it is the time until every clip is searchable by vector
     index_policy: str = ""
     index_seconds: float = 0.0
@@ -50,28 +52,20 @@ class Summary:
     def average_ms(self) -> float:
         return self.duration * 1000 / self.processed if self.processed else 0.0
 
-    @property
-    def cache_hit_rate(self) -> float:
-        looked = self.cache_hits + self.cache_misses
-        return self.cache_hits / looked if looked else 0.0
-
     def as_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
+        counters = out.pop("embedding")
+        out.update({k: counters[k] for k in FLAT})
         out["average_ms_per_clip"] = round(self.average_ms, 3)
-        out["cache_hit_rate"] = round(self.cache_hit_rate, 4)
+        out["cache_hit_rate"] = round(self.embedding.cache_hit_rate, 4)
         out["duration"] = round(self.duration, 3)
         out["estimated_cost_usd"] = round(self.estimated_cost_usd, 6)
         return out
 
-    def fill_service_stats(self, before: Any, after: Any, price: float) -> None:
-        """Requests, tokens, cache and retries: the service's counters over the run."""
-        self.requests = after.requests - before.requests
-        self.tokens = after.tokens - before.tokens
-        self.cache_hits = after.cache_hits - before.cache_hits
-        self.cache_misses = after.cache_misses - before.cache_misses
-        self.retries = after.retries - before.retries
-        self.rate_limited = after.rate_limited - before.rate_limited
-        self.estimated_cost_usd = self.tokens * price / 1_000_000
+    def fill_service_stats(self, before: EmbedStats, after: EmbedStats, price: float) -> None:
+        """The service's counters over the run, and what its tokens cost."""
+        self.embedding = after.since(before)
+        self.estimated_cost_usd = self.embedding.tokens * price / 1_000_000
 
     def lines(self) -> list[str]:
         if self.dry_run:
@@ -81,9 +75,9 @@ class Summary:
                 f"  Total:            {self.total}",
                 f"  Would embed:      {self.would_embed}",
                 f"  Skipped:          {self.skipped}",
-                f"  Already cached:   {self.cache_hits}",
-                f"  API requests:     {self.requests}",
-                f"  Tokens:           {self.tokens}",
+                f"  Already cached:   {self.embedding.cache_hits}",
+                f"  API requests:     {self.embedding.requests}",
+                f"  Tokens:           {self.embedding.tokens}",
                 f"  Estimated cost:   ${self.estimated_cost_usd:.4f}",
                 f"  Estimated time:   {eta} at the configured rate limits",
                 *self._skip_lines(),
@@ -104,9 +98,9 @@ class Summary:
             f"  Duration:         {duration(self.duration)}",
             f"  Average per clip: {self.average_ms:.2f} ms",
             f"  Last error:       {self.last_error or '-'}",
-            f"  API requests:     {self.requests}",
-            f"  Tokens:           {self.tokens}",
-            f"  Cache hit rate:   {self.cache_hit_rate:.1%}",
+            f"  API requests:     {self.embedding.requests}",
+            f"  Tokens:           {self.embedding.tokens}",
+            f"  Cache hit rate:   {self.embedding.cache_hit_rate:.1%}",
             f"  Estimated cost:   ${self.estimated_cost_usd:.4f}",
             *self._skip_lines(),
         ]

@@ -21,10 +21,11 @@ from typing import Any
 from psycopg.rows import dict_row
 
 from clipembed import spaces
-from clipembed.db import queries
-from clipembed.jobs import pipeline, queue
+from clipembed.bulk import pipeline
+from clipembed.db import connection
 from clipembed.runtime import Runtime
-from clipembed.status import rollups
+from clipembed.status import rollups, stats
+from clipembed.store import space_table
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
     cfg = runtime.settings
     started = time.monotonic()
     async with runtime.pool.connection() as lock_conn:
-        cur = await lock_conn.execute(queries.TRY_LOCK, (LOCK_KEY,))
+        cur = await lock_conn.execute(connection.TRY_LOCK, (LOCK_KEY,))
         row = await cur.fetchone()
         await lock_conn.commit()
         if not row or not row[0]:
@@ -61,7 +62,7 @@ async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
             window = dt.timedelta(days=cfg.embedding_scheduler_window_days).total_seconds()
             async with runtime.pool.connection() as conn, conn.cursor(row_factory=dict_row) as c:
                 await c.execute(
-                    queries.recent_without_embedding(space.table_name),
+                    space_table.recent_without_embedding(space.table_name),
                     (window, cfg.embedding_scheduler_limit),
                 )
                 rows = await c.fetchall()
@@ -79,7 +80,7 @@ async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
                 result.last_error = outcome.last_error
             await _housekeeping(runtime)
             if reconcile:
-                from clipembed.jobs import reconcile as reconcile_mod
+                from clipembed.realtime import reconcile as reconcile_mod
 
                 result.enqueued = await reconcile_mod.sweep(runtime, space=space, service=svc)
             result.seconds = time.monotonic() - started
@@ -96,7 +97,7 @@ async def run_cycle(runtime: Runtime, *, reconcile: bool = True) -> CycleResult:
             return result
         finally:
             with contextlib.suppress(Exception):
-                await lock_conn.execute(queries.UNLOCK, (LOCK_KEY,))
+                await lock_conn.execute(connection.UNLOCK, (LOCK_KEY,))
                 await lock_conn.commit()
 
 
@@ -135,8 +136,8 @@ async def _housekeeping(runtime: Runtime) -> None:
     """A queue sample for the charts, and old history pruned (best effort)."""
     try:
         async with runtime.pool.connection() as conn:
-            stats = await queue.queue_stats(conn)
-        await rollups.sample_queue(runtime.pool, stats)
+            figures = await stats.queue_stats(conn)
+        await rollups.sample_queue(runtime.pool, figures)
         await rollups.prune(runtime.pool)
     except Exception as exc:
         logger.warning("status housekeeping failed", extra={"reason": type(exc).__name__})

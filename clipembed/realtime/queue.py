@@ -40,7 +40,9 @@ import psycopg
 from psycopg.rows import dict_row
 
 from clipembed import errors
-from clipembed.jobs.queue_queries import (
+from clipembed.store.clip_table import CLIP_TEXTS
+from clipembed.store.queue_table import (
+    CHANNEL,
     CLAIM,
     COMPLETE,
     COPY_DONE,
@@ -53,15 +55,12 @@ from clipembed.jobs.queue_queries import (
     EXTEND,
     LIST_DEAD,
     NOTIFY,
-    READ_CLIPS,
     RELEASE_SUPERSEDED,
     REPLAY,
     RETRY_LATER,
-    STATS,
-    write_space,
 )
+from clipembed.store.space_table import write_space
 
-CHANNEL = "clipembed_queue"
 BACKOFF_BASE = 2.0  # seconds before the second attempt of an item
 BACKOFF_MAX = 600.0  # seconds: the longest an item waits between attempts after permanent errors
 TRANSIENT_BACKOFF_MAX = (
@@ -192,7 +191,7 @@ async def read_clips(
     conn: psycopg.AsyncConnection[Any], ids: Sequence[Any]
 ) -> dict[Any, dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(READ_CLIPS, (list(ids),))
+        await cur.execute(CLIP_TEXTS, (list(ids),))
         rows = await cur.fetchall()
     await conn.commit()
     return {r["id"]: r for r in rows}
@@ -345,20 +344,6 @@ async def enqueue(conn: psycopg.AsyncConnection[Any], ids: Sequence[Any]) -> int
         count = cur.rowcount
         await conn.execute(NOTIFY, (CHANNEL,))
     return count
-
-
-async def queue_stats(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(STATS)
-        row = await cur.fetchone() or {}
-    await conn.commit()
-    return {
-        "pending": int(row.get("pending", 0)),
-        "leased": int(row.get("leased", 0)),
-        "in_batch": int(row.get("in_batch", 0)),
-        "oldest_pending_seconds": float(row.get("oldest_pending_seconds", 0.0)),
-        "dead_letters": int(row.get("dead_letters", 0)),
-    }
 
 
 async def dead_letters(

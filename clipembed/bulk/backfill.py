@@ -4,7 +4,7 @@ Pipeline (memory stays flat whatever the table size)::
 
     reader ──pages by id──▶ needs-embedding filter ──batches──▶ N embed tasks ──▶ writer (binary COPY)
 
-The steps are :mod:`clipembed.jobs.pipeline`'s (shared with the scheduler and the sweep); this
+The steps are :mod:`clipembed.bulk.pipeline`'s (shared with the scheduler and the sweep); this
 module runs them concurrently and owns the run's lifecycle:
 
 - batches go through the embedding service ``concurrency`` at a time; the queue between reader
@@ -15,7 +15,7 @@ module runs them concurrently and owns the run's lifecycle:
 - stopping (Ctrl-C, SIGTERM) stops the reader; batches in flight finish and are written; the
   summary is printed. Nothing is held in a transaction across a provider call, so the next run
   simply finds what is left;
-- the index policy (:mod:`clipembed.jobs.index_policy`) may drop the HNSW index first and
+- the index policy (:mod:`clipembed.bulk.index_policy`) may drop the HNSW index first and
   always rebuilds it at the end, even after an interruption.
 """
 
@@ -29,13 +29,14 @@ import time
 
 from clipembed import settings as settings_mod
 from clipembed import spaces
-from clipembed.db import connection, queries
-from clipembed.jobs import adaptive_pace, estimate, index_policy, pacing, pipeline
-from clipembed.jobs import progress as progress_mod
-from clipembed.jobs.report import Summary, exit_code
+from clipembed.bulk import adaptive_pace, estimate, index_policy, pacing, pipeline
+from clipembed.bulk import progress as progress_mod
+from clipembed.bulk.report import Summary, exit_code
+from clipembed.db import connection
 from clipembed.runtime import Runtime
 from clipembed.source import adoption
 from clipembed.status import rollups
+from clipembed.store import batch_tables, space_table
 
 __all__ = ["Summary", "effective_settings", "exit_code", "run"]
 
@@ -74,10 +75,10 @@ async def choose_via(runtime: Runtime, via: str, *, force: bool = False) -> str:
     if not svc.provider.capabilities.batch_api:
         return "sync"
     async with runtime.pool.connection() as conn:
-        row = await (await conn.execute(queries.OPEN_BATCH_EXISTS, (space.id,))).fetchone()
+        row = await (await conn.execute(batch_tables.OPEN_BATCH_EXISTS, (space.id,))).fetchone()
         if row and row[0]:
             return "batch"  # an open batch holds clips: resume it, never embed them twice
-        cur = await conn.execute(queries.backfill_count(space.table_name))
+        cur = await conn.execute(space_table.backfill_count(space.table_name))
         live, missing = await cur.fetchone() or (0, 0)
     backlog = live if force else missing
     return "batch" if backlog > runtime.settings.embedding_batch_api_min_clips else "sync"
@@ -125,9 +126,9 @@ async def run(
     before = dataclasses.replace(svc.stats)
 
     async with pool.connection() as conn:
-        cur = await conn.execute(queries.backfill_count(space.table_name))
+        cur = await conn.execute(space_table.backfill_count(space.table_name))
         live, missing = await cur.fetchone() or (0, 0)
-        cur = await conn.execute(queries.WAITING_IN_BATCHES, (space.id,))
+        cur = await conn.execute(batch_tables.WAITING_IN_BATCHES, (space.id,))
         summary.in_open_batch = int((await cur.fetchone() or (0,))[0])
     expected = live if force else missing  # a lower bound for the progress bar (stale ones add)
     if limit is not None:

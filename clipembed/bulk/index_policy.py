@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Literal
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from clipembed.db import queries
-from clipembed.spaces import queries as space_queries
+from clipembed.db import connection
+from clipembed.store import space_table
 
 if TYPE_CHECKING:
     from clipembed.embedding.service import EmbeddingService
@@ -127,14 +127,14 @@ class Probe:
 
 async def index_exists(pool: AsyncConnectionPool, space: Space) -> bool:
     async with pool.connection() as conn:
-        cur = await conn.execute(space_queries.INDEX_EXISTS, (space.index_name,))
+        cur = await conn.execute(space_table.INDEX_EXISTS, (space.index_name,))
         row = await cur.fetchone()
         return bool(row and row[0])
 
 
 async def drop_index(pool: AsyncConnectionPool, space: Space) -> None:
     async with pool.connection() as conn:
-        await conn.execute(space_queries.drop_index(space.index_name))
+        await conn.execute(space_table.drop_index(space.index_name))
 
 
 #: pgvector's in-memory graph per row besides the vector: the element, its neighbour lists
@@ -169,9 +169,9 @@ async def rebuild_index(
     async with pool.connection() as conn:
         await conn.set_autocommit(True)
         try:
-            cur = await conn.execute(space_queries.count_rows(space.table_name))
+            cur = await conn.execute(space_table.count_rows(space.table_name))
             rows = int((await cur.fetchone() or (0,))[0])
-            cur = await conn.execute(queries.MAINTENANCE_MEMORY)
+            cur = await conn.execute(space_table.MAINTENANCE_MEMORY)
             server = int((await cur.fetchone() or (0,))[0])
             needed = graph_bytes(rows, space.dimensions, space.storage)
             memory = build_memory_mb(needed=needed, server=server, cap_mb=memory_mb)
@@ -185,15 +185,15 @@ async def rebuild_index(
                 "building the HNSW index",
                 extra={"rows": rows, "memory_mb": memory, "workers": workers},
             )
-            for setting in queries.index_build_settings(workers, memory):
+            for setting in space_table.index_build_settings(workers, memory):
                 # a server that refuses a setting still builds the index, only slower
                 with contextlib.suppress(psycopg.Error):
                     await conn.execute(setting)
-            await conn.execute(queries.NO_STATEMENT_TIMEOUT)  # a build takes what it takes
+            await conn.execute(connection.NO_STATEMENT_TIMEOUT)  # a build takes what it takes
             await conn.execute(
-                space_queries.create_index(space.table_name, space.index_name, space.storage)
+                space_table.create_index(space.table_name, space.index_name, space.storage)
             )
         finally:
             with contextlib.suppress(psycopg.Error):
-                await conn.execute(queries.RESET_STATEMENT_TIMEOUT)
+                await conn.execute(connection.RESET_STATEMENT_TIMEOUT)
             await conn.set_autocommit(False)

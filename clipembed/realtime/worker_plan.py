@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from clipembed import clips
-from clipembed.jobs import queue
+from clipembed.realtime import queue
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,10 +1,10 @@
 """The queue behind one small seam: what a worker asks of the database, and its PostgreSQL side.
 
-:class:`QueueStore` is everything :class:`clipembed.jobs.worker.Worker` does with the queue and
+:class:`QueueStore` is everything :class:`clipembed.realtime.worker.Worker` does with the queue and
 the clips while it processes a batch: claim, read the texts (and the spaces with their stored
 hashes), extend leases, complete with the vectors, record failures, add the batch's usage to
 the status rollup. :class:`PgQueueStore` is the real one: each call takes a connection from the
-pool and runs the statements of :mod:`clipembed.jobs.queue`, whose module docstring is the
+pool and runs the statements of :mod:`clipembed.realtime.queue`, whose module docstring is the
 contract (leases, generations, backoff, dead letters, the claim limit). The in-memory
 implementation that honours the same contract is a test double,
 :class:`clipembed.testing.queue_store.InMemoryQueueStore` (procrastinate's ``JobManager`` over a
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from clipembed.jobs import queue, worker_spaces
+from clipembed.realtime import queue, worker_spaces
 from clipembed.status import rollups
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 
 class QueueStore(Protocol):
-    """The queue as a worker uses it (the semantics are :mod:`clipembed.jobs.queue`'s)."""
+    """The queue as a worker uses it (the semantics are :mod:`clipembed.realtime.queue`'s)."""
 
     async def claim(
         self, *, worker: str, limit: int, lease: float, max_claims: int

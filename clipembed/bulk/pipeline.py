@@ -29,8 +29,8 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import clips
-from clipembed.db import queries
 from clipembed.status import rollups
+from clipembed.store import clip_table, space_registry, space_table
 
 if TYPE_CHECKING:
     from clipembed.embedding.service import EmbeddingService
@@ -106,8 +106,8 @@ async def scan(
 ) -> AsyncIterator[Pending]:
     """Every live clip that needs embedding in ``space``, by keyset pages; counts the rest."""
     counts = counts if counts is not None else ScanCounts()
-    last: Any = queries.FIRST_ID
-    stmt = queries.backfill_page(space.table_name)
+    last: Any = clip_table.FIRST_ID
+    stmt = space_table.backfill_page(space.table_name)
     while stop is None or not stop.is_set():
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(stmt, (last, space.id, page))
@@ -138,12 +138,12 @@ async def write_batch(
     if not items:
         return 0
     async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-        await cur.execute(queries.SPACE_COUNT)
+        await cur.execute(space_registry.SPACE_COUNT)
         count_row = await cur.fetchone()
         only_space = bool(count_row and int(count_row[0]) <= 1)
-        await cur.execute(queries.create_stage(dimensions))
-        async with cur.copy(queries.COPY_STAGE) as copy:
-            copy.set_types(queries.COPY_STAGE_TYPES)
+        await cur.execute(space_table.create_stage(dimensions))
+        async with cur.copy(space_table.COPY_STAGE) as copy:
+            copy.set_types(space_table.COPY_STAGE_TYPES)
             for item, vec in zip(items, vectors, strict=True):
                 await copy.write_row(
                     (
@@ -158,7 +158,7 @@ async def write_batch(
                     )
                 )
         await cur.execute(
-            queries.apply_stage(space.table_name, space.storage, dimensions),
+            space_table.apply_stage(space.table_name, space.storage, dimensions),
             {"force": force, "retire": only_space},
         )
         row = await cur.fetchone()

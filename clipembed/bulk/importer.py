@@ -23,8 +23,8 @@ from psycopg import sql
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from clipembed import clips, errors, source
-from clipembed.db import queries
 from clipembed.source import queries as source_queries
+from clipembed.store import clip_table
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class ClipRecord(BaseModel):
 
 COLUMNS = list(ClipRecord.model_fields)
 
-UPSERT = queries.upsert_clips(COLUMNS)
+UPSERT = clip_table.upsert_clips(COLUMNS)
 
 
 @dataclasses.dataclass
@@ -102,7 +102,7 @@ class ImportReport:
     lines: int = 0
     loaded: int = 0
     bad: list[tuple[int, str]] = dataclasses.field(default_factory=list)
-    mode: str = "rows"  # or "bulk" (clipembed.jobs.bulk_import)
+    mode: str = "rows"  # or "bulk" (clipembed.bulk.bulk_import)
 
     def reject(self, number: int, reason: str) -> None:
         self.bad.append((number, reason))
@@ -216,7 +216,7 @@ async def import_file(
 
     ``target``: an adopted table (written itself; its clipembed_sync trigger brings each row
     into clipembed), else the owned ``clips``. Large files go through
-    :mod:`clipembed.jobs.bulk_import` instead.
+    :mod:`clipembed.bulk.bulk_import` instead.
     """
     upsert, columns = UPSERT, COLUMNS
     if target is not None:
@@ -246,7 +246,7 @@ async def adopted_upsert(
     present = {name for name, _ in await cur.fetchall()}
     renamed = {canonical: src.mapping.column(field) for field, canonical in source.FIELDS.items()}
     columns = [c for c in COLUMNS if renamed.get(c, c) in present]
-    upsert = queries.upsert_clips(
+    upsert = clip_table.upsert_clips(
         [renamed.get(c, c) for c in columns],
         table=source_queries.table(src),
     )

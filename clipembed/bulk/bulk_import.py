@@ -1,6 +1,6 @@
 """``clipembed import --bulk``: a large file through a staging table, set-based, chunk by chunk.
 
-The row path (:func:`clipembed.jobs.importer.import_file`) pays, per clip, a pipelined INSERT
+The row path (:func:`clipembed.bulk.importer.import_file`) pays, per clip, a pipelined INSERT
 and three row triggers (the search analysis, the postings with three dynamic statements, the
 queue): ~600 clips/s on this machine. Here a chunk of CHUNK validated rows goes in one binary
 COPY to a session's temporary table and then, in one transaction:
@@ -37,10 +37,10 @@ import psycopg
 from psycopg import sql
 
 from clipembed import source
-from clipembed.jobs import bulk_queries as q
-from clipembed.jobs import importer, queue
-from clipembed.jobs.queue_queries import ENQUEUE_WRITTEN, NOTIFY
+from clipembed.bulk import importer
 from clipembed.source import queries as source_queries
+from clipembed.store import clip_table
+from clipembed.store.queue_table import CHANNEL, ENQUEUE_WRITTEN, NOTIFY
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ async def import_file(
         owned=target is None,
         columns=columns,
         row_upsert=row_upsert,
-        upsert=q.upsert_from_stage(columns, table=table, returning=target is None),
+        upsert=clip_table.upsert_from_stage(columns, table=table, returning=target is None),
         report=importer.ImportReport(mode="bulk"),
     )
     connections = [conn]
@@ -133,10 +133,10 @@ class _Loader:
 
     async def prepare(self, conn: psycopg.AsyncConnection[Any]) -> None:
         async with conn.transaction():
-            await conn.execute(q.create_stage(self.columns))
+            await conn.execute(clip_table.create_stage(self.columns))
             if self.owned:
-                await conn.execute(q.CREATE_BEFORE)
-                await conn.execute(q.CREATE_WRITTEN)
+                await conn.execute(clip_table.CREATE_BEFORE)
+                await conn.execute(clip_table.CREATE_WRITTEN)
 
     async def run(
         self,
@@ -229,25 +229,25 @@ async def _load_chunk(
 
     async with conn.transaction(), conn.cursor() as cur:
         if owned:
-            await cur.execute(q.BULK_ON)
-        await cur.execute(q.WORK_MEM)
-        async with cur.copy(q.copy_stage(columns)) as cp:
-            cp.set_types(q.stage_types(columns))
+            await cur.execute(clip_table.BULK_ON)
+        await cur.execute(clip_table.WORK_MEM)
+        async with cur.copy(clip_table.copy_stage(columns)) as cp:
+            cp.set_types(clip_table.stage_types(columns))
             for number, values in chunk:
                 await cp.write_row((number, *values))
-        await step("copy", q.ANALYZE_STAGE)
+        await step("copy", clip_table.ANALYZE_STAGE)
         if not owned:
             await step("upsert", upsert)
             return None
-        await step("lock", q.READ_BEFORE)
+        await step("lock", clip_table.READ_BEFORE)
         await step("upsert", upsert)
-        await step("postings_delete", q.DELETE_POSTINGS)
-        await step("doclen", q.UPSERT_DOCLEN)
-        await step("postings", q.INSERT_POSTINGS)
+        await step("postings_delete", clip_table.DELETE_POSTINGS)
+        await step("doclen", clip_table.UPSERT_DOCLEN)
+        await step("postings", clip_table.INSERT_POSTINGS)
         await step("queue", ENQUEUE_WRITTEN)
         row = await cur.fetchone()
         queued = int(row[0]) if row else 0
         if queued:
-            await cur.execute(NOTIFY, (queue.CHANNEL,))
+            await cur.execute(NOTIFY, (CHANNEL,))
     logger.debug("bulk chunk steps", extra={"seconds": steps})
     return queued

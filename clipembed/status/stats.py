@@ -4,22 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import clips, metrics, spaces
-from clipembed.batches import queries as batch_queries
-from clipembed.db import connection, queries
+from clipembed.db import connection
 from clipembed.source import adoption
+from clipembed.store import batch_tables, clip_table, queue_table, space_table
 
 STALE_PAGE = 5000  # rows per keyset page of the stale count
+
+
+async def queue_stats(conn: psycopg.AsyncConnection[Any]) -> dict[str, Any]:
+    """The real-time queue's figures: pending, leased, in a batch, the oldest wait, dead letters."""
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(queue_table.STATS)
+        row = await cur.fetchone() or {}
+    await conn.commit()
+    return {
+        "pending": int(row.get("pending", 0)),
+        "leased": int(row.get("leased", 0)),
+        "in_batch": int(row.get("in_batch", 0)),
+        "oldest_pending_seconds": float(row.get("oldest_pending_seconds", 0.0)),
+        "dead_letters": int(row.get("dead_letters", 0)),
+    }
 
 
 async def count_stale(pool: AsyncConnectionPool, *, model: str, dimensions: int, table: str) -> int:
     """Vectors in a space whose text/model/dimension hash no longer matches (keyset scan)."""
     stale = 0
-    last: Any = queries.FIRST_ID
-    stmt = queries.embedded_page(table)
+    last: Any = clip_table.FIRST_ID
+    stmt = space_table.embedded_page(table)
     while True:
         async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(stmt, (last, STALE_PAGE))
@@ -47,12 +63,12 @@ async def collect(
     async with pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
         if space is None:
             space = await spaces.active(conn)
-        await cur.execute(queries.coverage(space.table_name))
+        await cur.execute(space_table.coverage(space.table_name))
         row = await cur.fetchone() or {}
-        await cur.execute(queries.by_model(space.table_name))
+        await cur.execute(space_table.by_model(space.table_name))
         models = {r["model"]: r["clips"] for r in await cur.fetchall()}
-    total = int(row.get("total_clips", 0))
-    with_embeddings = int(row.get("clips_with_embeddings", 0))
+    total = int(row.get("live", 0))
+    with_embeddings = int(row.get("embedded", 0))
     stale = await count_stale(pool, model=model, dimensions=dimensions, table=space.table_name)
     out: dict[str, Any] = {
         "total_clips": total,
@@ -66,16 +82,11 @@ async def collect(
         "dimensions": dimensions,
         "space": space.name,
     }
-    try:
-        from clipembed.jobs import queue
-
-        async with pool.connection() as conn:
-            out["queue"] = await queue.queue_stats(conn)
-    except ImportError:  # pragma: no cover - the queue module ships with clipembed
-        pass
     async with pool.connection() as conn:
-        rows = await (await conn.execute(batch_queries.SUMMARY)).fetchall()
-        waiting = (await (await conn.execute(batch_queries.WAITING_CLIPS)).fetchone() or (0,))[0]
+        out["queue"] = await queue_stats(conn)
+    async with pool.connection() as conn:
+        rows = await (await conn.execute(batch_tables.SUMMARY)).fetchall()
+        waiting = (await (await conn.execute(batch_tables.WAITING_CLIPS)).fetchone() or (0,))[0]
     if rows:
         out["batches"] = {
             "by_state": {r[0]: int(r[1]) for r in rows},

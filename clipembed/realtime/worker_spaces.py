@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from clipembed import spaces as spaces_mod
-from clipembed.jobs import queue
-from clipembed.jobs.worker_plan import plan
-from clipembed.spaces import queries as space_queries
+from clipembed.realtime import queue
+from clipembed.realtime.worker_plan import plan
+from clipembed.store import space_table
 
 if TYPE_CHECKING:
     from clipembed.embedding.service import EmbeddingService, EmbedOutcome
@@ -61,7 +61,7 @@ async def read(
     spaces = await spaces_mod.all_spaces(conn)
     stored: dict[int, dict[Any, bytes]] = {}
     for space in spaces:
-        cur = await conn.execute(space_queries.hashes(space.table_name), (ids,))
+        cur = await conn.execute(space_table.hashes(space.table_name), (ids,))
         stored[space.id] = {r[0]: bytes(r[1]) for r in await cur.fetchall()}
     await conn.commit()
     spaces.sort(key=lambda s: not s.active)  # the active space first

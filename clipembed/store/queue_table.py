@@ -1,8 +1,17 @@
-"""The real-time queue's SQL: claim, extend, complete, fail, enqueue, replay (see queue.py)."""
+"""The real-time queue (``embedding_queue``, ``embedding_dead_letters``): claim, extend,
+complete, fail, enqueue, replay. The protocol they implement is :mod:`clipembed.realtime.queue`."""
 
 from __future__ import annotations
 
-from psycopg import sql
+#: The channel a worker LISTENs on: every enqueue notifies it.
+CHANNEL = "clipembed_queue"
+
+#: Of the given clip ids, those neither queued nor dead-lettered (``%s`` = uuid[]).
+EXCLUDE_KNOWN = """
+SELECT id FROM unnest(%s::uuid[]) AS t(id)
+WHERE NOT EXISTS (SELECT 1 FROM embedding_queue q WHERE q.clip_id = t.id)
+  AND NOT EXISTS (SELECT 1 FROM embedding_dead_letters d WHERE d.clip_id = t.id)
+"""
 
 # One statement, one short transaction. ``candidates`` locks up to ``limit`` ready rows (SKIP
 # LOCKED: rows another claimer holds are not waited for). Of those, the rows already claimed
@@ -58,11 +67,6 @@ UNION ALL
 SELECT false, clip_id, NULL, attempts, claims, enqueued_at FROM exhausted
 """
 
-READ_CLIPS = """
-SELECT id, title, broadcaster_name, creator_name, game_name, is_removed
-FROM clips WHERE id = ANY(%s)
-"""
-
 # Extends the leases still ours and reports, per id, whether it did and who holds the row now
 # (the outer SELECT sees the rows as they were before the UPDATE: another holder, or none when
 # the row is gone).
@@ -88,40 +92,19 @@ CREATE TEMP TABLE queue_stage (
     model text
 ) ON COMMIT DROP
 """
+
 CREATE_DONE = "CREATE TEMP TABLE queue_done (id uuid, generation bigint) ON COMMIT DROP"
+
 NOTIFY = "SELECT pg_notify(%s, '')"
 
 COPY_STAGE = (
     "COPY queue_stage (id, generation, space_id, embedding, content_hash, model) "
     "FROM STDIN WITH (FORMAT BINARY)"
 )
+
 COPY_STAGE_TYPES = ["uuid", "int8", "int4", "vector", "bytea", "text"]
+
 COPY_DONE = "COPY queue_done (id, generation) FROM STDIN WITH (FORMAT BINARY)"
-
-
-def write_space(table: str, storage: str, dimensions: int) -> sql.Composed:
-    """Upsert the staged vectors of one space (``%(space)s``) whose items are still ours."""
-    return sql.SQL(
-        """
-INSERT INTO {table} AS e (clip_id, embedding, model, content_hash, generated_at)
-SELECT s.id, s.embedding::{storage}({dims}), s.model, s.content_hash, now()
-FROM queue_stage s
-WHERE s.space_id = %(space)s
-  AND EXISTS (
-      SELECT 1 FROM embedding_queue q
-      WHERE q.clip_id = s.id AND q.generation = s.generation AND q.leased_by = %(worker)s
-  )
-ON CONFLICT (clip_id) DO UPDATE
-    SET embedding = EXCLUDED.embedding, model = EXCLUDED.model,
-        content_hash = EXCLUDED.content_hash, generated_at = EXCLUDED.generated_at
-RETURNING e.clip_id
-"""
-    ).format(
-        table=sql.Identifier(table),
-        storage=sql.SQL("halfvec" if storage == "halfvec" else "vector"),
-        dims=sql.Literal(int(dimensions)),
-    )
-
 
 COMPLETE = """
 DELETE FROM embedding_queue q
@@ -169,7 +152,7 @@ SELECT unnest(%s::uuid[])
 ON CONFLICT (clip_id) DO NOTHING
 """
 
-#: The bulk import's enqueue (clipembed.jobs.bulk_import), for a whole chunk what the enqueue
+#: The bulk import's enqueue (clipembed.bulk.bulk_import), for a whole chunk what the enqueue
 #: trigger does for one row (migration 0011): new live clips, and clips whose embedded text or
 #: removal changed (read before the upsert into ``clipembed_before``, written rows in
 #: ``clipembed_written``), are queued with a new generation; a removed one leaves the queue; a

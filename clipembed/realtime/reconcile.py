@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from clipembed.db import queries
-from clipembed.jobs import pipeline, queue
+from clipembed.bulk import pipeline
+from clipembed.db import connection
+from clipembed.realtime import queue
 from clipembed.runtime import Runtime
+from clipembed.store import queue_table
 
 if TYPE_CHECKING:
     from clipembed.embedding.service import EmbeddingService
@@ -37,7 +39,7 @@ async def sweep(
     target = space or runtime.require_space()
     pool = runtime.pool
     async with pool.connection() as lock_conn:
-        cur = await lock_conn.execute(queries.TRY_LOCK, (LOCK_KEY,))
+        cur = await lock_conn.execute(connection.TRY_LOCK, (LOCK_KEY,))
         row = await cur.fetchone()
         await lock_conn.commit()
         if not row or not row[0]:
@@ -50,7 +52,7 @@ async def sweep(
                 if not pending:
                     return 0
                 async with pool.connection() as conn:
-                    cur = await conn.execute(queries.EXCLUDE_KNOWN, (pending,))
+                    cur = await conn.execute(queue_table.EXCLUDE_KNOWN, (pending,))
                     fresh = [r[0] for r in await cur.fetchall()]
                     await conn.commit()
                     count = await queue.enqueue(conn, fresh)
@@ -68,5 +70,5 @@ async def sweep(
                 logger.info("reconciliation enqueued clips", extra={"enqueued": enqueued})
             return enqueued
         finally:
-            await lock_conn.execute(queries.UNLOCK, (LOCK_KEY,))
+            await lock_conn.execute(connection.UNLOCK, (LOCK_KEY,))
             await lock_conn.commit()

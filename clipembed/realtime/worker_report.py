@@ -14,8 +14,7 @@ from collections.abc import Awaitable, Callable
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import metrics
-from clipembed.jobs import queue
-from clipembed.status import rollups
+from clipembed.status import rollups, stats
 
 REPORT_SECONDS = 15.0  # gauges, heartbeat and queue sample; at most a third of the lease
 PRUNE_EVERY = 40  # reports between two prunings of old status history (~10 min)
@@ -33,7 +32,7 @@ async def run(
     while not stop.is_set():
         with contextlib.suppress(Exception):
             async with pool.connection() as conn:
-                s = await queue.queue_stats(conn)
+                s = await stats.queue_stats(conn)
             metrics.QUEUE_DEPTH.set(s["pending"])
             metrics.QUEUE_OLDEST.set(s["oldest_pending_seconds"])
             metrics.DEAD_LETTERS.set(s["dead_letters"])

@@ -12,8 +12,8 @@ import math
 import time
 from typing import Any
 
-from clipembed.jobs import pipeline
-from clipembed.jobs.report import Summary
+from clipembed.bulk import pipeline
+from clipembed.bulk.report import Summary
 from clipembed.runtime import Runtime
 
 
@@ -41,10 +41,10 @@ async def dry_run(
         if svc.cache is not None:
             found = await svc.cache.get_many(prepared)
         misses = [t for t, v in zip(prepared, found, strict=True) if v is None]
-        summary.cache_hits += len(prepared) - len(misses)
-        summary.cache_misses += len(misses)
+        summary.embedding.cache_hits += len(prepared) - len(misses)
+        summary.embedding.cache_misses += len(misses)
         tokens = sum(svc.count_tokens(t) for t in misses)
-        summary.tokens += tokens
+        summary.embedding.tokens += tokens
         if not misses:
             return 0
         per_request = max(1, min(batch_size, provider.max_inputs_per_request))
@@ -73,12 +73,12 @@ async def dry_run(
         requests += await estimate(batch)
     summary.total, summary.skipped = counts.total, counts.skipped
     summary.would_embed = count
-    summary.requests = requests
-    summary.estimated_cost_usd = summary.tokens * cfg.price_per_million_tokens / 1_000_000
+    summary.embedding.requests = requests
+    summary.estimated_cost_usd = summary.embedding.tokens * cfg.price_per_million_tokens / 1_000_000
     if provider.capabilities.rate_limited:  # else its own speed decides: not estimated
         minutes = max(
             requests / cfg.embedding_requests_per_minute,
-            summary.tokens / cfg.embedding_tokens_per_minute,
+            summary.embedding.tokens / cfg.embedding_tokens_per_minute,
         )
         summary.estimated_seconds = minutes * 60
     summary.duration = time.monotonic() - started

@@ -1,13 +1,28 @@
-"""The Batch API backfill's SQL: batches, their items, and the clips they may take."""
+"""The Batch API's tables (``embedding_batches``, ``embedding_batch_items``): batches, their
+items, and which clips a batch may take."""
 
 from __future__ import annotations
 
-from psycopg import sql
+#: Clips of a space waiting in its open Batch API batches (a backfill leaves them to the batch).
+WAITING_IN_BATCHES = """
+SELECT count(*) FROM embedding_batch_items i JOIN embedding_batches b ON b.id = i.batch_id
+WHERE i.state = 'waiting' AND b.state <> 'applied' AND b.space_id = %s
+"""
+
+#: Whether a Batch API batch of a space is still open (``--via auto`` then resumes it).
+OPEN_BATCH_EXISTS = (
+    "SELECT EXISTS (SELECT 1 FROM embedding_batches WHERE state <> 'applied' AND space_id = %s)"
+)
+
+#: Batches still open for a space: it cannot be dropped under them.
+OPEN_FOR_SPACE = "SELECT count(*) FROM embedding_batches WHERE space_id = %s AND state <> 'applied'"
 
 #: Provider states after which nothing more will come; the batch is then applied.
 FINISHED = ("completed", "failed", "expired", "cancelled")
+
 #: States whose items are still owned by the batch (not to be planned again).
 OPEN = ("planned", "uploaded", "submitted", "validating", "in_progress", "finalizing", "cancelling")
+
 #: States in which the provider holds our tokens (the enqueued-token limit).
 ENQUEUED = ("submitted", "validating", "in_progress", "finalizing", "cancelling")
 
@@ -23,6 +38,7 @@ WHERE NOT EXISTS (
 
 #: A batch's id, drawn before its row is written: the queue rows it parks carry it.
 NEXT_BATCH_ID = "SELECT nextval(pg_get_serial_sequence('embedding_batches', 'id'))"
+
 CREATE_BATCH = """
 INSERT INTO embedding_batches (id, model, dimensions, requests, clips, tokens, cost_usd,
                                sync_cost_usd, space_id)
@@ -44,27 +60,32 @@ WHERE q.clip_id IN (
 )
 RETURNING q.clip_id
 """
+
 #: Of these clips, those on the queue but not parked for this batch: a worker holds them (a
 #: lease, or a claim in flight), or another batch parked them (%(batch)s, %(ids)s).
 NOT_OURS = """
 SELECT clip_id FROM embedding_queue
 WHERE clip_id = ANY(%(ids)s::uuid[]) AND in_batch IS DISTINCT FROM %(batch)s
 """
+
 #: Of these clips, those a worker holds (a live lease) or another batch parked (``%s``: ids).
 HELD = """
 SELECT clip_id FROM embedding_queue
 WHERE clip_id = ANY(%s::uuid[]) AND (leased_until >= now() OR in_batch IS NOT NULL)
 """
+
 #: The batch is applied (or given up): its parked rows go back to the workers' queue.
 UNPARK = """
 UPDATE embedding_queue SET in_batch = NULL, next_attempt_at = now() WHERE in_batch = %s
 """
+
 #: Failed lines wait on the queue with their reason (a later batch, or the worker, takes them).
 FAILED_REASONS = """
 UPDATE embedding_queue q SET last_error = f.reason
 FROM unnest(%s::uuid[], %s::text[]) AS f (id, reason)
 WHERE q.clip_id = f.id
 """
+
 #: Of these (clip, content hash) pairs, those whose text already failed in %s batches of the
 #: space: a further batch would most likely fail them again.
 FAILED_BATCHES = """
@@ -74,6 +95,7 @@ JOIN embedding_batches b ON b.id = i.batch_id
 WHERE i.state = 'failed' AND b.space_id = %s
 GROUP BY i.clip_id HAVING count(*) >= %s
 """
+
 #: Clips that gave up: to the dead letters with their reason (the queue row, if any, goes).
 DEAD_LETTER = """
 WITH gone AS (
@@ -87,8 +109,10 @@ LEFT JOIN gone g ON g.clip_id = f.id
 ON CONFLICT (clip_id) DO UPDATE
     SET attempts = EXCLUDED.attempts, last_error = EXCLUDED.last_error, failed_at = now()
 """
+
 #: What each clip's queue row says went wrong (%s: ids).
 LAST_ERRORS = "SELECT clip_id, last_error FROM embedding_queue WHERE clip_id = ANY(%s::uuid[])"
+
 ADD_ITEMS = """
 INSERT INTO embedding_batch_items (batch_id, clip_id, custom_id, position, content_hash, tokens)
 VALUES (%s, %s, %s, %s, %s, %s)
@@ -99,6 +123,7 @@ SELECT id, state, provider_batch_id, input_file_id, output_file_id, error_file_i
        dimensions, tokens
 FROM embedding_batches WHERE state <> 'applied' AND space_id = %s ORDER BY id
 """
+
 ENQUEUED_TOKENS = "SELECT coalesce(sum(tokens), 0) FROM embedding_batches WHERE state = ANY(%s)"
 
 #: A batch's waiting items with the clip's current text columns, in line order.
@@ -111,17 +136,20 @@ ORDER BY i.custom_id, i.position
 """
 
 SET_UPLOADED = "UPDATE embedding_batches SET state = 'uploaded', input_file_id = %s WHERE id = %s"
+
 SET_SUBMITTED = """
 UPDATE embedding_batches SET state = 'submitted', provider_batch_id = %s, submitted_at = now(),
     expires_at = to_timestamp(%s)
 WHERE id = %s
 """
+
 SET_PROVIDER_STATE = """
 UPDATE embedding_batches SET state = %(state)s, request_counts = %(counts)s,
     output_file_id = %(output)s, error_file_id = %(errors)s, last_error = %(error)s,
     finished_at = CASE WHEN %(finished)s THEN coalesce(finished_at, now()) END
 WHERE id = %(id)s AND state <> 'applied'
 """
+
 SET_APPLIED = """
 UPDATE embedding_batches b SET state = 'applied', applied_at = now(),
     applied = (SELECT count(*) FROM embedding_batch_items i WHERE i.batch_id = b.id AND i.state = 'applied'),
@@ -130,12 +158,15 @@ UPDATE embedding_batches b SET state = 'applied', applied_at = now(),
     released = (SELECT count(*) FROM embedding_batch_items i WHERE i.batch_id = b.id AND i.state = 'released')
 WHERE id = %s
 """
+
 SET_ITEMS = """
 UPDATE embedding_batch_items SET state = %s
 WHERE batch_id = %s AND clip_id = ANY(%s::uuid[]) AND state = 'waiting'
 """
+
 #: Before upload: items whose clip changed or vanished since planning leave the batch.
 DROP_ITEMS = "DELETE FROM embedding_batch_items WHERE batch_id = %s AND clip_id = ANY(%s::uuid[])"
+
 RELEASE_WAITING = """
 UPDATE embedding_batch_items SET state = 'released' WHERE batch_id = %s AND state = 'waiting'
 """
@@ -146,43 +177,31 @@ SELECT id, state, provider_batch_id, clips, requests, tokens, cost_usd, sync_cos
        finished_at, applied_at, last_error
 FROM embedding_batches ORDER BY id DESC LIMIT %s
 """
+
 ONE = LIST.replace("ORDER BY id DESC LIMIT %s", "WHERE id = %s")
+
 SUMMARY = """
 SELECT state, count(*), coalesce(sum(clips), 0), coalesce(sum(tokens), 0),
        coalesce(sum(cost_usd), 0), coalesce(sum(sync_cost_usd), 0)
 FROM embedding_batches GROUP BY state
 """
+
 WAITING_CLIPS = """
 SELECT count(*) FROM embedding_batch_items i JOIN embedding_batches b ON b.id = i.batch_id
 WHERE i.state = 'waiting' AND b.state <> 'applied'
 """
 
 BATCH_FILE = "SELECT state, input_file_id FROM embedding_batches WHERE id = %s"
+
 PROVIDER_ID = "SELECT provider_batch_id FROM embedding_batches WHERE id = %s"
+
 CLIPS_OF = "SELECT count(*) FROM embedding_batch_items WHERE batch_id = %s"
+
 #: Every item of a batch in line order (the order its inputs were sent in), any state.
 ALL_ITEMS = """
 SELECT clip_id, custom_id, position, content_hash, tokens, state
 FROM embedding_batch_items WHERE batch_id = %s ORDER BY custom_id, position
 """
-CLIP_TEXTS = """
-SELECT id, title, broadcaster_name, creator_name, game_name, is_removed
-FROM clips WHERE id = ANY(%s::uuid[])
-"""
-
-
-def embedded_with(table: str) -> sql.Composed:
-    """Of these (clip, content hash) pairs, the clips whose vector in the space is exactly that."""
-    return sql.SQL(
-        "SELECT e.clip_id FROM unnest(%s::uuid[], %s::bytea[]) AS t(id, h)"
-        " JOIN {table} e ON e.clip_id = t.id AND e.content_hash = t.h"
-    ).format(table=sql.Identifier(table))
-
-
-def embedded_count(table: str) -> sql.Composed:
-    """Vectors in the space (sizes the index decision before an apply)."""
-    return sql.SQL("SELECT count(*) FROM {table}").format(table=sql.Identifier(table))
-
 
 #: After apply: what the provider billed (its usage), replacing the planned estimate.
 SET_BILLED = """

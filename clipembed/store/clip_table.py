@@ -1,10 +1,11 @@
-"""The bulk import's SQL: a staging table, one upsert per chunk, and set-based postings.
+"""The clips table: its row upsert, the bulk import's set-based statements, the mirror columns.
 
-These statements do for a whole chunk what the row triggers of migrations 0003 (postings) and
-0011 (queue) do for one row; the chunk's transaction sets ``clipembed.bulk`` so those triggers
-return at once (migration 0012). The queue's statement is in :mod:`queue_queries`
-(``ENQUEUE_WRITTEN``), beside the other queue SQL. Temporary tables are per session and emptied
-at every commit: nothing is left behind by a killed import.
+``clips`` is clipembed's own table, or a view of an adopted one (:mod:`clipembed.source`), whose
+DDL is :mod:`clipembed.source.queries`. The bulk statements do for a whole chunk what the row
+triggers of migrations 0003 (postings) and 0011 (queue) do for one row; the chunk's transaction
+sets ``clipembed.bulk`` so those triggers return at once (migration 0012). The queue's statement
+is :data:`clipembed.store.queue_table.ENQUEUE_WRITTEN`. Temporary tables are per session and
+emptied at every commit: nothing is left behind by a killed import.
 """
 
 from __future__ import annotations
@@ -13,7 +14,90 @@ from collections.abc import Sequence
 
 from psycopg import sql
 
-#: The staging table's type per column of the import file (clipembed.jobs.importer.ClipRecord);
+#: The first key of a keyset scan over ``clips.id`` (uuid): every id sorts after it.
+FIRST_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def upsert_clips(columns: Sequence[str], *, table: sql.Composable | None = None) -> sql.Composed:
+    """INSERT ... ON CONFLICT (twitch_clip_id) DO UPDATE for the given columns, one row per call.
+
+    psycopg's ``executemany`` pipelines it: one round trip per batch, not per row. A row equal
+    to the stored one is left alone, so re-importing a file writes (and triggers) nothing.
+    ``table``: where (default ``clips``; an adopted table, whose triggers bring the rows to
+    clipembed), with ``columns`` named as that table names them.
+    """
+    target = table if table is not None else sql.Identifier("clips")
+    updated = [c for c in columns if c != "twitch_clip_id"]
+    return sql.SQL(
+        "INSERT INTO {table} AS t ({cols}) VALUES ({params}) "
+        "ON CONFLICT (twitch_clip_id) DO UPDATE SET {sets} "
+        "WHERE ({old}) IS DISTINCT FROM ({new})"
+    ).format(
+        table=target,
+        old=sql.SQL(", ").join(sql.Identifier("t", c) for c in updated),
+        new=sql.SQL(", ").join(sql.Identifier("excluded", c) for c in updated),
+        cols=sql.SQL(", ").join(sql.Identifier(c) for c in columns),
+        params=sql.SQL(", ").join(sql.Placeholder() for _ in columns),
+        sets=sql.SQL(", ").join(
+            sql.SQL("{c} = EXCLUDED.{c}").format(c=sql.Identifier(c)) for c in updated
+        ),
+    )
+
+
+COUNT_CLIPS = "SELECT count(*) FROM clips"
+
+
+def mirror_page(table: str) -> sql.Composed:
+    """Copy one keyset page of the active space into the clips columns (``%s``: after, limit).
+
+    Rows already equal are skipped; a clip without a vector in the space is cleared. Returns the
+    last id of the page (NULL when the page was empty) and the number of rows changed.
+    """
+    return sql.SQL(
+        """
+WITH page AS (
+    SELECT c.id FROM clips c WHERE c.id > %s ORDER BY c.id LIMIT %s
+), changed AS (
+    UPDATE clips c
+    SET embedding = e.embedding::vector, embedding_model = e.model,
+        embedding_content_hash = e.content_hash, embedding_generated_at = e.generated_at
+    FROM page p LEFT JOIN {table} e ON e.clip_id = p.id
+    WHERE c.id = p.id
+      AND (c.embedding_content_hash IS DISTINCT FROM e.content_hash
+           OR c.embedding_model IS DISTINCT FROM e.model
+           OR (c.embedding IS NULL) <> (e.clip_id IS NULL))
+    RETURNING 1
+)
+SELECT (SELECT max(id::text)::uuid FROM page), (SELECT count(*) FROM changed)
+"""
+    ).format(table=sql.Identifier(table))
+
+
+#: The active space does not fit the clips column: the mirror is empty.
+MIRROR_CLEAR_PAGE = """
+WITH page AS (
+    SELECT id FROM clips WHERE id > %s ORDER BY id LIMIT %s
+), changed AS (
+    UPDATE clips c SET embedding = NULL, embedding_model = NULL, embedding_content_hash = NULL,
+        embedding_generated_at = NULL
+    FROM page p WHERE c.id = p.id AND c.embedding IS NOT NULL
+    RETURNING 1
+)
+SELECT (SELECT max(id::text)::uuid FROM page), (SELECT count(*) FROM changed)
+"""
+
+#: The clips column's dimensions (the mirror fits a space of exactly these).
+CLIP_COLUMN_DIMENSIONS = """
+SELECT a.atttypmod FROM pg_attribute a
+WHERE a.attrelid = 'clips'::regclass AND a.attname = 'embedding' AND NOT a.attisdropped
+"""
+
+CLIP_TEXTS = """
+SELECT id, title, broadcaster_name, creator_name, game_name, is_removed
+FROM clips WHERE id = ANY(%s::uuid[])
+"""
+
+#: The staging table's type per column of the import file (clipembed.bulk.importer.ClipRecord);
 #: the upsert's assignment casts bring them to the target table's own types.
 STAGE_TYPES = {
     "duration": "double precision",
@@ -29,6 +113,7 @@ STAGE_TYPES = {
 WATCHED = ("title", "broadcaster_name", "creator_name", "game_name", "is_removed")
 
 BULK_ON = "SELECT set_config('clipembed.bulk', 'on', true)"
+
 #: The chunk's sorts (dedup, postings in key order) in memory rather than in temporary files.
 WORK_MEM = "SET LOCAL work_mem = '64MB'"
 
@@ -61,9 +146,11 @@ ANALYZE_STAGE = "ANALYZE clipembed_stage"
 _TRACKED = "id uuid PRIMARY KEY, search_vector tsvector, " + ", ".join(
     f"{c} {'boolean' if c == 'is_removed' else 'text'}" for c in WATCHED
 )
+
 CREATE_BEFORE = (
     f"CREATE TEMP TABLE IF NOT EXISTS clipembed_before ({_TRACKED}) ON COMMIT DELETE ROWS"
 )
+
 CREATE_WRITTEN = (
     f"CREATE TEMP TABLE IF NOT EXISTS clipembed_written ({_TRACKED}, has_vector boolean) "
     "ON COMMIT DELETE ROWS"
