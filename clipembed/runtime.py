@@ -134,9 +134,8 @@ async def open_runtime(
             # through ``pool`` on the primary. Search only reads (SET LOCAL/set_config and
             # commits of read-only transactions are allowed on a standby).
             search_url = url
-            replica = cfg.search_database_url
-            if replica is not None and replica.get_secret_value().strip():
-                search_url = replica.get_secret_value().strip()
+            if cfg.reads_replica and cfg.search_database_url is not None:
+                search_url = cfg.search_database_url.get_secret_value().strip()
                 # a replica of another database, or one not yet caught up with a migration
                 check = await connection.connect(search_url, autocommit=True)
                 async with check:

@@ -237,6 +237,12 @@ class Settings(BaseSettings):
 
     # --- derived values ----------------------------------------------------------------------
     @property
+    def reads_replica(self) -> bool:
+        """Search reads ``SEARCH_DATABASE_URL`` (a replica), not the primary."""
+        url = self.search_database_url
+        return url is not None and bool(url.get_secret_value().strip())
+
+    @property
     def capabilities(self) -> providers.Capabilities:
         """What the configured provider declares (clipembed.embedding.providers.REGISTRY)."""
         return providers.capabilities(self.embedding_provider)

@@ -37,6 +37,7 @@ from clipembed.api import (
     failures,
     limits,
     responses,
+    search_report,
     search_routes,
     shedding,
 )
@@ -61,6 +62,14 @@ def create_app(settings: Settings) -> FastAPI:
             )
             stop = asyncio.Event()
             tasks: list[asyncio.Task[Any]] = []
+            # bulk work on the primary follows what searches on the primary go through
+            # (clipembed.api.search_report); a server reading a replica reports nothing
+            app.state.search_report = None
+            if rt.search_pool is not None and not settings.reads_replica:
+                app.state.search_report = asyncio.create_task(
+                    search_report.report(rt.search_pool, rt.pool, stop), name="search-report"
+                )
+                tasks.append(app.state.search_report)
             if settings.embedding_enabled:
                 from clipembed.realtime import scheduler
 

@@ -3,16 +3,22 @@
 A backfill at full speed on the machine that also serves search takes the cores search needs.
 ``--max-rate`` caps it by hand; this module is the default that decides from what it measures.
 
-**The signal: how long search statements have been running, seen by the database itself.**
-The search pool names its connections (``application_name = clipembed-search``, see
-``db.connection.SEARCH_APPLICATION``); the backfill samples ``pg_stat_activity`` a few times a second and
-keeps the age of the oldest search statement still running. A search answered in 10 ms is
-rarely caught at all; one stuck behind bulk writes on busy cores is caught, old. Chosen over
-the search servers reporting their latency somewhere (a table or Redis key written by every
-server) because it needs no new state, sees every server of this database at once, and is
-silent — correctly — when search runs on a read replica (bulk work on the primary then takes
-nothing from it). It needs the backfill's role to see the search role's statements (the same
-role, or ``pg_read_all_stats``); otherwise it sees none and never slows.
+**The signal: how much search suffers, in milliseconds, from two sources** (one statement,
+``status_tables.SEARCH_STRAIN``, sampled a few times a second):
+
+- the age of the oldest search statement still running, seen by the database itself: the
+  search pool names its connections (``application_name = clipembed-search``, see
+  ``db.connection.SEARCH_APPLICATION``). A search answered in 10 ms is rarely caught at all;
+  one stuck behind bulk writes is caught, old. It needs the backfill's role to see the search
+  role's statements (the same role, or ``pg_read_all_stats``).
+- what the search servers report (:mod:`clipembed.api.search_report`): each ``clipembed serve``
+  writes, once a second, the mean time a search-pool request waited for its connection and
+  held it. Added after the 100,000-clip migration, where searches took 1.2 s at p95 and no
+  statement ever ran past 200 ms: the time accrued in the server, short of CPU, not in
+  PostgreSQL. A server that reads a replica reports nothing (bulk work on the primary takes
+  nothing from it).
+
+The larger of the two is compared with the target.
 
 **The control: additive increase, multiplicative decrease** (TCP's AIMD), once per
 :data:`WINDOW_SECONDS`: a window whose oldest search statement ran past the target halves the
@@ -37,6 +43,7 @@ from psycopg_pool import AsyncConnectionPool
 from clipembed.bulk import pacing
 from clipembed.db.connection import SEARCH_APPLICATION
 from clipembed.status import rollups
+from clipembed.store import status_tables
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +55,6 @@ INCREASE = 1.25
 CALM_FRACTION = 0.5
 FLOOR_FRACTION = 0.05
 MIN_FLOOR = 1.0  # clips/s
-
-#: The oldest running search statement's age in milliseconds (0 when none runs).
-OLDEST_SEARCH = """
-SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)) * 1000, 0)
-FROM pg_stat_activity
-WHERE application_name = %s AND state = 'active' AND pid <> pg_backend_pid()
-"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +68,7 @@ class Change:
 
 
 class AdaptivePace:
-    """Decides the rate of a :class:`pacing.Pacer` from the search statements' age (pure)."""
+    """Decides the rate of a :class:`pacing.Pacer` from how much search suffers (pure)."""
 
     def __init__(
         self, pacer: pacing.Pacer, *, target_ms: float, clock: Callable[[], float] = time.monotonic
@@ -126,7 +126,7 @@ class AdaptivePace:
             new = max(floor, base * DECREASE)
             if rate > 0 and new >= rate:
                 return None  # already at the floor
-            return self._set(new, oldest, "search statements ran past the target")
+            return self._set(new, oldest, "search ran past the target")
         if paced and oldest < self.target_ms * CALM_FRACTION:
             new = rate * INCREASE
             ceiling = self._ceiling()
@@ -177,9 +177,11 @@ class Announcer:
         await rollups.event(self.pool, "bulk_pace", {**dataclasses.asdict(change), "by": self.by})
 
 
-async def oldest_search_ms(pool: AsyncConnectionPool) -> float:
+async def search_strain_ms(pool: AsyncConnectionPool) -> float:
+    """How much search suffers now (ms): the oldest running search statement, or the worst
+    search server's reported database time per request, whichever is larger."""
     async with pool.connection() as conn:
-        cur = await conn.execute(OLDEST_SEARCH, (SEARCH_APPLICATION,))
+        cur = await conn.execute(status_tables.SEARCH_STRAIN, (SEARCH_APPLICATION,))
         row = await cur.fetchone()
         await conn.commit()
     return float(row[0]) if row and row[0] is not None else 0.0
@@ -216,7 +218,7 @@ async def watching(
         yield pace
         return
     task = asyncio.create_task(
-        follow(pace, lambda: oldest_search_ms(pool), Announcer(pool, by=by)), name=f"{by}-pace"
+        follow(pace, lambda: search_strain_ms(pool), Announcer(pool, by=by)), name=f"{by}-pace"
     )
     try:
         yield pace

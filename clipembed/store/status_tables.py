@@ -130,4 +130,30 @@ PRUNE = [
     "DELETE FROM clipembed_queue_samples WHERE minute < now() - make_interval(days => %s)",
     "DELETE FROM clipembed_events WHERE at < now() - make_interval(days => %s)",
     "DELETE FROM clipembed_workers WHERE stopped_at < now() - make_interval(days => %s)",
+    "DELETE FROM clipembed_search_health WHERE reported_at < now() - make_interval(days => %s)",
 ]
+
+# ---------------------------------------------------------------- search servers' health
+
+#: A search server's last second (clipembed.api.search_report): one row per server process.
+REPORT_SEARCH = """
+INSERT INTO clipembed_search_health AS h (server, reported_at, database_ms, requests)
+VALUES (%s, now(), %s, %s)
+ON CONFLICT (server) DO UPDATE
+    SET reported_at = EXCLUDED.reported_at, database_ms = EXCLUDED.database_ms,
+        requests = EXCLUDED.requests
+"""
+FORGET_SEARCH_SERVER = "DELETE FROM clipembed_search_health WHERE server = %s"
+
+#: How much search suffers now, in milliseconds (bulk work's pace follows it): the older of the
+#: oldest search statement still running (``%s``: the search pool's application_name) and the
+#: worst search server's mean database time per request over its last reported second.
+SEARCH_STRAIN = """
+SELECT greatest(
+    (SELECT coalesce(max(extract(epoch FROM clock_timestamp() - query_start)) * 1000, 0)
+     FROM pg_stat_activity
+     WHERE application_name = %s AND state = 'active' AND pid <> pg_backend_pid()),
+    (SELECT coalesce(max(database_ms), 0) FROM clipembed_search_health
+     WHERE reported_at > now() - interval '3 seconds')
+)
+"""

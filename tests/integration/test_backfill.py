@@ -336,7 +336,7 @@ async def test_a_suffering_search_slows_the_backfill(
     async with search:
         stuck = asyncio.create_task(search.execute("SELECT pg_sleep(3)"))
         deadline = asyncio.get_running_loop().time() + 30
-        while await adaptive_pace.oldest_search_ms(jobs_runtime.pool) <= 0:
+        while await adaptive_pace.search_strain_ms(jobs_runtime.pool) <= 0:
             assert asyncio.get_running_loop().time() < deadline, "the search never showed"
             await asyncio.sleep(0.02)
         summary = await backfill.run(jobs_runtime, batch_size=5, concurrency=1, max_rate=60)

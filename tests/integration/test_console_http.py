@@ -231,14 +231,14 @@ async def test_the_bulk_pace_is_shown_as_the_last_change_left_it(console):
         assert "Bulk pace: full (never slowed for search)" in c.get("/admin", headers=headers).text
         event = (
             '{"rate": 12.5, "search_ms": 431.0, "target_ms": 200, "by": "backfill",'
-            ' "reason": "search statements ran past the target"}'
+            ' "reason": "search ran past the target"}'
         )
         sql(url, "INSERT INTO clipembed_events (kind, detail) VALUES ('bulk_pace', %s)", (event,))
         pace = c.get("/status", headers=headers).json()["bulk_pace"]
         assert (pace["clips_per_s"], pace["search_ms"], pace["by"]) == (12.5, 431.0, "backfill")
         page = c.get("/admin", headers=headers).text
         assert "<strong>12.5 clips/s</strong>, slowed by the backfill" in page
-        assert "search statements 431 ms, target 200 ms" in page
+        assert "search 431 ms, target 200 ms" in page
         sql(
             url,
             "INSERT INTO clipembed_events (kind, detail, at) VALUES ('bulk_pace', %s, now() + "
