@@ -30,6 +30,11 @@ pytestmark = pytest.mark.slow
 # is given to the workers so that the bound is ours, not psycopg's 130 s default).
 CONNECT_TIMEOUT = 15  # seconds
 RELISTEN_WITHIN = CONNECT_TIMEOUT + worker.RECONNECT_DELAY + CONNECT_TIMEOUT  # seconds
+# A lease outlives the longest a worker may take to be back after a restart (reconnect and
+# LISTEN, then complete or extend): a lapsed lease, not the restart, is what re-embeds, and a
+# 20 s lease lapsed under a loaded machine (a text embedded twice in a run with a parallel
+# CPU load) although the worker was within RELISTEN_WITHIN.
+RESTART_LEASE = RELISTEN_WITHIN + CONNECT_TIMEOUT  # seconds
 STARTUP = 60  # seconds for a new worker process to import, connect, check the schema, LISTEN
 # The longest a working backlog may go without shrinking: an item retried after a transient
 # error waits up to the queue's longest transient backoff, and a killed worker's items wait for
@@ -76,11 +81,10 @@ def test_postgres_restart_workers_reconnect(tmp_path, worker_env, spawn_worker, 
         install_audit(url)
         insert_clips(url, 150)
         fake_openai.control(latency_ms=100)
-        # the lease outlives a restart: a lapsed lease (not the restart) is what re-embeds
         env = worker_env(
             url,
             REDIS_URL="none",
-            CLIPEMBED_QUEUE_LEASE_SECONDS="20",
+            CLIPEMBED_QUEUE_LEASE_SECONDS=str(int(RESTART_LEASE)),
             PGCONNECT_TIMEOUT=str(CONNECT_TIMEOUT),
         )
         workers = [spawn_worker(named(env, i)) for i in range(2)]
