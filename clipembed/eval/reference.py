@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from clipembed.eval.metrics import EVAL_DEPTH, judged, ndcg_at, recall_at
+
 if TYPE_CHECKING:
     from clipembed.eval.beir import Dataset
 
@@ -41,8 +43,6 @@ def reference_bm25(data: Dataset) -> dict[str, Any]:
         stemmer = Stemmer.Stemmer("english")
     except ImportError:
         pass
-    from clipembed.eval.beir import EVAL_DEPTH, judged, ndcg_at, recall_at
-
     t = time.monotonic()
     ids = list(data.corpus)
     texts = [f"{title} {text}".strip() for title, text in data.corpus.values()]

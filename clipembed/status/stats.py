@@ -1,4 +1,14 @@
-"""``clipembed stats``: the original's monitoring queries, plus staleness, models and the queue."""
+"""``clipembed stats``: the original's monitoring queries, plus staleness, models and the queue.
+
+Two figures are called "stale" on purpose, and they count different things:
+``stale_embeddings`` here recomputes every stored vector's content hash from its clip's text and
+the space's model and dimensions (a keyset scan of the whole space: seconds at a million clips),
+so it also catches vectors a configuration change made stale; the status model's ``stale``
+(:mod:`clipembed.status.model`, the console, ``/status``) reads the queue's flag the enqueue
+trigger sets when an embedded clip's text changes (one count over the queue: milliseconds), so
+it sees edits only. This module lives beside the status model and reads the same tables through
+the same store modules; the scan stays here, where an operator asks for it.
+"""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
 
-from clipembed.eval import beir
+from clipembed.eval import beir, metrics
 from clipembed.search import clips as clip_search
 from clipembed.search import core
 
@@ -93,6 +93,6 @@ def test_verdict_reads_hybrid_against_both_branches_and_the_reference():
 
 def test_judged_drops_the_query_itself_and_keeps_the_top_100():
     ranked = ["q7"] + [f"d{i}" for i in range(120)]
-    out = beir.judged("q7", ranked)
-    assert out[0] == "d0" and len(out) == beir.EVAL_DEPTH and "q7" not in out
-    assert beir.judged("q1", ["d1", "d2"]) == ["d1", "d2"]
+    out = metrics.judged("q7", ranked)
+    assert out[0] == "d0" and len(out) == metrics.EVAL_DEPTH and "q7" not in out
+    assert metrics.judged("q1", ["d1", "d2"]) == ["d1", "d2"]
