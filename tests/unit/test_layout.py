@@ -62,3 +62,20 @@ def test_the_checker_sees_lazy_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from clipembed.testing import servers\n    import bm25s\n")
     assert {"clipembed.testing", "bm25s"} <= imported_names(module)
+
+
+def test_no_module_imports_itself_back():
+    """No import circle, lazy imports included (import-linter's layers see only imports that
+    cross a layer; a circle inside a package, such as the evaluation harness and its reference
+    BM25 importing each other, passed them). TYPE_CHECKING imports do not count."""
+    import grimp
+
+    graph = grimp.build_graph("clipembed", exclude_type_checking_imports=True)
+    circles = sorted(
+        (module, imported)
+        for module in graph.modules
+        for imported in graph.find_modules_directly_imported_by(module)
+        if imported.startswith("clipembed")
+        and graph.chain_exists(importer=imported, imported=module)
+    )
+    assert circles == []
