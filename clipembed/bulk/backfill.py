@@ -75,7 +75,7 @@ async def choose_via(runtime: Runtime, via: str, *, force: bool = False) -> str:
     if not svc.provider.capabilities.batch_api:
         return "sync"
     async with runtime.pool.connection() as conn:
-        row = await (await conn.execute(batch_tables.OPEN_BATCH_EXISTS, (space.id,))).fetchone()
+        row = await (await conn.execute(batch_tables.OPEN_FOR_SPACE, (space.id,))).fetchone()
         if row and row[0]:
             return "batch"  # an open batch holds clips: resume it, never embed them twice
         cur = await conn.execute(space_table.backfill_count(space.table_name))

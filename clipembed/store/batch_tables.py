@@ -9,12 +9,8 @@ SELECT count(*) FROM embedding_batch_items i JOIN embedding_batches b ON b.id = 
 WHERE i.state = 'waiting' AND b.state <> 'applied' AND b.space_id = %s
 """
 
-#: Whether a Batch API batch of a space is still open (``--via auto`` then resumes it).
-OPEN_BATCH_EXISTS = (
-    "SELECT EXISTS (SELECT 1 FROM embedding_batches WHERE state <> 'applied' AND space_id = %s)"
-)
-
-#: Batches still open for a space: it cannot be dropped under them.
+#: Batches still open for a space: it cannot be dropped under them, and ``--via auto``
+#: resumes them.
 OPEN_FOR_SPACE = "SELECT count(*) FROM embedding_batches WHERE space_id = %s AND state <> 'applied'"
 
 #: Provider states after which nothing more will come; the batch is then applied.

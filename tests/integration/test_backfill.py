@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import numpy as np
 import psycopg
@@ -352,3 +353,50 @@ async def test_a_suffering_search_slows_the_backfill(
     assert detail["by"] == "backfill"
     for row in stored(database_url):
         assert_correct(row)
+
+
+async def test_the_index_build_runs_at_low_priority_on_a_connection_of_its_own(
+    jobs_runtime, database_url, monkeypatch
+):
+    """Where the database runs on this machine (here: the test's own server, over its Unix
+    socket), the build's backend is reniced (issue 18: the one bulk statement no pace can
+    slow); the backends of the pool keep their priority, and the build's goes away with it."""
+    seen: list[tuple[int, int]] = []
+    real = backfill.index_policy.lower_priority
+
+    def lower_priority(info, nice=backfill.index_policy.BUILD_NICE):
+        done = real(info, nice)
+        seen.append((info.backend_pid, os.getpriority(os.PRIO_PROCESS, info.backend_pid)))
+        return done
+
+    monkeypatch.setattr(backfill.index_policy, "lower_priority", lower_priority)
+    space = jobs_runtime.space
+    await backfill.index_policy.drop_index(jobs_runtime.pool, space)
+    await backfill.index_policy.rebuild_index(jobs_runtime.pool, space, workers=0)
+    assert index_exists(database_url)
+    [(pid, nice)] = seen
+    assert nice == backfill.index_policy.BUILD_NICE
+    async with jobs_runtime.pool.connection() as conn:
+        pooled = conn.info.backend_pid
+    assert pooled != pid and os.getpriority(os.PRIO_PROCESS, pooled) == 0
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:  # the backend ends with its connection
+        async with jobs_runtime.pool.connection() as conn:
+            cur = await conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid])
+            if (await cur.fetchone())[0] == 0:
+                break
+        assert asyncio.get_running_loop().time() < deadline, "the build's backend stayed"
+        await asyncio.sleep(0.05)
+
+
+def test_a_server_elsewhere_is_never_reniced():
+    """Only a Unix socket or loopback host, and only a pid that is a postgres process here."""
+    import types
+
+    from clipembed.bulk import index_policy
+
+    me = os.getpid()  # a local process that is not postgres
+    for host in ("db.example.com", "10.0.0.5", "/tmp", "127.0.0.1"):
+        info = types.SimpleNamespace(host=host, backend_pid=me)
+        assert index_policy.lower_priority(info) is False  # type: ignore[arg-type]
+    assert os.getpriority(os.PRIO_PROCESS, me) == 0

@@ -234,7 +234,8 @@ async def test_migrating_an_installation_moves_its_vectors_without_re_embedding(
         )
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         applied = await migrations.up(conn, dimensions=8)
-        assert [m.version for m in applied] == [9, 10, 11, 12]
+        # from 0009 (spaces) on, however many migrations came after it
+        assert [m.version for m in applied] == [m.version for m in migrations.available()][8:]
     assert scalar(url, "SELECT count(*) FROM embeddings_space_1 WHERE model = 'm'") == 3
     assert scalar(url, "SELECT count(*) FROM embedding_queue") == 4  # untouched: the loads'
     assert scalar(url, "SELECT count(*) FROM active_embeddings") == 3
