@@ -177,24 +177,7 @@ class EmbeddingService:
             positions.setdefault(text, []).append(i)
         unique = list(positions)
         stats.deduplicated = sum(len(p) - 1 for p in positions.values())
-
-        found: list[np.ndarray | None] = [None] * len(unique)
-        if self.cache is not None and unique:
-            found = await self.cache.get_many(unique)
-        misses = [t for t, v in zip(unique, found, strict=True) if v is None]
-        stats.cache_hits = len(unique) - len(misses)
-        stats.cache_misses = len(misses) if self.cache is not None else 0
-        metrics.CACHE_LOOKUPS.labels(self.model, "hit").inc(stats.cache_hits)
-        metrics.CACHE_LOOKUPS.labels(self.model, "miss").inc(stats.cache_misses)
-        results: dict[str, np.ndarray | BaseException] = {
-            t: v for t, v in zip(unique, found, strict=True) if v is not None
-        }
-        hits = set(results)
-        if misses:
-            results.update(await self._embed_misses(misses, stats))
-            if self.cache is not None:
-                stored = [(t, v) for t in misses if isinstance(v := results[t], np.ndarray)]
-                await self.cache.set_many(stored)
+        results, hits = await self._resolve(unique, stats)
 
         for text, idxs in positions.items():
             value = results[text]
@@ -220,23 +203,45 @@ class EmbeddingService:
             await self.link.aclose()
 
     # --- internals ----------------------------------------------------------------------------
-    async def _embed_misses(
+    async def _resolve(
         self, texts: list[str], stats: EmbedStats
-    ) -> dict[str, np.ndarray | BaseException]:
-        """Embed cache misses; a text already being embedded by another call is awaited, not resent.
+    ) -> tuple[dict[str, np.ndarray | BaseException], set[str]]:
+        """Each text's vector or error, and which came from the cache.
 
-        This "single flight" matters for concurrent batches of one backfill or several workers
-        in one process: identical clip texts in two batches cost one provider input.
+        "Single flight": a text another call of this process is already resolving is awaited,
+        not looked up or sent again, so identical clip texts in two concurrent batches (one
+        backfill, several workers) cost one provider input. A call claims its texts before its
+        first await and releases them only once their vectors are in the cache: a text is
+        either claimed, or cached, or neither, and never sent twice for lack of a moment
+        between the two. (Before, a claim ended when the provider answered and the cache was
+        written after it: a call that had looked the cache up meanwhile sent the text again,
+        seen under a parallel CPU load as a text embedded twice.)
         """
-        out: dict[str, np.ndarray | BaseException] = {}
         waiting = {t: self._inflight[t] for t in texts if t in self._inflight}
         mine = [t for t in texts if t not in waiting]
         loop = asyncio.get_running_loop()
         futures = {t: loop.create_future() for t in mine}
         self._inflight.update(futures)
+        out: dict[str, np.ndarray | BaseException] = {}
+        hits: set[str] = set()
         try:
-            if mine:
-                out.update(await self._send(mine, stats))
+            found: list[np.ndarray | None] = [None] * len(mine)
+            if self.cache is not None and mine:
+                found = await self.cache.get_many(mine)
+            for text, vec in zip(mine, found, strict=True):
+                if vec is not None:
+                    out[text] = vec
+                    hits.add(text)
+            misses = [t for t in mine if t not in hits]
+            stats.cache_hits = len(hits)
+            stats.cache_misses = len(misses) if self.cache is not None else 0
+            metrics.CACHE_LOOKUPS.labels(self.model, "hit").inc(stats.cache_hits)
+            metrics.CACHE_LOOKUPS.labels(self.model, "miss").inc(stats.cache_misses)
+            if misses:
+                out.update(await self._send(misses, stats))
+                if self.cache is not None:
+                    stored = [(t, v) for t in misses if isinstance(v := out[t], np.ndarray)]
+                    await self.cache.set_many(stored)
         except BaseException as exc:
             for t in mine:
                 out.setdefault(
@@ -252,7 +257,7 @@ class EmbeddingService:
         for t, fut in waiting.items():
             out[t] = await asyncio.shield(fut)
             stats.deduplicated += 1
-        return out
+        return out, hits
 
     async def _send(
         self, texts: list[str], stats: EmbedStats

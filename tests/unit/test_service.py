@@ -223,6 +223,46 @@ async def test_concurrent_calls_share_one_request_for_the_same_text():
     assert sorted(provider.sent) == ["same", "x", "y"]
 
 
+class GatedCache:
+    """The embedding cache's two calls in memory; ``set_many`` waits for ``stored`` to open, as
+    a Redis write still on its way does."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, np.ndarray] = {}
+        self.stored = asyncio.Event()
+        self.writing = asyncio.Event()
+
+    async def get_many(self, texts):
+        return [self.values.get(t) for t in texts]
+
+    async def set_many(self, items):
+        self.writing.set()
+        await self.stored.wait()
+        self.values.update(items)
+
+
+async def test_a_text_answered_but_not_yet_cached_is_not_sent_again():
+    """Single flight lasts until the vector is in the cache: a call that comes between the
+    provider's answer and the cache write awaits the first call's vector. (The claim used to
+    end with the answer; the second call then missed the cache and paid for the text again:
+    seen once as a text embedded twice in a backfill under a parallel CPU load.)"""
+    provider = MemoryProvider()
+    svc = make(provider)
+    svc.cache = GatedCache()  # type: ignore[assignment]
+    first = asyncio.create_task(svc.embed(["same"]))
+    await wait_for(svc.cache.writing.is_set, what="the first call's cache write")
+    second = asyncio.create_task(svc.embed(["same"]))
+    for _ in range(50):  # let the second call run as far as it can (no clock involved)
+        await asyncio.sleep(0)
+    svc.cache.stored.set()
+    a, b = await asyncio.gather(first, second)
+    assert_vectors(["same"], a.vectors)
+    assert_vectors(["same"], b.vectors)
+    assert provider.sent == ["same"]
+    third = await svc.embed(["same"])  # released once cached: a later call hits the cache
+    assert third.from_cache == [True] and provider.sent == ["same"]
+
+
 async def test_stats_add_up_across_calls():
     svc = make()
     await svc.embed(["a", "a", "b"])
