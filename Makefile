@@ -47,8 +47,12 @@ browser:
 demo: $(STAMP)
 	$(BIN)/python -m clipembed.demo
 
+# Test processes (pytest-xdist): each has its own PostgreSQL cluster, fake provider and browser;
+# `worksteal` moves queued tests to whichever process is free (the acceptance tests are long).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: $(STAMP)
 	CLIPEMBED_TEST_DATABASE_URL=$(NO_DATABASE) $(BIN)/pytest -q -p no:cacheprovider -m "$(FAST)" tests/unit tests/integration

@@ -13,13 +13,24 @@ from clipembed import settings
 from clipembed.api.app import create_app
 from clipembed.testing import servers
 from tests.plugins.admin import admin_token, bearer
+from tests.plugins.search import load_search_clips
 
 pytestmark = pytest.mark.local_model
 
 
-@pytest.fixture
-def api(search_db, tmp_path):
+@pytest.fixture(scope="module")
+def search_db(database_factory, local_provider):
+    """One database for the module: no test here writes to what another reads (the admin
+    token test_openapi_healthz_metrics creates is its own), and a fresh database, corpus and
+    server per test were 0.8 s of each of its ~30 parametrized cases."""
+    url = database_factory.new(dimensions=384)
+    return url, load_search_clips(url, local_provider)
+
+
+@pytest.fixture(scope="module")
+def api(search_db, tmp_path_factory):
     url, ids = search_db
+    tmp_path = tmp_path_factory.mktemp("api-home")
     cfg = settings.Settings(
         _env_file=None,
         embedding_provider="local",
@@ -29,6 +40,10 @@ def api(search_db, tmp_path):
         # the semantic branch must answer: a local model's encode on a loaded 2-core machine
         # can pass the product's 1 s deadline (the deadline is test_search_degraded's subject)
         search_embed_timeout_ms=60_000,
+        # one server for the module: its tests together send more than one client's budget
+        # (the budgets are test_security_search's subject)
+        clipembed_search_requests_per_second=0,
+        clipembed_search_embeds_per_minute=0,
     )
     port = servers.free_port()
     server = uvicorn.Server(
