@@ -108,11 +108,15 @@ async def open_runtime(
     pool_max_size: int = 8,
     search: bool = False,
     space: str | None = None,
+    bulk: bool = False,
 ) -> AsyncIterator[Runtime]:
     """Connect, check the schema matches the settings, and build the embedding service.
 
     ``space``: the embedding space the jobs write (default: the active one); the service embeds
     with that space's model.
+
+    ``bulk``: the jobs pool serves bulk work, whose sessions run at
+    ``CLIPEMBED_BULK_NICE`` where the server is on this machine (clipembed.db.priority).
     """
     from clipembed import spaces
 
@@ -124,7 +128,10 @@ async def open_runtime(
         target = await (spaces.by_name(conn, space) if space else spaces.active(conn))
     dims = target.dimensions
     pool = await connection.open_pool(
-        url, max_size=pool_max_size, statement_timeout_ms=cfg.jobs_statement_timeout_ms
+        url,
+        max_size=pool_max_size,
+        statement_timeout_ms=cfg.jobs_statement_timeout_ms,
+        nice=cfg.clipembed_bulk_nice if bulk else 0,
     )
     search_pool = None
     service = None

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
     #: bulk work halves its pace while a search statement runs longer than this (0: never
     #: slows for search); clipembed.bulk.adaptive_pace
     clipembed_backfill_search_target_ms: int = Field(default=200, ge=0, le=60_000)
+    #: bulk work (backfill, Batch API apply, model backfill, a promote's mirror sync) runs its
+    #: process and, where PostgreSQL runs on this machine, its sessions at this nice value:
+    #: on idle cores at full speed, against search with ~1/10 of a core's share (the `nice`
+    #: command's default; 0: no change; 19 yields nearly everything). The HNSW build after a
+    #: load runs at 19 either way: one statement no pace can slow
+    clipembed_bulk_nice: int = Field(default=10, ge=0, le=19)
     #: parallel workers of an HNSW index build (PostgreSQL's max_parallel_maintenance_workers):
     #: 0 on a machine that also serves search, more on a dedicated one
     clipembed_index_build_workers: int = Field(default=2, ge=0, le=64)

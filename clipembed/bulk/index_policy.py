@@ -18,15 +18,13 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from clipembed.db import connection
+from clipembed.db import connection, priority
 from clipembed.store import space_table
 
 if TYPE_CHECKING:
@@ -160,12 +158,12 @@ def build_memory_mb(*, needed: int, server: int, cap_mb: int) -> int:
 
 
 #: The build's backend runs at this nice value where the database runs on this machine and we
-#: may renice it (the embedded server; PostgreSQL under our own user, or we are root). On idle
-#: cores a niced process runs at full speed; against search it gets what search leaves. In the
-#: 100,000-clip migration the build (one `CREATE INDEX`, which no pace can slow) was when search
-#: failed: 181 of 206 failures in its 131 s (docs/benchmarks.md).
-BUILD_NICE = 19
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+#: may renice it (clipembed.db.priority). In the 100,000-clip migration the build (one
+#: `CREATE INDEX`, which no pace can slow) was when search failed: 181 of 206 failures in its
+#: 131 s (docs/benchmarks.md).
+BUILD_NICE = priority.BUILD_NICE
+lower_priority = priority.lower_priority
+renice = priority.renice
 
 
 #: The build's parallel workers are processes of their own, started once the statement runs:
@@ -173,33 +171,6 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 WORKER_POLL_SECONDS = 0.5
 #: The parallel workers of a backend (``%s``: its pid).
 PARALLEL_WORKERS = "SELECT pid FROM pg_stat_activity WHERE leader_pid = %s"
-
-
-def is_local(info: psycopg.ConnectionInfo) -> bool:
-    """Whether the connection reaches a server on this machine (Unix socket or loopback)."""
-    host = info.host or ""
-    return host.startswith("/") or host in LOCAL_HOSTS
-
-
-def lower_priority(info: psycopg.ConnectionInfo, nice: int = BUILD_NICE) -> bool:
-    """Renice the backend behind ``info`` when it is a PostgreSQL process on this machine.
-
-    Only over a Unix socket or a loopback address, and only when the pid is a ``postgres``
-    process here: a pid of a server elsewhere says nothing about this machine's processes.
-    """
-    return is_local(info) and renice(info.backend_pid, nice)
-
-
-def renice(pid: int, nice: int = BUILD_NICE) -> bool:
-    """Renice a ``postgres`` process of this machine (nothing else, whatever its pid)."""
-    try:
-        if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
-            return False
-        if os.getpriority(os.PRIO_PROCESS, pid) < nice:
-            os.setpriority(os.PRIO_PROCESS, pid, nice)
-    except OSError:  # no /proc, another user's process, or the backend is gone
-        return False
-    return True
 
 
 async def renice_workers(url: str, leader: int, nice: int = BUILD_NICE) -> None:

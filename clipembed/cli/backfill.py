@@ -13,6 +13,7 @@ from clipembed.bulk import backfill as backfill_mod
 from clipembed.bulk import index_policy
 from clipembed.bulk import progress as progress_mod
 from clipembed.cli import common
+from clipembed.db import priority
 from clipembed.settings import Settings
 
 app = typer.Typer(add_completion=False)
@@ -121,7 +122,9 @@ async def execute(
     stop = asyncio.Event()
     common.stop_on_signals(stop)
     progress = None if as_json else progress_mod.Progress("backfill", terminal=common.is_terminal())
-    async with runtime.open_runtime(cfg, space=space) as rt:
+    # bulk work: this process and its sessions leave the cores to search (clipembed.db.priority)
+    priority.lower_own_priority(cfg.clipembed_bulk_nice)
+    async with runtime.open_runtime(cfg, space=space, bulk=True) as rt:
         chosen = await backfill_mod.choose_via(rt, via, force=force)
         if chosen == "batch" and not dry_run:
             batch_summary = await BatchBackfill(rt, sync_fallback=sync_fallback).run(

@@ -20,6 +20,7 @@ from clipembed.bulk import adaptive_pace, pacing
 from clipembed.bulk import backfill as backfill_mod
 from clipembed.cli import backfill as backfill_cli
 from clipembed.cli import common, lazy
+from clipembed.db import priority
 from clipembed.settings import Settings
 from clipembed.spaces import mirror, registry
 
@@ -75,7 +76,8 @@ async def listing(cfg: Settings) -> list[dict[str, Any]]:
 
 def _sync(cfg: Settings) -> None:
     async def main() -> None:
-        async with runtime.open_runtime(cfg, with_service=False) as rt:
+        priority.lower_own_priority(cfg.clipembed_bulk_nice)
+        async with runtime.open_runtime(cfg, with_service=False, bulk=True) as rt:
             # the sync rewrites every clip row: bulk work, paced like a backfill (--max-rate's
             # setting, and the adaptive pace that follows search)
             pacer = pacing.Pacer(cfg.clipembed_backfill_max_rate, burst=mirror.PAGE)

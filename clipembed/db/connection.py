@@ -10,6 +10,7 @@ callback, so every query can send and receive numpy vectors in binary.
 
 from __future__ import annotations
 
+import functools
 import logging
 import select
 from typing import Any
@@ -19,6 +20,7 @@ from pgvector.psycopg import register_vector_async
 from psycopg_pool import AsyncConnectionPool
 
 from clipembed import embedded, errors, redaction, source
+from clipembed.db import priority
 from clipembed.settings import Settings
 
 # The statements of a connection itself (health, timeouts, advisory locks): no table of ours.
@@ -74,8 +76,10 @@ async def connect(url: str, **kwargs: Any) -> psycopg.AsyncConnection[Any]:
     return conn
 
 
-async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+async def _configure(conn: psycopg.AsyncConnection[Any], *, nice: int = 0) -> None:
     await register_vector_async(conn)
+    if nice > 0:
+        priority.lower_priority(conn.info, nice)
     await conn.execute("SELECT set_config('search_path', %s, false)", (source.SEARCH_PATH,))
     # configure runs inside no transaction block of ours; end the implicit one.
     await conn.commit()
@@ -110,6 +114,7 @@ async def open_pool(
     statement_timeout_ms: int = 0,
     acquire_timeout: float = 30.0,
     autocommit: bool = False,
+    nice: int = 0,
 ) -> AsyncConnectionPool:
     """A pool whose connections know pgvector's types. The schema must be migrated first.
 
@@ -121,6 +126,9 @@ async def open_pool(
 
     ``autocommit``: each statement its own transaction unless the caller opens one (the search
     pool: a read needs no BEGIN and COMMIT around it, two round trips of a search's six).
+
+    ``nice``: bulk work's pool; each session's backend is reniced to it where the server runs
+    on this machine (:mod:`clipembed.db.priority`).
 
     Checks connectivity first so a wrong URL fails with one clear line, not a pool timeout.
     """
@@ -139,7 +147,7 @@ async def open_pool(
         url,
         min_size=min_size,
         max_size=max_size,
-        configure=_configure,
+        configure=_configure if nice <= 0 else functools.partial(_configure, nice=nice),
         kwargs={
             "connect_timeout": CONNECT_TIMEOUT,
             "options": f"-c statement_timeout={int(statement_timeout_ms)}",

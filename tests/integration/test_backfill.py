@@ -389,6 +389,44 @@ async def test_the_index_build_runs_at_low_priority_on_a_connection_of_its_own(
         await asyncio.sleep(0.05)
 
 
+async def test_bulk_work_s_sessions_run_at_the_bulk_nice(openai_settings, database_url):
+    """Bulk work's pool (``open_runtime(bulk=True)``): every session's backend on this machine
+    runs at CLIPEMBED_BULK_NICE, also one the pool opens later; other pools keep priority 0."""
+    from clipembed import runtime
+
+    cfg = openai_settings(database_url=database_url, clipembed_bulk_nice=7)
+    async with runtime.open_runtime(cfg, with_service=False, bulk=True) as rt:
+        async with rt.pool.connection() as a, rt.pool.connection() as b:
+            pids = [a.info.backend_pid, b.info.backend_pid]
+        assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pids] == [7, 7]
+    async with runtime.open_runtime(cfg, with_service=False) as rt, rt.pool.connection() as c:
+        assert os.getpriority(os.PRIO_PROCESS, c.info.backend_pid) == 0
+    off = openai_settings(database_url=database_url, clipembed_bulk_nice=0)
+    async with (
+        runtime.open_runtime(off, with_service=False, bulk=True) as rt,
+        rt.pool.connection() as c,
+    ):
+        assert os.getpriority(os.PRIO_PROCESS, c.info.backend_pid) == 0
+
+
+def test_a_bulk_command_lowers_its_own_priority_never_raises_it():
+    """In a process of its own (a nice value cannot be raised back without privileges)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os\n"
+        "from clipembed.db import priority\n"
+        "print(priority.lower_own_priority(0), os.getpriority(os.PRIO_PROCESS, 0))\n"
+        "print(priority.lower_own_priority(10), os.getpriority(os.PRIO_PROCESS, 0))\n"
+        "print(priority.lower_own_priority(5), os.getpriority(os.PRIO_PROCESS, 0))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split("\n")[:3] == ["False 0", "True 10", "True 10"]
+
+
 def test_a_server_elsewhere_is_never_reniced():
     """Only a Unix socket or loopback host, and only a pid that is a postgres process here."""
     import types
