@@ -25,7 +25,8 @@ RETRY_AFTER_SECONDS = 5  # a provider blip or a busy database: worth a retry soo
 
 
 class Overloaded(Exception):
-    """More searches than can be served within the deadline (:mod:`.shedding`)."""
+    """More searches than can be served within the deadline (:mod:`.shedding`), or an admitted
+    one that did not finish by it; the message (ours, safe to show) says which."""
 
 
 def unavailable(message: str, *, retry_after: int = RETRY_AFTER_SECONDS) -> JSONResponse:
@@ -35,7 +36,8 @@ def unavailable(message: str, *, retry_after: int = RETRY_AFTER_SECONDS) -> JSON
 
 
 async def _overloaded(request: Request, exc: Exception) -> JSONResponse:
-    return unavailable("overloaded: too many searches at once, retry shortly", retry_after=1)
+    reason = str(exc) or "too many searches at once"
+    return unavailable(f"overloaded: {reason}, retry shortly", retry_after=1)
 
 
 async def _pool_timeout(request: Request, exc: Exception) -> JSONResponse:

@@ -20,6 +20,8 @@ gets results or a 422, never a 500.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import hmac
 import uuid
@@ -57,10 +59,26 @@ async def admitted(request: Request) -> AsyncIterator[None]:
         return
     if not shedder.try_enter():
         raise failures.Overloaded
+    request.state.answer_by = shedder.deadline_from(asyncio.get_running_loop().time())
     try:
         yield
     finally:
         shedder.leave()
+
+
+@contextlib.asynccontextmanager
+async def within_deadline(request: Request) -> AsyncIterator[None]:
+    """An admitted search answers by its deadline (the search deadline from its admission), or
+    gets 503 "overloaded" then: never a late answer that the client has likely given up on."""
+    answer_by = getattr(request.state, "answer_by", None)
+    if answer_by is None:  # no shedder (tests of the routes alone)
+        yield
+        return
+    try:
+        async with asyncio.timeout_at(answer_by):
+            yield
+    except TimeoutError:
+        raise failures.Overloaded("the search did not finish within its deadline") from None
 
 
 router = APIRouter(
@@ -193,14 +211,15 @@ async def search(
     """Hybrid (default), keyword (BM25) or semantic (vector) search with filters in both branches."""
     rt = request.app.state.runtime
     # errors become answers in one place: clipembed.api.failures (503 + Retry-After, 422)
-    outcome = await clip_search.search_detailed(
-        rt.reader,
-        rt.service_for if rt.service is not None else None,
-        q,
-        params=_params(mode, limit, offset),
-        filters=filters,
-        admit=limits.admission(request),
-    )
+    async with within_deadline(request):
+        outcome = await clip_search.search_detailed(
+            rt.reader,
+            rt.service_for if rt.service is not None else None,
+            q,
+            params=_params(mode, limit, offset),
+            filters=filters,
+            admit=limits.admission(request),
+        )
     if rt.service is not None:  # for `clipembed model compare` (in the background, best effort)
         compare.remember(rt.service.link, rt.settings.redis_key_prefix, q)
     return {
@@ -231,9 +250,10 @@ async def similar(
 ) -> dict[str, Any]:
     """Clips whose embeddings are nearest to this clip's (the clip itself excluded)."""
     rt = request.app.state.runtime
-    results, space = await clip_search.similar_detailed(
-        rt.reader, clip_id, params=_params("semantic", limit, offset), filters=filters
-    )
+    async with within_deadline(request):
+        results, space = await clip_search.similar_detailed(
+            rt.reader, clip_id, params=_params("semantic", limit, offset), filters=filters
+        )
     if results is None:
         raise HTTPException(status_code=404, detail="no such clip, or it has no embedding yet")
     return {

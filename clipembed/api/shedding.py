@@ -15,6 +15,7 @@ search's place for the time of the request.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
@@ -25,6 +26,16 @@ from clipembed import metrics
 logger = logging.getLogger(__name__)
 
 WINDOW = 5.0  # seconds of completions the throughput is measured over
+#: Admitted: what completes within this share of the deadline at the measured rate. Little's
+#: law gives the mean wait; admitting a whole deadline's worth put the mean at the deadline and
+#: the tail far past it (128 clients on 2 cores: p95 6.3 s against a 2 s deadline,
+#: ``python -m bench.search_overload``).
+LATENCY_SHARE = 0.5
+#: The event loop's own lag (seconds) past which only the pool's worth of searches is admitted.
+#: A request waits in a busy loop before any of our code sees it (parsing, routing): the
+#: bookkeeping above cannot count that wait, the loop's lag measures it.
+LAG_LIMIT = 0.1
+LAG_INTERVAL = 0.05  # how often the lag is sampled
 MIN_SAMPLES = 10  # completions before the measured throughput is trusted
 STARTUP_FACTOR = 8  # searches admitted per pool connection before anything is measured
 LOG_EVERY = 10.0  # seconds between two "overloaded" log lines (a flood must not flood the log)
@@ -44,6 +55,8 @@ class Shedder:
         self._done: collections.deque[float] = collections.deque()
         self.in_flight = 0
         self.shed_total = 0
+        #: the event loop's recent lag (seconds), kept by :func:`watch_lag`
+        self.lag = 0.0
         self._logged_at = float("-inf")
 
     def throughput(self) -> float | None:
@@ -56,11 +69,18 @@ class Shedder:
         return len(self._done) / WINDOW
 
     def allowed(self) -> int:
-        """Searches that may be in flight: what completes within the deadline, at least the pool."""
+        """Searches that may be in flight: what completes within LATENCY_SHARE of the deadline,
+        at least the pool; only the pool while the event loop lags past LAG_LIMIT."""
+        if self.lag > LAG_LIMIT:
+            return self.connections
         rate = self.throughput()
         if rate is None:
             return self.connections * STARTUP_FACTOR
-        return max(self.connections, int(rate * self.deadline))
+        return max(self.connections, int(rate * self.deadline * LATENCY_SHARE))
+
+    def deadline_from(self, admitted_at: float) -> float:
+        """When an admitted search must have answered (the loop's clock), from its admission."""
+        return admitted_at + self.deadline
 
     def try_enter(self) -> bool:
         if self.in_flight >= self.allowed():
@@ -84,3 +104,14 @@ class Shedder:
     def leave(self) -> None:
         self.in_flight = max(0, self.in_flight - 1)
         self._done.append(self._clock())
+
+
+async def watch_lag(shedder: Shedder, stop: asyncio.Event) -> None:
+    """Until ``stop``: sample the event loop's lag into ``shedder.lag`` (a decaying maximum, so
+    one quiet sample does not hide a loop that is still behind)."""
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        started = loop.time()
+        await asyncio.sleep(LAG_INTERVAL)
+        lag = max(0.0, loop.time() - started - LAG_INTERVAL)
+        shedder.lag = max(lag, shedder.lag * 0.7)
