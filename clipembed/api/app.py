@@ -61,9 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
                 connections=rt.reader.max_size, deadline_seconds=deadline_ms / 1000
             )
             stop = asyncio.Event()
-            tasks: list[asyncio.Task[Any]] = [
-                asyncio.create_task(shedding.watch_lag(app.state.shedder, stop), name="loop-lag")
-            ]
+            tasks: list[asyncio.Task[Any]] = []
             # bulk work on the primary follows what searches on the primary go through
             # (clipembed.api.search_report); a server reading a replica reports nothing
             app.state.search_report = None

@@ -15,7 +15,6 @@ search's place for the time of the request.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import logging
 import time
@@ -26,16 +25,6 @@ from clipembed import metrics
 logger = logging.getLogger(__name__)
 
 WINDOW = 5.0  # seconds of completions the throughput is measured over
-#: Admitted: what completes within this share of the deadline at the measured rate. Little's
-#: law gives the mean wait; admitting a whole deadline's worth put the mean at the deadline and
-#: the tail far past it (128 clients on 2 cores: p95 6.3 s against a 2 s deadline,
-#: ``python -m bench.search_overload``).
-LATENCY_SHARE = 0.5
-#: The event loop's own lag (seconds) past which only the pool's worth of searches is admitted.
-#: A request waits in a busy loop before any of our code sees it (parsing, routing): the
-#: bookkeeping above cannot count that wait, the loop's lag measures it.
-LAG_LIMIT = 0.1
-LAG_INTERVAL = 0.05  # how often the lag is sampled
 MIN_SAMPLES = 10  # completions before the measured throughput is trusted
 STARTUP_FACTOR = 8  # searches admitted per pool connection before anything is measured
 LOG_EVERY = 10.0  # seconds between two "overloaded" log lines (a flood must not flood the log)
@@ -55,8 +44,6 @@ class Shedder:
         self._done: collections.deque[float] = collections.deque()
         self.in_flight = 0
         self.shed_total = 0
-        #: the event loop's recent lag (seconds), kept by :func:`watch_lag`
-        self.lag = 0.0
         self._logged_at = float("-inf")
 
     def throughput(self) -> float | None:
@@ -69,14 +56,17 @@ class Shedder:
         return len(self._done) / WINDOW
 
     def allowed(self) -> int:
-        """Searches that may be in flight: what completes within LATENCY_SHARE of the deadline,
-        at least the pool; only the pool while the event loop lags past LAG_LIMIT."""
-        if self.lag > LAG_LIMIT:
-            return self.connections
+        """Searches that may be in flight: what completes within the deadline, at least the pool.
+
+        Tried and taken back (2026-12-07): admitting half a deadline's worth, and only the
+        pool's worth while the event loop lagged past 100 ms. In the 100,000-clip migration
+        that shed 145 of 8,039 searches (9 before) while p95 stayed at 653 ms, and under
+        overload it did not shorten the wait before admission, where the time went
+        (docs/benchmarks.md, "Overload")."""
         rate = self.throughput()
         if rate is None:
             return self.connections * STARTUP_FACTOR
-        return max(self.connections, int(rate * self.deadline * LATENCY_SHARE))
+        return max(self.connections, int(rate * self.deadline))
 
     def deadline_from(self, admitted_at: float) -> float:
         """When an admitted search must have answered (the loop's clock), from its admission."""
@@ -104,14 +94,3 @@ class Shedder:
     def leave(self) -> None:
         self.in_flight = max(0, self.in_flight - 1)
         self._done.append(self._clock())
-
-
-async def watch_lag(shedder: Shedder, stop: asyncio.Event) -> None:
-    """Until ``stop``: sample the event loop's lag into ``shedder.lag`` (a decaying maximum, so
-    one quiet sample does not hide a loop that is still behind)."""
-    loop = asyncio.get_running_loop()
-    while not stop.is_set():
-        started = loop.time()
-        await asyncio.sleep(LAG_INTERVAL)
-        lag = max(0.0, loop.time() - started - LAG_INTERVAL)
-        shedder.lag = max(lag, shedder.lag * 0.7)

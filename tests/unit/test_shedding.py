@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-from clipembed.api.shedding import (
-    LAG_INTERVAL,
-    LAG_LIMIT,
-    LATENCY_SHARE,
-    MIN_SAMPLES,
-    STARTUP_FACTOR,
-    WINDOW,
-    Shedder,
-    watch_lag,
-)
+from clipembed.api.shedding import MIN_SAMPLES, STARTUP_FACTOR, WINDOW, Shedder
 
 
 class Clock:
@@ -38,10 +29,9 @@ def test_what_completes_within_the_deadline_is_admitted_and_the_rest_shed_at_onc
         clock.now = i * WINDOW / 50
         shedder.leave()
     assert shedder.throughput() == 50 / WINDOW
-    # at 10/s, five in flight are served within half the 1 s deadline; the sixth is shed
-    assert LATENCY_SHARE == 0.5
-    assert [shedder.try_enter() for _ in range(6)] == [True] * 5 + [False]
-    assert shedder.in_flight == 5 and shedder.shed_total == 1
+    # at 10/s, ten in flight are served within the 1 s deadline; the eleventh is shed
+    assert [shedder.try_enter() for _ in range(11)] == [True] * 10 + [False]
+    assert shedder.in_flight == 10 and shedder.shed_total == 1
 
 
 def test_never_fewer_than_the_pool_and_a_stall_falls_back_to_the_startup_rule():
@@ -57,34 +47,6 @@ def test_never_fewer_than_the_pool_and_a_stall_falls_back_to_the_startup_rule():
     assert shedder.allowed() == 3 * STARTUP_FACTOR
 
 
-def test_a_lagging_event_loop_admits_only_the_pool():
-    """Requests wait in a busy loop before the bookkeeping sees them: past LAG_LIMIT only the
-    pool's worth is admitted, whatever the measured rate; the limit lifts when the lag does."""
-    shedder = Shedder(connections=2, deadline_seconds=2.0, clock=Clock())
-    assert shedder.allowed() == 2 * STARTUP_FACTOR
-    shedder.lag = LAG_LIMIT * 2
-    assert [shedder.try_enter() for _ in range(3)] == [True, True, False]
-    shedder.lag = LAG_LIMIT / 2
-    assert shedder.try_enter()
-
-
 def test_an_admitted_search_must_answer_a_deadline_after_its_admission():
     shedder = Shedder(connections=1, deadline_seconds=2.0, clock=Clock())
     assert shedder.deadline_from(10.0) == 12.0
-
-
-async def test_the_lag_watch_sees_a_blocked_loop_and_forgets_it_slowly():
-    import asyncio
-    import time
-
-    shedder = Shedder(connections=1, deadline_seconds=2.0)
-    stop = asyncio.Event()
-    watch = asyncio.create_task(watch_lag(shedder, stop))
-    await asyncio.sleep(0)  # the watch takes its first sample
-    # the loop blocked: the subject, not a wait (a stand-in for a loop behind on its callbacks)
-    time.sleep(0.3)  # noqa: ASYNC251
-    async with asyncio.timeout(30):  # the sample that spans the block is taken
-        while shedder.lag < 0.3 - LAG_INTERVAL:
-            await asyncio.sleep(0.01)
-    stop.set()
-    await watch
