@@ -46,18 +46,7 @@ def run(clips: int, limited_clips: int) -> dict:
 def unlimited(tmp: Path, clips: int) -> dict:
     data = make_file(Path(tmp), clips, seed=1)
     with common.postgres() as url, common.fake_provider("--latency-ms", "50") as base:
-        e = common.env(
-            DATABASE_URL=url,
-            EMBEDDING_PROVIDER="openai",
-            OPENAI_API_KEY=KEY,
-            EMBEDDING_API_BASE_URL=base,
-            REDIS_URL="none",
-            EMBEDDING_REQUESTS_PER_MINUTE="1000000",
-            EMBEDDING_TOKENS_PER_MINUTE="1000000000",
-            EMBEDDING_MAX_CONCURRENCY="8",
-            CLIPEMBED_HOME=str(tmp),
-            CLIPEMBED_LOG_LEVEL="WARNING",
-        )
+        e = common.fake_provider_env(url, base, tmp, EMBEDDING_MAX_CONCURRENCY="8")
         common.clipembed("migrate", "up", env_vars=e)
         _, import_seconds, _ = common.clipembed("import", str(data), env_vars=e)
         out, seconds, rss = common.clipembed(

@@ -20,8 +20,6 @@ import psycopg
 from bench import backfill as backfill_bench
 from bench import common
 
-KEY = "sk-bench-000000000000000000"
-
 
 def database(admin_url: str, name: str) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -38,18 +36,7 @@ def run(clips: int) -> dict[str, Any]:
         with common.postgres() as admin, common.fake_provider("--latency-ms", "50") as base:
             for mode in ("keep", "rebuild"):
                 url = database(admin, f"bench_{mode}")
-                e = common.env(
-                    DATABASE_URL=url,
-                    EMBEDDING_PROVIDER="openai",
-                    OPENAI_API_KEY=KEY,
-                    EMBEDDING_API_BASE_URL=base,
-                    REDIS_URL="none",
-                    EMBEDDING_REQUESTS_PER_MINUTE="1000000",
-                    EMBEDDING_TOKENS_PER_MINUTE="1000000000",
-                    EMBEDDING_MAX_CONCURRENCY="8",
-                    CLIPEMBED_HOME=tmp,
-                    CLIPEMBED_LOG_LEVEL="WARNING",
-                )
+                e = common.fake_provider_env(url, base, tmp, EMBEDDING_MAX_CONCURRENCY="8")
                 for step in (("migrate", "up"), ("import", str(data))):
                     done, _, _ = common.clipembed(*step, env_vars=e)
                     if done.returncode:

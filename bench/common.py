@@ -111,6 +111,27 @@ def env(**values: str) -> dict[str, str]:
     return base
 
 
+#: The API key the benchmarks give the fake provider (any Bearer key is accepted).
+BENCH_KEY = "sk-bench-000000000000000000"
+
+
+def fake_provider_env(url: str, base: str, home: Path | str, **values: str) -> dict[str, str]:
+    """The environment of a ``clipembed`` command against the fake provider at ``base``: no
+    Redis, no limit that binds, warnings only; ``values`` add or override variables."""
+    return env(
+        DATABASE_URL=url,
+        EMBEDDING_PROVIDER="openai",
+        OPENAI_API_KEY=BENCH_KEY,
+        EMBEDDING_API_BASE_URL=base,
+        REDIS_URL="none",
+        EMBEDDING_REQUESTS_PER_MINUTE="1000000",
+        EMBEDDING_TOKENS_PER_MINUTE="1000000000",
+        CLIPEMBED_HOME=str(home),
+        CLIPEMBED_LOG_LEVEL="WARNING",
+        **values,
+    )
+
+
 def clipembed(
     *args: str, env_vars: dict[str, str]
 ) -> tuple[subprocess.CompletedProcess[str], float, int]:

@@ -29,7 +29,6 @@ from bench import common, query_lane
 from clipembed.testing import servers
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "twitch"
-KEY = "sk-bench-overload-0000"
 DEADLINE_S = 2.0  # SEARCH_STATEMENT_TIMEOUT_MS's default
 SLACK_S = 0.1
 
@@ -138,16 +137,10 @@ def main() -> None:
         common.fake_provider("--latency-ms", "20") as base,
     ):
         tmp = Path(tmp_name)
-        e = common.env(
-            DATABASE_URL=url,
-            EMBEDDING_PROVIDER="openai",
-            OPENAI_API_KEY=KEY,
-            EMBEDDING_API_BASE_URL=base,
-            REDIS_URL="none",
-            EMBEDDING_REQUESTS_PER_MINUTE="1000000",
-            EMBEDDING_TOKENS_PER_MINUTE="1000000000",
-            CLIPEMBED_HOME=str(tmp),
-            CLIPEMBED_LOG_LEVEL="WARNING",
+        e = common.fake_provider_env(
+            url,
+            base,
+            tmp,
             CLIPEMBED_SEARCH_REQUESTS_PER_SECOND="0",
             CLIPEMBED_SEARCH_EMBEDS_PER_MINUTE="0",
         )
