@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from clipembed.api.shedding import MIN_SAMPLES, STARTUP_FACTOR, WINDOW, Shedder
 
 
@@ -28,7 +30,7 @@ def test_what_completes_within_the_deadline_is_admitted_and_the_rest_shed_at_onc
         assert shedder.try_enter()
         clock.now = i * WINDOW / 50
         shedder.leave()
-    assert shedder.throughput() == 50 / WINDOW
+    assert shedder.throughput() == pytest.approx(50 / WINDOW)
     # at 10/s, ten in flight are served within the 1 s deadline; the eleventh is shed
     assert [shedder.try_enter() for _ in range(11)] == [True] * 10 + [False]
     assert shedder.in_flight == 10 and shedder.shed_total == 1
@@ -50,3 +52,17 @@ def test_never_fewer_than_the_pool_and_a_stall_falls_back_to_the_startup_rule():
 def test_an_admitted_search_must_answer_a_deadline_after_its_admission():
     shedder = Shedder(connections=1, deadline_seconds=2.0, clock=Clock())
     assert shedder.deadline_from(10.0) == 12.0
+
+
+def test_the_rate_is_taken_over_the_span_the_completions_cover():
+    """Searches starting after a quiet spell: ten completions in half a second are 20 a
+    second; divided by the whole window they were 2, and searches were refused at once."""
+    clock = Clock()
+    shedder = Shedder(connections=2, deadline_seconds=2.0, clock=clock)
+    clock.now = 100.0  # long after start-up, nothing completed lately
+    for i in range(11):
+        assert shedder.try_enter()
+        clock.now = 100.0 + i * 0.05
+        shedder.leave()
+    assert shedder.throughput() == pytest.approx(20.0)
+    assert shedder.allowed() == 40  # 20 a second within the 2 s deadline
