@@ -38,6 +38,10 @@ def subprocess_env(
         EMBEDDING_REQUESTS_PER_MINUTE="100000",
         EMBEDDING_TIMEOUT_SECONDS="5",
         CLIPEMBED_HOME=str(home),
+        # bulk work at normal priority: the suite runs two test processes on two cores, and a
+        # niced backfill waits behind the other's tests (the priority has tests of its own:
+        # tests/integration/test_backfill.py)
+        CLIPEMBED_BULK_NICE="0",
     )
     env.update(extra)
     return env
@@ -94,6 +98,7 @@ def openai_settings(
             "embedding_tokens_per_minute": 100_000_000,
             "embedding_timeout_seconds": 5,
             "clipembed_home": tmp_path / "home",
+            "clipembed_bulk_nice": 0,  # as in subprocess_env
         }
         values.update(overrides)
         return settings.Settings(_env_file=None, **values)
