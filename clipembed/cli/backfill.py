@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from typing import Any
 
 import typer
 
@@ -105,6 +107,15 @@ def backfill(
     raise typer.Exit(common.run(main, debug=debug))
 
 
+def bulk_runtime(
+    cfg: Settings, **kwargs: Any
+) -> contextlib.AbstractAsyncContextManager[runtime.Runtime]:
+    """``runtime.open_runtime(cfg, bulk=True, ...)`` after lowering this process's priority:
+    bulk work's process and sessions leave the cores to search (clipembed.db.priority)."""
+    priority.lower_own_priority(cfg.clipembed_bulk_nice)
+    return runtime.open_runtime(cfg, bulk=True, **kwargs)
+
+
 async def execute(
     cfg: Settings,
     *,
@@ -122,9 +133,7 @@ async def execute(
     stop = asyncio.Event()
     common.stop_on_signals(stop)
     progress = None if as_json else progress_mod.Progress("backfill", terminal=common.is_terminal())
-    # bulk work: this process and its sessions leave the cores to search (clipembed.db.priority)
-    priority.lower_own_priority(cfg.clipembed_bulk_nice)
-    async with runtime.open_runtime(cfg, space=space, bulk=True) as rt:
+    async with bulk_runtime(cfg, space=space) as rt:
         chosen = await backfill_mod.choose_via(rt, via, force=force)
         if chosen == "batch" and not dry_run:
             batch_summary = await BatchBackfill(rt, sync_fallback=sync_fallback).run(

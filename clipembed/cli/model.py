@@ -20,7 +20,6 @@ from clipembed.bulk import adaptive_pace, pacing
 from clipembed.bulk import backfill as backfill_mod
 from clipembed.cli import backfill as backfill_cli
 from clipembed.cli import common, lazy
-from clipembed.db import priority
 from clipembed.settings import Settings
 from clipembed.spaces import mirror, registry
 
@@ -38,12 +37,10 @@ app = typer.Typer(
 async def _admin(
     cfg: Settings, *, bulk: bool = False
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """An autocommit connection of a runtime without an embedding service (``bulk``: at
-    CLIPEMBED_BULK_NICE, clipembed.db.priority)."""
-    async with (
-        runtime.open_runtime(cfg, with_service=False, bulk=bulk) as rt,
-        rt.pool.connection() as conn,
-    ):
+    """An autocommit connection of a runtime without an embedding service (``bulk``: this
+    process and the session at CLIPEMBED_BULK_NICE, clipembed.db.priority)."""
+    opened = backfill_cli.bulk_runtime if bulk else runtime.open_runtime
+    async with opened(cfg, with_service=False) as rt, rt.pool.connection() as conn:
         await conn.set_autocommit(True)
         yield conn
 
@@ -82,8 +79,7 @@ async def listing(cfg: Settings) -> list[dict[str, Any]]:
 
 def _sync(cfg: Settings) -> None:
     async def main() -> None:
-        priority.lower_own_priority(cfg.clipembed_bulk_nice)
-        async with runtime.open_runtime(cfg, with_service=False, bulk=True) as rt:
+        async with backfill_cli.bulk_runtime(cfg, with_service=False) as rt:
             # the sync rewrites every clip row: bulk work, paced like a backfill (--max-rate's
             # setting, and the adaptive pace that follows search)
             pacer = pacing.Pacer(cfg.clipembed_backfill_max_rate, burst=mirror.PAGE)
@@ -243,7 +239,6 @@ def promote(
     async def main() -> int:
         # the check reads both spaces whole (5.6 s at 100,000 clips, when search failed in the
         # migration benchmark): bulk work's priority; the switch itself is one short update
-        priority.lower_own_priority(cfg.clipembed_bulk_nice)
         async with _admin(cfg, bulk=True) as conn:
             target = await spaces.by_name(conn, name)
             lacking = await registry.behind(conn, target, await spaces.active(conn))

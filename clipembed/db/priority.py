@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 
 #: The nice value of the HNSW build after a load (the lowest priority: one statement that no
-#: pace can slow). Bulk writes use CLIPEMBED_BUILD_NICE (10 by default: they are paced too).
+#: pace can slow). Bulk writes use CLIPEMBED_BULK_NICE (10 by default: they are paced too).
 BUILD_NICE = 19
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
