@@ -124,7 +124,14 @@ async def recall(
                 v = vector_for(text, dims, vectors)
                 t = time.perf_counter()
                 ann = await core.semantic_branch(
-                    conn, corpus, v, filters.where(), params, 10, selective=filters.selective
+                    conn,
+                    corpus,
+                    v,
+                    filters.where(),
+                    params,
+                    10,
+                    selective=filters.selective,
+                    keys=filters.keys(),
                 )
                 ann_ms.append((time.perf_counter() - t) * 1000)
                 async with conn.transaction():

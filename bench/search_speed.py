@@ -118,8 +118,9 @@ def load(url: str, clips: int) -> float:
         # search reads the default space's table (migration 0009); the clips columns mirror it
         conn.execute("ALTER TABLE embeddings_space_1 DISABLE TRIGGER USER")
         conn.execute(
-            "INSERT INTO embeddings_space_1 (clip_id, embedding, model, content_hash) "
-            "SELECT id, embedding, embedding_model, '\\x00' FROM clips WHERE embedding IS NOT NULL"
+            "INSERT INTO embeddings_space_1 (clip_id, embedding, model, content_hash, game_key,"
+            " broadcaster_key) SELECT id, embedding, embedding_model, '\\x00', lower(game_name),"
+            " lower(broadcaster_name) FROM clips WHERE embedding IS NOT NULL"
         )
         conn.execute("ALTER TABLE embeddings_space_1 ENABLE TRIGGER USER")
         conn.commit()

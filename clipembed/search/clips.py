@@ -79,6 +79,22 @@ class Filters:
         """One game or one broadcaster: a small share of clips (language and dates may not be)."""
         return bool(self.game or self.broadcaster)
 
+    def keys(self) -> core.Where | None:
+        """The game and broadcaster filters on a space's own key columns (alias ``e``;
+        migration 0014), or None without either. The same parameters as :meth:`where`, which
+        still applies: the keys narrow the candidates, ``clips`` decides."""
+        parts: list[sql.Composable] = []
+        args: dict[str, Any] = {}
+        if self.game:
+            parts.append(sql.SQL("e.game_key = lower(%(f_game)s)"))
+            args["f_game"] = clips_mod.sanitize(self.game)
+        if self.broadcaster:
+            parts.append(sql.SQL("e.broadcaster_key = lower(%(f_broadcaster)s)"))
+            args["f_broadcaster"] = clips_mod.sanitize(self.broadcaster)
+        if not parts:
+            return None
+        return sql.SQL(" AND ").join(parts), args
+
     def where(self) -> core.Where:
         """The filters as SQL on the corpus alias ``d``; values are parameters, never SQL text.
 
@@ -208,42 +224,70 @@ async def search_detailed(
     degraded: list[str] = []
     where = filters.where()
     depth = core.branch_depth(params)
-    keyword: list[tuple[Any, float]] = []
-    semantic: list[tuple[Any, float]] = []
+
+    async def keyword_part() -> list[tuple[Any, float]]:
+        if not wants_keyword:
+            return []
+        async with pool.connection() as conn:
+            return await core.keyword_branch(
+                conn, CLIPS, text, where, params, depth, filter_first=filters.selective
+            )
+
+    async def semantic_part() -> list[tuple[Any, float]]:
+        if embedding is None:
+            return []
+        try:
+            vector = await embedding
+        except errors.ProviderError as exc:
+            reason = type(exc).__name__
+            metrics.SEARCH_DEGRADED.labels("semantic", reason).inc()
+            logger.warning(
+                "search degraded: no query embedding",
+                extra={"mode": params.mode, "reason": reason},
+            )
+            if params.mode == "semantic":
+                raise SemanticUnavailable(
+                    "semantic search is unavailable right now: try again shortly, "
+                    "or use mode=keyword"
+                ) from exc
+            degraded.append("semantic")
+            return []
+        # a connection only once the vector is here: none is held while the provider answers
+        async with pool.connection() as conn:
+            return await core.semantic_branch(
+                conn,
+                corpus,
+                vector,
+                where,
+                params,
+                depth,
+                selective=filters.selective,
+                keys=filters.keys(),
+            )
+
+    # The two branches overlap: the vector branch starts on a connection of its own as soon as
+    # its query embedding is there, while the keyword branch runs (hybrid latency is the slower
+    # branch, not their sum). Each holds one connection at a time, so no search waits for a
+    # second connection while holding a first (no pool deadlock, however small the pool).
+    parts = [asyncio.ensure_future(keyword_part()), asyncio.ensure_future(semantic_part())]
     try:
-        if wants_keyword:
-            async with pool.connection() as conn:
-                keyword = await core.keyword_branch(
-                    conn, CLIPS, text, where, params, depth, filter_first=filters.selective
-                )
-        if embedding is not None:
-            try:
-                vector = await embedding
-            except errors.ProviderError as exc:
-                reason = type(exc).__name__
-                metrics.SEARCH_DEGRADED.labels("semantic", reason).inc()
-                logger.warning(
-                    "search degraded: no query embedding",
-                    extra={"mode": params.mode, "reason": reason},
-                )
-                if params.mode == "semantic":
-                    raise SemanticUnavailable(
-                        "semantic search is unavailable right now: try again shortly, "
-                        "or use mode=keyword"
-                    ) from exc
-                degraded.append("semantic")
-            else:
-                async with pool.connection() as conn:
-                    semantic = await core.semantic_branch(
-                        conn, corpus, vector, where, params, depth, selective=filters.selective
-                    )
+        await asyncio.wait(parts, return_when=asyncio.FIRST_EXCEPTION)
+        for part in parts:  # a branch's error, if any, whichever finished first
+            failure = part.exception() if part.done() and not part.cancelled() else None
+            if failure is not None:
+                raise failure
+        keyword, semantic = parts[0].result(), parts[1].result()
     finally:
+        # cancelled (client gone, deadline) or one branch failed: stop the other and wait for
+        # it, so that no statement outlives this search and no task's error goes unread
+        for part in parts:
+            part.cancel()
+        await asyncio.gather(*parts, return_exceptions=True)
         if embedding is not None:
             if not embedding.done():
                 embedding.cancel()
             elif not embedding.cancelled():
-                # the keyword branch failed after the embedding did: read its error, or asyncio
-                # logs "Task exception was never retrieved" with a traceback at every such search
+                # read its error, or asyncio logs "Task exception was never retrieved"
                 embedding.exception()
     hits = core.fuse(keyword, semantic, params)
     described = space.describe(service.settings if service is not None else None)
@@ -298,6 +342,7 @@ async def similar_detailed(
             exclude_id=clip_id,
             vector=vector,
             selective=filters.selective,
+            keys=filters.keys(),
         )
     return await _hydrate(pool, hits), space.describe()
 

@@ -275,17 +275,30 @@ async def semantic_branch(
     *,
     exclude_id: Any = None,
     selective: bool = False,
+    keys: Where | None = None,
 ) -> list[tuple[Any, float]]:
     """Top ``n`` (id, cosine similarity) by HNSW among documents matching ``where``.
 
     ``selective``: the filters may keep few documents; when they keep at most
     ``filtered.EXACT_MAX``, those
     are ranked exactly (one statement), otherwise by the index as without it (a second one).
+    ``keys``: those of the filters that the vectors' own table can test (alias ``e``; a space's
+    game and broadcaster keys), tested there first; ``where`` still applies to every hit.
     """
     exclude = sql.SQL("d.id <> %(exclude)s") if exclude_id is not None else sql.SQL("TRUE")
+    if corpus.vectors is None:
+        keys = None
     if selective:
         exact = await filtered.exact(
-            conn, corpus, vector, where, n, exclude, exclude_id, database=_database_key(conn)
+            conn,
+            corpus,
+            vector,
+            where,
+            n,
+            exclude,
+            exclude_id,
+            database=_database_key(conn),
+            keys=keys,
         )
         if exact is not None:
             return exact
@@ -294,6 +307,7 @@ async def semantic_branch(
         stmt = queries.SEMANTIC_JOINED.format(
             vectors=corpus.ident(corpus.vectors),
             vtype=sql.SQL("halfvec" if corpus.vector_type == "halfvec" else "vector"),
+            keys=keys[0] if keys is not None else sql.SQL("TRUE"),
             table=corpus.ident(corpus.table),
             base=sql.SQL(corpus.base_filter),
             where=where[0],
@@ -329,6 +343,7 @@ async def semantic_branch(
                 "n_results": fetch,
                 "exclude": exclude_id,
                 **where[1],
+                **(keys[1] if keys is not None else {}),
             },
         )
         rows = await cur.fetchall()
@@ -346,6 +361,7 @@ async def rank(
     exclude_id: Any = None,
     vector: np.ndarray | None = None,
     selective: bool = False,
+    keys: Where | None = None,
     semantic_conn: psycopg.AsyncConnection[Any] | None = None,
 ) -> list[Hit]:
     """The page ``[offset, offset+limit)`` of the ranking in ``params.mode``.
@@ -376,7 +392,15 @@ async def rank(
         if v is None:
             return []
         return await semantic_branch(
-            on, corpus, v, where, params, window, exclude_id=exclude_id, selective=selective
+            on,
+            corpus,
+            v,
+            where,
+            params,
+            window,
+            exclude_id=exclude_id,
+            selective=selective,
+            keys=keys,
         )
 
     if run_keyword and run_semantic and semantic_conn is not None:

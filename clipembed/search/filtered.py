@@ -6,7 +6,9 @@ small share of the clips, far from the query, is found late or not at all (recal
 one game at a million clips). So:
 
 - a filter that keeps at most :data:`EXACT_MAX` clips is ranked by exact distance, in one
-  statement (:data:`queries.SEMANTIC_EXACT`, tested against numpy's distances);
+  statement (:data:`queries.SEMANTIC_EXACT`, tested against numpy's distances); a game or a
+  broadcaster, which a space's own columns hold (``keys``, migration 0014), up to
+  :data:`EXACT_MAX_KEYED` (:data:`queries.SEMANTIC_EXACT_KEYED`: no join per clip);
 - a larger one goes through the index with :data:`MAX_SCAN_TUPLES` and at least
   :data:`MIN_FETCH` matches asked for (``core.semantic_branch``), and is remembered as large
   for :data:`LARGE_SECONDS` so its next searches skip the exact attempt's bounded id scan.
@@ -30,6 +32,10 @@ if TYPE_CHECKING:
 
 #: A selective filter keeping at most this many documents ranks their vectors exactly.
 EXACT_MAX = 10_000
+#: The same for a filter the space's own key columns test: each kept clip costs one read of its
+#: vector's row and one distance, about what one tuple of a filtered HNSW scan costs, so up to
+#: MAX_SCAN_TUPLES the exact ranking is no slower than the scan and it misses nothing.
+EXACT_MAX_KEYED = 60_000
 #: Past EXACT_MAX, the index scan: pgvector's relaxed iterative scan returns the first matches
 #: it meets and stops at 20,000 tuples by default. Asking for at least MIN_FETCH and letting it
 #: visit up to MAX_SCAN_TUPLES finds the nearer ones (0.33 -> 0.99 for that game, same latency).
@@ -58,13 +64,18 @@ async def exact(
     exclude_id: Any,
     *,
     database: str,
+    keys: Where | None = None,
 ) -> list[tuple[Any, float]] | None:
     """The exact top ``n`` (id, cosine similarity) of the filtered documents, or None when they
-    are more than EXACT_MAX (then the caller's index scan answers)."""
+    are more than EXACT_MAX (EXACT_MAX_KEYED with ``keys``, the filters on the space's own
+    columns; then the caller's index scan answers)."""
     key = (database, corpus.table, where[0].as_string(None), repr(where[1]))
     if time.monotonic() < _large.get(key, 0.0):
         return None
-    rows = await _ranked(conn, corpus, vector, where, n, exclude, exclude_id)
+    if keys is not None and corpus.vectors is not None:
+        rows = await _ranked_by_keys(conn, corpus, vector, where, keys, n, exclude, exclude_id)
+    else:
+        rows = await _ranked(conn, corpus, vector, where, n, exclude, exclude_id)
     if rows is None:
         if len(_large) >= LARGE_MAX:
             _large.clear()
@@ -114,5 +125,41 @@ async def _ranked(
     rows = await cur.fetchall()
     await conn.commit()
     if not rows or rows[0][0] > EXACT_MAX:
+        return None
+    return [(r[1], 1.0 - float(r[2])) for r in rows if r[1] is not None]
+
+
+async def _ranked_by_keys(
+    conn: psycopg.AsyncConnection[Any],
+    corpus: Corpus,
+    vector: np.ndarray,
+    where: Where,
+    keys: Where,
+    n: int,
+    exclude: sql.Composable,
+    exclude_id: Any,
+) -> list[tuple[Any, float]] | None:
+    assert corpus.vectors is not None
+    stmt = queries.SEMANTIC_EXACT_KEYED.format(
+        vectors=corpus.ident(corpus.vectors),
+        vtype=sql.SQL("halfvec" if corpus.vector_type == "halfvec" else "vector"),
+        keys=keys[0],
+        table=corpus.ident(corpus.table),
+        base=sql.SQL(corpus.base_filter),
+        where=where[0],
+        exclude=exclude,
+    )
+    args = {
+        "v": np.asarray(vector, dtype=np.float32),
+        "cap": EXACT_MAX_KEYED,
+        "n_results": n,
+        "exclude": exclude_id,
+        **where[1],
+        **keys[1],
+    }
+    cur = await conn.execute(stmt, args)
+    rows = await cur.fetchall()
+    await conn.commit()
+    if not rows or rows[0][0] > EXACT_MAX_KEYED:
         return None
     return [(r[1], 1.0 - float(r[2])) for r in rows if r[1] is not None]

@@ -109,12 +109,14 @@ ORDER BY distance, id
 
 #: The same over a space's own vectors table (``e``), joined to the documents for the filters.
 #: The query vector is cast to the space's storage type so that its HNSW index applies.
+#: ``{keys}``: the filters that the space's own columns can test (game, broadcaster: migration
+#: 0014), on the index tuple's own row, so a candidate of another game costs no join.
 SEMANTIC_JOINED = sql.SQL(
     """
 SELECT id, distance FROM (
     SELECT d.id, e.embedding <=> %(v)s::{vtype} AS distance
     FROM {vectors} e JOIN {table} d ON d.id = e.clip_id
-    WHERE ({base}) AND ({where}) AND ({exclude})
+    WHERE ({keys}) AND ({base}) AND ({where}) AND ({exclude})
     ORDER BY e.embedding <=> %(v)s::{vtype}
     LIMIT %(n_results)s
 ) t
@@ -143,6 +145,38 @@ WITH f AS MATERIALIZED (
     WHERE (SELECT kept FROM k) <= %(cap)s AND {present}
 ), top AS (
     SELECT id, distance FROM scored ORDER BY distance, id LIMIT %(n_results)s
+)
+SELECT k.kept, top.id, top.distance FROM k LEFT JOIN top ON TRUE
+ORDER BY top.distance, top.id
+"""
+)
+
+# The exact ranking by the space's own filter columns (game, broadcaster: migration 0014): ``f``
+# reads at most %(cap)s + 1 of the space's rows through the key's B-tree and takes each one's
+# distance on the way (no second lookup of the vector, no join per row); only then, in distance
+# order, are candidates checked against the documents (``{table}``: base filter, the filters
+# themselves, the excluded id) until %(n_results)s pass. The keys are a prefilter and the
+# documents the truth: a clip whose game changed a moment ago and is not re-embedded yet is
+# missed for that moment, never shown under the wrong game. Same result shape as SEMANTIC_EXACT.
+SEMANTIC_EXACT_KEYED = sql.SQL(
+    """
+WITH f AS MATERIALIZED (
+    SELECT e.clip_id AS id, e.embedding <=> %(v)s::{vtype} AS distance
+    FROM {vectors} e
+    WHERE ({keys})
+    LIMIT %(cap)s + 1
+), k AS (
+    SELECT count(*) AS kept FROM f
+), top AS (
+    SELECT s.id, s.distance
+    FROM (
+        SELECT id, distance FROM f WHERE (SELECT kept FROM k) <= %(cap)s ORDER BY distance, id
+    ) s
+    WHERE EXISTS (
+        SELECT 1 FROM {table} d
+        WHERE d.id = s.id AND ({base}) AND ({where}) AND ({exclude})
+    )
+    LIMIT %(n_results)s
 )
 SELECT k.kept, top.id, top.distance FROM k LEFT JOIN top ON TRUE
 ORDER BY top.distance, top.id

@@ -66,15 +66,23 @@ COPY_STAGE_TYPES = ["uuid", "vector", "bytea", "text", "text", "text", "text", "
 
 def _upsert(table: str, storage: str, dimensions: int, rows: str, when: str = "") -> sql.Composed:
     """``INSERT ... SELECT`` of staged vectors into a space, replacing a clip's vector with its
-    model, content hash and time; the one upsert of a space's rows. ``rows``: the ``FROM``/
+    model, content hash and time; the one upsert of a space's rows. The filter keys (lower-case
+    game and broadcaster, migration 0014) are read from ``clips`` in the same statement: both
+    names are in the embedded text, so keys and vector always come from the same row version
+    (the backfill checks the staged text against ``clips`` in this statement; the worker's
+    lease stands for the same). ``rows``: the ``FROM``/
     ``WHERE`` of the staged rows (``s``: id, embedding, model, content_hash); ``when``: a
     condition on the replaced row (``e``), empty to always replace."""
     return sql.SQL(
-        "INSERT INTO {table} AS e (clip_id, embedding, model, content_hash, generated_at)"
-        " SELECT s.id, s.embedding::{storage}({dims}), s.model, s.content_hash, now() {rows}"
+        "INSERT INTO {table} AS e"
+        " (clip_id, embedding, model, content_hash, generated_at, game_key, broadcaster_key)"
+        " SELECT s.id, s.embedding::{storage}({dims}), s.model, s.content_hash, now(),"
+        " (SELECT lower(k.game_name) FROM clips k WHERE k.id = s.id),"
+        " (SELECT lower(k.broadcaster_name) FROM clips k WHERE k.id = s.id) {rows}"
         " ON CONFLICT (clip_id) DO UPDATE"
         " SET embedding = EXCLUDED.embedding, model = EXCLUDED.model,"
-        " content_hash = EXCLUDED.content_hash, generated_at = EXCLUDED.generated_at {when}"
+        " content_hash = EXCLUDED.content_hash, generated_at = EXCLUDED.generated_at,"
+        " game_key = EXCLUDED.game_key, broadcaster_key = EXCLUDED.broadcaster_key {when}"
         " RETURNING e.clip_id"
     ).format(
         table=sql.Identifier(table),

@@ -246,8 +246,9 @@ async def test_semantic_branch_reads_the_hnsw_index_on_a_small_corpus(database_f
         space = await spaces.active_in(r.pool)
         with psycopg.connect(url, autocommit=True) as setup:
             setup.execute(
-                f"INSERT INTO {space.table_name} (clip_id, embedding, model, content_hash)"
-                " SELECT id, embedding, 'random', '\\x00' FROM clips"
+                f"INSERT INTO {space.table_name} (clip_id, embedding, model, content_hash,"
+                " game_key, broadcaster_key) SELECT id, embedding, 'random', '\\x00',"
+                " lower(game_name), lower(broadcaster_name) FROM clips"
             )
             setup.execute("UPDATE clips SET embedding = NULL")
             setup.execute(f"VACUUM FULL ANALYZE clips, {space.table_name}")

@@ -59,10 +59,13 @@ def load_search_clips(url: str, provider) -> dict[str, object]:
         vectors = asyncio.run(provider.embed(texts)).vectors
         for title, vec in zip(ids, vectors, strict=True):
             # into the default space's table (search reads it; the trigger mirrors into clips)
+            # with the filter keys the product's upsert writes (migration 0014)
             conn.execute(
-                "INSERT INTO embeddings_space_1 (clip_id, embedding, model, content_hash) "
-                "VALUES (%s, %s, 'm', 'h')",
-                (ids[title], vec),
+                "INSERT INTO embeddings_space_1"
+                " (clip_id, embedding, model, content_hash, game_key, broadcaster_key)"
+                " SELECT c.id, %s, 'm', 'h', lower(c.game_name), lower(c.broadcaster_name)"
+                " FROM clips c WHERE c.id = %s",
+                (vec, ids[title]),
             )
     return ids
 
