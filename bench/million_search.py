@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -18,13 +16,13 @@ import httpx
 import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector, register_vector_async
+from psycopg import sql
 
 from bench import common
 from clipembed import runtime, settings, spaces
 from clipembed.admin import auth
 from clipembed.search import clips as clip_search
 from clipembed.search import core
-from clipembed.testing import servers
 from clipembed.testing.fakeopenai import vector_for
 
 MODES: tuple[core.Mode, ...] = ("keyword", "semantic", "hybrid")
@@ -102,6 +100,42 @@ def recall_with_ties(exact: Sequence[tuple[Any, float]], ann: Sequence[tuple[Any
     return found / len(exact)
 
 
+#: The true top 10 by a full scan: the product's own statement cannot be reused with index scans
+#: turned off, because it turns sequential scans off for itself (``queries.SET_EF_SEARCH``), and
+#: with both off PostgreSQL took the HNSW index anyway (a run reported recall 1.0 against itself).
+EXACT = sql.SQL(
+    """
+SELECT d.id, 1 - (e.embedding <=> %(v)s::{vtype}) AS similarity
+FROM {vectors} e JOIN {table} d ON d.id = e.clip_id
+WHERE ({base}) AND ({where})
+ORDER BY e.embedding <=> %(v)s::{vtype}, d.id
+LIMIT 10
+"""
+)
+
+
+async def exact_top(
+    conn: psycopg.AsyncConnection[Any],
+    corpus: core.Corpus,
+    v: np.ndarray,
+    filters: clip_search.Filters,
+) -> list[tuple[Any, float]]:
+    assert corpus.vectors is not None
+    where = filters.where()
+    stmt = EXACT.format(
+        vtype=sql.SQL(corpus.vector_type),
+        vectors=sql.Identifier(corpus.vectors),
+        table=sql.Identifier(corpus.table),
+        base=sql.SQL(corpus.base_filter),
+        where=where[0],
+    )
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_indexscan = off")
+        await conn.execute("SET LOCAL max_parallel_workers_per_gather = 2")
+        cur = await conn.execute(stmt, {"v": np.asarray(v, dtype=np.float32), **where[1]})
+        return [(r[0], float(r[1])) for r in await cur.fetchall()]
+
+
 async def recall(
     url: str, space_name: str, texts: list[str], dims: int, vectors: str, ef_search: int
 ) -> dict[str, Any]:
@@ -134,12 +168,9 @@ async def recall(
                     keys=filters.keys(),
                 )
                 ann_ms.append((time.perf_counter() - t) * 1000)
-                async with conn.transaction():
-                    await conn.execute("SET LOCAL enable_indexscan = off")
-                    await conn.execute("SET LOCAL max_parallel_workers_per_gather = 2")
-                    t = time.perf_counter()
-                    exact = await core.semantic_branch(conn, corpus, v, filters.where(), params, 10)
-                    exact_ms.append((time.perf_counter() - t) * 1000)
+                t = time.perf_counter()
+                exact = await exact_top(conn, corpus, v, filters)
+                exact_ms.append((time.perf_counter() - t) * 1000)
                 truth = {h[0] for h in exact}
                 if truth:
                     hits.append(len(truth & {h[0] for h in ann}) / len(truth))
@@ -204,22 +235,6 @@ def binary_quantized(
     return out
 
 
-def serve(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clipembed", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 120
-    while not servers.port_open("127.0.0.1", port):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("clipembed serve did not start")
-        time.sleep(0.1)
-    return proc
-
-
 def admin_token(url: str) -> str:
     token = auth.TOKEN_PREFIX + "bench-" + os.urandom(16).hex()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -234,17 +249,14 @@ def admin_token(url: str) -> str:
 def over_http(env: dict[str, str], url: str, texts: list[str], clients: int) -> dict[str, Any]:
     """Through ``clipembed serve``: /status p95; each mode with one client and unique queries
     (each text once per mode, with a suffix: nothing cached); then ``clients`` clients hybrid."""
-    port = servers.free_port()
     token = admin_token(url)
     # one benchmark client: the per-client search limits off
     limits_off = {
         "CLIPEMBED_SEARCH_REQUESTS_PER_SECOND": "0",
         "CLIPEMBED_SEARCH_EMBEDS_PER_MINUTE": "0",
     }
-    proc = serve(env | limits_off, port)
     out: dict[str, Any] = {}
-    try:
-        base = f"http://127.0.0.1:{port}"
+    with common.serving(env | limits_off) as base:
         with httpx.Client(base_url=base, timeout=60) as client:
             auth_header = {"Authorization": f"Bearer {token}"}
             for _ in range(3):
@@ -264,9 +276,6 @@ def over_http(env: dict[str, str], url: str, texts: list[str], clients: int) -> 
                     r.raise_for_status()
                 out[f"{mode}_1_client"] = {"queries": len(times), **common.percentiles(times)}
         out[f"hybrid_{clients}_clients"] = asyncio.run(_concurrent(base, texts, clients))
-    finally:
-        proc.terminate()
-        proc.wait(15)
     return out
 
 

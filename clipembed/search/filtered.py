@@ -36,6 +36,8 @@ EXACT_MAX = 10_000
 #: vector's row and one distance, about what one tuple of a filtered HNSW scan costs, so up to
 #: MAX_SCAN_TUPLES the exact ranking is no slower than the scan and it misses nothing.
 EXACT_MAX_KEYED = 60_000
+#: Beyond twice the results asked for, the nearest keyed clips checked against ``clips``.
+PROBE_MARGIN = 50
 #: Past EXACT_MAX, the index scan: pgvector's relaxed iterative scan returns the first matches
 #: it meets and stops at 20,000 tuples by default. Asking for at least MIN_FETCH and letting it
 #: visit up to MAX_SCAN_TUPLES finds the nearer ones (0.33 -> 0.99 for that game, same latency).
@@ -152,7 +154,7 @@ async def _ranked_by_keys(
     args = {
         "v": np.asarray(vector, dtype=np.float32),
         "cap": EXACT_MAX_KEYED,
-        "n_results": n,
+        "probe": probe_for(n),
         "exclude": exclude_id,
         **where[1],
         **keys[1],
@@ -160,6 +162,20 @@ async def _ranked_by_keys(
     cur = await conn.execute(stmt, args)
     rows = await cur.fetchall()
     await conn.commit()
-    if not rows or rows[0][0] > EXACT_MAX_KEYED:
+    kept = int(rows[0][0]) if rows else 0
+    if kept > EXACT_MAX_KEYED:
         return None
-    return [(r[1], 1.0 - float(r[2])) for r in rows if r[1] is not None]
+    passed = [(r[1], 1.0 - float(r[2])) for r in rows if r[1] is not None]
+    if len(passed) < n and kept > args["probe"]:
+        # the other filters (language, dates, NSFW) turned down most of the nearest: all of them
+        cur = await conn.execute(stmt, {**args, "probe": kept})
+        rows = await cur.fetchall()
+        await conn.commit()
+        passed = [(r[1], 1.0 - float(r[2])) for r in rows if r[1] is not None]
+    return passed[:n]
+
+
+def probe_for(n: int) -> int:
+    """How many of the nearest keyed clips are checked against ``clips`` for ``n`` results: a
+    margin for those the other filters turn down (then everything is checked, a second time)."""
+    return 2 * n + PROBE_MARGIN

@@ -153,11 +153,16 @@ ORDER BY top.distance, top.id
 
 # The exact ranking by the space's own filter columns (game, broadcaster: migration 0014): ``f``
 # reads at most %(cap)s + 1 of the space's rows through the key's B-tree and takes each one's
-# distance on the way (no second lookup of the vector, no join per row); only then, in distance
-# order, are candidates checked against the documents (``{table}``: base filter, the filters
-# themselves, the excluded id) until %(n_results)s pass. The keys are a prefilter and the
+# distance on the way (no second lookup of the vector, no join per row); ``near`` keeps the
+# nearest %(probe)s of them, and only those are checked against the documents (``{table}``:
+# base filter, the filters themselves, the excluded id). The caller asks again with every kept
+# row as the probe when fewer than it needs pass. ``near`` is materialised and the final
+# ORDER BY is explicit: an ORDER BY in a subquery that the planner flattens into a semi-join is
+# not kept (a first version relied on it and answered a game at a million clips with arbitrary
+# clips of that game, recall 0, while a 60-clip test passed). The keys are a prefilter and the
 # documents the truth: a clip whose game changed a moment ago and is not re-embedded yet is
-# missed for that moment, never shown under the wrong game. Same result shape as SEMANTIC_EXACT.
+# missed for that moment, never shown under the wrong game. Same result shape as
+# SEMANTIC_EXACT.
 SEMANTIC_EXACT_KEYED = sql.SQL(
     """
 WITH f AS MATERIALIZED (
@@ -167,16 +172,17 @@ WITH f AS MATERIALIZED (
     LIMIT %(cap)s + 1
 ), k AS (
     SELECT count(*) AS kept FROM f
+), near AS MATERIALIZED (
+    SELECT id, distance FROM f
+    WHERE (SELECT kept FROM k) <= %(cap)s
+    ORDER BY distance, id
+    LIMIT %(probe)s
 ), top AS (
-    SELECT s.id, s.distance
-    FROM (
-        SELECT id, distance FROM f WHERE (SELECT kept FROM k) <= %(cap)s ORDER BY distance, id
-    ) s
+    SELECT n.id, n.distance FROM near n
     WHERE EXISTS (
         SELECT 1 FROM {table} d
-        WHERE d.id = s.id AND ({base}) AND ({where}) AND ({exclude})
+        WHERE d.id = n.id AND ({base}) AND ({where}) AND ({exclude})
     )
-    LIMIT %(n_results)s
 )
 SELECT k.kept, top.id, top.distance FROM k LEFT JOIN top ON TRUE
 ORDER BY top.distance, top.id

@@ -132,13 +132,17 @@ def _space_with_random_vectors(url: str, rng: np.random.Generator) -> np.ndarray
     return vectors
 
 
+PLANS = [{}, {"enable_nestloop": "off"}, {"enable_nestloop": "off", "enable_hashjoin": "off"}]
+
+
 async def test_a_game_is_ranked_exactly_through_the_space_keys(
     database_factory, tmp_path, monkeypatch
 ):
     """60 clips of a game among 3,000: with the clips-side exact path turned off (EXACT_MAX 0)
-    the keys rank them exactly (numpy's top 10, any case of the name); a clip whose game
-    changed in ``clips`` and was not re-embedded yet is left out; past EXACT_MAX_KEYED the HNSW
-    scan answers, inside the game."""
+    the keys rank them exactly (numpy's top 10, any case of the name), whatever join the planner
+    picks (a first version lost its order in a hash semi-join at a million clips); a clip whose
+    game changed in ``clips`` and was not re-embedded yet is left out; past EXACT_MAX_KEYED the
+    HNSW scan answers, inside the game."""
     url = database_factory.new(dimensions=384)
     rng = np.random.default_rng(5)
     vectors = _space_with_random_vectors(url, rng)
@@ -158,23 +162,71 @@ async def test_a_game_is_ranked_exactly_through_the_space_keys(
         await conn.commit()
         members = rare[1:]
         filters = clip_search.Filters(game="rARE gAME", include_nsfw=True)
-        for _ in range(5):
-            query = rng.standard_normal(384).astype(np.float32)
-            unit = vectors[members] / np.linalg.norm(vectors[members], axis=1, keepdims=True)
-            similarity = unit @ (query / np.linalg.norm(query))
-            truth = [ids[f"r{members[j]}"] for j in np.argsort(-similarity)[:10]]
-            hits = await core.semantic_branch(conn, corpus, query, filters.where(), params, 10,
-                                              selective=True, keys=filters.keys())  # fmt: skip
-            assert [h[0] for h in hits] == truth
-            assert [round(h[1], 4) for h in hits] == [
-                round(float(x), 4) for x in np.sort(similarity)[::-1][:10]
-            ]
+        for plan in PLANS:
+            for name, value in plan.items():
+                await conn.execute(f"SET {name} = {value}")
+            for _ in range(3):
+                query = rng.standard_normal(384).astype(np.float32)
+                unit = vectors[members] / np.linalg.norm(vectors[members], axis=1, keepdims=True)
+                similarity = unit @ (query / np.linalg.norm(query))
+                truth = [ids[f"r{members[j]}"] for j in np.argsort(-similarity)[:10]]
+                hits = await core.semantic_branch(conn, corpus, query, filters.where(), params,
+                                                  10, selective=True, keys=filters.keys())  # fmt: skip
+                assert [h[0] for h in hits] == truth, plan
+                assert [round(h[1], 4) for h in hits] == [
+                    round(float(x), 4) for x in np.sort(similarity)[::-1][:10]
+                ]
+            await conn.execute("RESET ALL")
+            await conn.commit()
         monkeypatch.setattr(filtered, "EXACT_MAX_KEYED", 59)  # 60 keyed: past the exact path
         filtered.forget()
         hits = await core.semantic_branch(conn, corpus, query, filters.where(), params, 10,
                                           selective=True, keys=filters.keys())  # fmt: skip
         assert len(hits) == 10
         assert {h[0] for h in hits} <= {ids[f"r{i}"] for i in members}
+
+
+async def test_when_other_filters_turn_down_the_nearest_every_keyed_clip_is_checked(
+    database_factory, tmp_path, monkeypatch
+):
+    """Only the 5 farthest clips of the game pass the NSFW filter: the nearest ones checked
+    first all fail, and the ranking checks every clip of the game before it answers."""
+    url = database_factory.new(dimensions=384)
+    rng = np.random.default_rng(7)
+    vectors = _space_with_random_vectors(url, rng)
+    rare = np.array([i for i in range(3000) if i % 50 == 7])
+    query = rng.standard_normal(384).astype(np.float32)
+    unit = vectors[rare] / np.linalg.norm(vectors[rare], axis=1, keepdims=True)
+    order = np.argsort(-(unit @ (query / np.linalg.norm(query))))
+    farthest = [f"r{rare[j]}" for j in order[-5:]]
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "UPDATE clips SET is_nsfw = NOT (twitch_clip_id = ANY(%s))"
+            " WHERE game_name = 'Rare Game'",
+            (farthest,),
+        )
+    monkeypatch.setattr(filtered, "EXACT_MAX", 0)
+    monkeypatch.setattr(filtered, "PROBE_MARGIN", 0)  # the first probe: the nearest 20
+    filtered.forget()
+    filters = clip_search.Filters(game="Rare Game")
+    async with (
+        runtime.open_runtime(_settings(url, tmp_path), with_service=False) as r,
+        r.pool.connection() as conn,
+    ):
+        corpus = clip_search.corpus_for(await spaces.active_in(r.pool))
+        cur = await conn.execute("SELECT twitch_clip_id, id FROM clips")
+        ids = {slug: i for slug, i in await cur.fetchall()}
+        hits = await core.semantic_branch(
+            conn,
+            corpus,
+            query,
+            filters.where(),
+            core.Params(mode="semantic", limit=10),
+            10,
+            selective=True,
+            keys=filters.keys(),
+        )
+    assert [h[0] for h in hits] == [ids[slug] for slug in farthest]
 
 
 @pytest.mark.parametrize("game", ["Rare Game", "Nobody Plays This"])
