@@ -17,7 +17,7 @@ unexport PYTHONDONTWRITEBYTECODE
 FAST := not db and not subprocess and not browser and not local_model and not slow
 NO_DATABASE := postgresql://test-fast-has-no-database@127.0.0.1:9/none
 
-.PHONY: install browser demo test test-fast lint format bench clean
+.PHONY: install browser bench-tools demo test test-fast lint format bench clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,14 @@ browser:
 	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; } \
 	  || echo "browser: could not install chromium; browser tests will skip"; \
 	fi
+
+# Debian's wrk for the overload benchmark (bench/wrk_driver.py): a load generator in C, so that
+# the client does not take the cores it measures. Benchmarks only; the tests never need it.
+bench-tools:
+	@command -v wrk >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq wrk >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq wrk >/dev/null 2>&1; }; }
+	@command -v wrk >/dev/null 2>&1 && echo "wrk: $$(command -v wrk)"
 
 demo: $(STAMP)
 	$(BIN)/python -m clipembed.demo

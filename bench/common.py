@@ -101,6 +101,38 @@ def fake_provider(*args: str) -> Iterator[str]:
         proc.wait(10)
 
 
+@contextlib.contextmanager
+def serving(
+    env_vars: dict[str, str], *, log: Any = subprocess.DEVNULL, timeout: float = 120.0
+) -> Iterator[str]:
+    """``clipembed serve`` in its own process on a free port; yields its base URL once the port
+    answers, and stops it on the way out. ``log``: where its output goes (a file to read its
+    errors back)."""
+    from clipembed.testing import servers
+
+    port = servers.free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clipembed", "serve", "--port", str(port)],
+        env=env_vars,
+        stdout=log,
+        stderr=subprocess.STDOUT if log is not subprocess.DEVNULL else subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while not servers.port_open("127.0.0.1", port):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("clipembed serve did not start")
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
 def env(**values: str) -> dict[str, str]:
     base = {
         k: v

@@ -165,6 +165,7 @@ def main() -> None:
         help="keep the database in this directory; a rerun reuses its clips and spaces",
     )  # fmt: skip
     parser.add_argument("--ef", default="40,100,200", help="ef_search values for recall")
+    parser.add_argument("--name", default="million", help="results file (bench/results/NAME.json)")
     parser.add_argument(
         "--skip", default="", help="phases to leave out: any of bq, http, recall (comma-separated)"
     )
@@ -228,7 +229,7 @@ def main() -> None:
                 }
                 save_partial(results)
             search_phases(results, args, skip, tables, url, e, base, search_base, home)
-    common.save("million", results)
+    common.save(args.name, results)
 
 
 def existing_clips(url: str) -> int:

@@ -139,8 +139,12 @@ async def exact_top(
 async def recall(
     url: str, space_name: str, texts: list[str], dims: int, vectors: str, ef_search: int
 ) -> dict[str, Any]:
-    """recall@10 of the product's vector branch against the same statement without the index,
-    unfiltered and filtered by game and by broadcaster (iterative scans)."""
+    """recall@10 of the product's vector branch against a full scan, unfiltered and filtered
+    by game and by broadcaster. The branch is asked for what a search asks it for (the fusion
+    window, ``core.branch_depth``: 200), and its first 10 are scored, as a semantic search's
+    first page: with ``relaxed_order`` a scan asked for 10 returns the first 10 it meets, not
+    the nearest 10 of what it visited (0.83 against 0.97 on the same queries). ``recall_at_10_n10``
+    keeps the branch asked for 10 alone."""
     cases = filter_cases(url)
     out: dict[str, Any] = {"queries": len(texts), "ef_search": ef_search}
     # prepare_threshold None: the two statements have the same text, and a prepared statement's
@@ -152,8 +156,9 @@ async def recall(
         space = await spaces.by_name(conn, space_name)
         corpus = clip_search.corpus_for(space)
         params = core.Params(ef_search=ef_search)
+        depth = core.branch_depth(params)
         for label, filters in cases:
-            hits, tied, ann_ms, exact_ms = [], [], [], []
+            hits, tied, ann_ms, exact_ms, first10 = [], [], [], [], []
             for text in texts:
                 v = vector_for(text, dims, vectors)
                 t = time.perf_counter()
@@ -163,11 +168,22 @@ async def recall(
                     v,
                     filters.where(),
                     params,
-                    10,
+                    depth,
                     selective=filters.selective,
                     keys=filters.keys(),
                 )
                 ann_ms.append((time.perf_counter() - t) * 1000)
+                ann = ann[:10]
+                alone = await core.semantic_branch(
+                    conn,
+                    corpus,
+                    v,
+                    filters.where(),
+                    params,
+                    10,
+                    selective=filters.selective,
+                    keys=filters.keys(),
+                )
                 t = time.perf_counter()
                 exact = await exact_top(conn, corpus, v, filters)
                 exact_ms.append((time.perf_counter() - t) * 1000)
@@ -175,9 +191,12 @@ async def recall(
                 if truth:
                     hits.append(len(truth & {h[0] for h in ann}) / len(truth))
                     tied.append(recall_with_ties(exact, ann))
+                    first10.append(len(truth & {h[0] for h in alone}) / len(truth))
             out[label] = {
                 "recall_at_10": round(statistics.fmean(hits), 4) if hits else None,
                 "recall_at_10_ties": round(statistics.fmean(tied), 4) if tied else None,
+                "recall_at_10_n10": round(statistics.fmean(first10), 4) if first10 else None,
+                "depth": depth,
                 "index_p95_ms": common.percentiles(ann_ms)["p95_ms"],
                 "exact_p50_ms": common.percentiles(exact_ms)["p50_ms"],
             }

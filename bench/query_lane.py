@@ -113,10 +113,6 @@ async def local_throughput(url: str, home: Path, texts: list[str], clients: int)
 def hanging_provider(url: str, home: Path, queries: int) -> dict[str, Any]:
     """Hybrid search over HTTP (`clipembed serve`) while every provider request hangs 30 s."""
     import os
-    import subprocess
-    import sys
-
-    from clipembed.testing import servers
 
     with common.fake_provider("--slow-seconds", "30") as base_url:
         env = dict(
@@ -133,30 +129,16 @@ def hanging_provider(url: str, home: Path, queries: int) -> dict[str, Any]:
             CLIPEMBED_SEARCH_REQUESTS_PER_SECOND="0",
             CLIPEMBED_SEARCH_EMBEDS_PER_MINUTE="0",
         )
-        port = servers.free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "clipembed", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not servers.port_open("127.0.0.1", port):
-                assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
-                time.sleep(0.1)
+        with common.serving(env, timeout=60) as http:
             httpx.post(f"{base_url.rsplit('/v1', 1)[0]}/_control", json={"plan": ["slow"] * 10_000})
             latencies, statuses, degraded = [], [], 0
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            with httpx.Client(base_url=http, timeout=60) as client:
                 for i in range(queries):
                     started = time.perf_counter()
                     r = client.get("/search", params={"q": f"insane clutch {i}"})
                     latencies.append(time.perf_counter() - started)
                     statuses.append(r.status_code)
                     degraded += r.status_code == 200 and r.json()["degraded"] == ["semantic"]
-        finally:
-            proc.terminate()
-            proc.wait(15)
     return {
         "queries": queries,
         "status_200": statuses.count(200),

@@ -19,8 +19,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,7 +32,6 @@ from clipembed import runtime, settings
 from clipembed.admin import auth
 from clipembed.db import connection, migrations
 from clipembed.status import model as status_model
-from clipembed.testing import servers
 
 DIMS = 8
 
@@ -159,7 +156,6 @@ def over_http(url: str, home: Path, runs: int) -> dict[str, Any]:
             "INSERT INTO clipembed_admin_tokens (name, token_hash) VALUES ('bench', %s)",
             (auth.digest(token),),
         )
-    port = servers.free_port()
     env = dict(
         os.environ,
         DATABASE_URL=url,
@@ -169,33 +165,20 @@ def over_http(url: str, home: Path, runs: int) -> dict[str, Any]:
         REDIS_URL="none",
         CLIPEMBED_HOME=str(home),
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clipembed", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not servers.port_open("127.0.0.1", port):
-            assert time.monotonic() < deadline and proc.poll() is None, "serve did not start"
-            time.sleep(0.1)
-        times = []
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}",
-            headers={"Authorization": f"Bearer {token}"},
-            timeout=30,
-        ) as client:
-            for _ in range(3):
-                assert client.get("/status").status_code == 200
-            for _ in range(runs):
-                t = time.perf_counter()
-                r = client.get("/status")
-                times.append((time.perf_counter() - t) * 1000)
-                assert r.status_code == 200
-    finally:
-        proc.terminate()
-        proc.wait(15)
+    times = []
+    with (
+        common.serving(env) as http,
+        httpx.Client(
+            base_url=http, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as client,
+    ):
+        for _ in range(3):
+            assert client.get("/status").status_code == 200
+        for _ in range(runs):
+            t = time.perf_counter()
+            r = client.get("/status")
+            times.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200
     return {
         "runs": runs,
         "p50_ms": round(statistics.median(times), 1),
