@@ -62,8 +62,10 @@ async def admitted(request: Request) -> AsyncIterator[None]:
     request.state.answer_by = shedder.deadline_from(asyncio.get_running_loop().time())
     try:
         yield
-    finally:
-        shedder.leave()
+    except BaseException:
+        shedder.leave(answered=False)
+        raise
+    shedder.leave()
 
 
 @contextlib.asynccontextmanager

@@ -47,7 +47,7 @@ async def test_the_excess_is_shed_at_once_with_retry_after(slow_api):
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
     # the admitted ones waited for the hanging provider and answered 503 too (semantic mode),
     # never more of them at once than the shedder allows, at their deadline (2 s from their
-    # admission), not when the query embedding gave up (4 s)
+    # admission, cut at 0.85 of it), not when the query embedding gave up (4 s)
     others = [r for r in answers if r not in shed]
     odd = [(r.status_code, r.text[:200]) for r in others if r.status_code != 503]
     assert len(others) > 0 and odd == []

@@ -49,9 +49,11 @@ def test_never_fewer_than_the_pool_and_a_stall_falls_back_to_the_startup_rule():
     assert shedder.allowed() == 3 * STARTUP_FACTOR
 
 
-def test_an_admitted_search_must_answer_a_deadline_after_its_admission():
+def test_an_admitted_search_is_cut_early_enough_to_answer_within_the_deadline():
+    """Cut at 1.7 s of a 2 s deadline: 0.3 s is left for the wait before admission, the
+    cancellation and the 503 itself."""
     shedder = Shedder(connections=1, deadline_seconds=2.0, clock=Clock())
-    assert shedder.deadline_from(10.0) == 12.0
+    assert shedder.deadline_from(10.0) == pytest.approx(11.7)
 
 
 def test_the_rate_is_taken_over_the_span_the_completions_cover():
@@ -82,3 +84,16 @@ def test_a_short_stall_does_not_shut_the_door_on_a_steady_rate():
     clock.now += 1.5
     assert shedder.allowed() >= 0.9 * 20 * 2.0
     assert all(shedder.try_enter() for _ in range(30))
+
+
+def test_searches_that_did_not_answer_do_not_count_as_capacity():
+    """Searches cut at their deadline leave without raising the rate: 30 cut and 10 answered
+    over a window read as the 10, not as 40."""
+    clock = Clock()
+    shedder = Shedder(connections=2, deadline_seconds=2.0, clock=clock)
+    for i in range(40):
+        shedder.try_enter()
+        clock.now = i * WINDOW / 40
+        shedder.leave(answered=i % 4 == 0)
+    assert shedder.in_flight == 0
+    assert shedder.throughput() == pytest.approx(9 / (39 * WINDOW / 40))  # 10 answers, 9 gaps
