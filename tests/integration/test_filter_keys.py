@@ -132,6 +132,13 @@ def _space_with_random_vectors(url: str, rng: np.random.Generator) -> np.ndarray
     return vectors
 
 
+async def _corpus_and_ids(pool, conn) -> tuple[core.Corpus, dict]:
+    """The active space's corpus, and each clip's id by its Twitch slug."""
+    corpus = clip_search.corpus_for(await spaces.active_in(pool))
+    cur = await conn.execute("SELECT twitch_clip_id, id FROM clips")
+    return corpus, {slug: i for slug, i in await cur.fetchall()}
+
+
 PLANS = [{}, {"enable_nestloop": "off"}, {"enable_nestloop": "off", "enable_hashjoin": "off"}]
 
 
@@ -154,9 +161,7 @@ async def test_a_game_is_ranked_exactly_through_the_space_keys(
         runtime.open_runtime(_settings(url, tmp_path), with_service=False) as r,
         r.pool.connection() as conn,
     ):
-        corpus = clip_search.corpus_for(await spaces.active_in(r.pool))
-        cur = await conn.execute("SELECT twitch_clip_id, id FROM clips")
-        ids = {slug: i for slug, i in await cur.fetchall()}
+        corpus, ids = await _corpus_and_ids(r.pool, conn)
         moved = ids[f"r{rare[0]}"]
         await conn.execute("UPDATE clips SET game_name = 'Other' WHERE id = %s", (moved,))
         await conn.commit()
@@ -213,9 +218,7 @@ async def test_when_other_filters_turn_down_the_nearest_every_keyed_clip_is_chec
         runtime.open_runtime(_settings(url, tmp_path), with_service=False) as r,
         r.pool.connection() as conn,
     ):
-        corpus = clip_search.corpus_for(await spaces.active_in(r.pool))
-        cur = await conn.execute("SELECT twitch_clip_id, id FROM clips")
-        ids = {slug: i for slug, i in await cur.fetchall()}
+        corpus, ids = await _corpus_and_ids(r.pool, conn)
         hits = await core.semantic_branch(
             conn,
             corpus,
