@@ -40,10 +40,10 @@ import psycopg
 from psycopg.rows import dict_row
 
 from clipembed import errors
-from clipembed.store.clip_table import CLIP_TEXTS
 from clipembed.store.queue_table import (
     CHANNEL,
     CLAIM,
+    CLAIMED_TEXTS,
     COMPLETE,
     COPY_DONE,
     COPY_STAGE,
@@ -191,7 +191,7 @@ async def read_clips(
     conn: psycopg.AsyncConnection[Any], ids: Sequence[Any]
 ) -> dict[Any, dict[str, Any]]:
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(CLIP_TEXTS, (list(ids),))
+        await cur.execute(CLAIMED_TEXTS, (list(ids),))
         rows = await cur.fetchall()
     await conn.commit()
     return {r["id"]: r for r in rows}

@@ -221,3 +221,16 @@ ON CONFLICT (clip_id) DO UPDATE
     SET attempts = 0, claims = 0, next_attempt_at = now(), last_error = NULL
 RETURNING q.clip_id
 """
+
+
+#: A claimed batch's texts, each with its queue row's generation *now*, in one statement (one
+#: snapshot): an edit between the claim and this read has bumped the generation and changed the
+#: text together, so the text read here is the one of the generation read here. The worker
+#: completes under that generation; it used to complete under the claimed one, count the item
+#: superseded, and pay for the same new text again.
+CLAIMED_TEXTS = """
+SELECT c.id, c.title, c.broadcaster_name, c.creator_name, c.game_name, c.is_removed,
+       q.generation AS queue_generation
+FROM clips c LEFT JOIN embedding_queue q ON q.clip_id = c.id
+WHERE c.id = ANY(%s::uuid[])
+"""

@@ -8,7 +8,7 @@ import numpy as np
 import psycopg
 
 from clipembed import errors, runtime
-from clipembed.realtime import queue, worker
+from clipembed.realtime import queue, queue_store, worker
 from clipembed.status import stats as status_stats
 from clipembed.testing.fakeopenai import expected_vector
 from tests.integration.test_queue import embedding_of, queue_rows
@@ -194,3 +194,41 @@ async def test_un_removing_a_clip_queues_it_again(queue_runtime, database_url):
         assert queue_rows(database_url) == {}
         conn.execute("UPDATE clips SET is_removed = false WHERE id = %s", (cid,))
     assert set(queue_rows(database_url)) == {cid}
+
+
+class EditsBeforeRead(queue_store.PgQueueStore):
+    """The real store, except that the first read is preceded by an edit of the claimed clip:
+    the race between a claim and the read of its text, made certain."""
+
+    def __init__(self, pool, url: str, clip_id) -> None:
+        super().__init__(pool)
+        self.url, self.clip_id, self.edited = url, clip_id, False
+
+    async def read(self, ids):
+        if not self.edited and self.clip_id in ids:
+            self.edited = True
+            with psycopg.connect(self.url) as conn:
+                conn.execute(
+                    "UPDATE clips SET title = title || ' (edited)' WHERE id = %s", (self.clip_id,)
+                )
+        return await super().read(ids)
+
+
+async def test_an_edit_between_claim_and_read_is_embedded_once(
+    openai_settings, database_url, fake_openai
+):
+    """The text read after the edit is the new one: it is written under the generation it was
+    read with, once, instead of being counted superseded and paid for again. No Redis, so no
+    cache hides a second request."""
+    cfg = openai_settings(database_url=database_url, redis_url="none")
+    [cid] = insert_clips(database_url, 1)
+    async with runtime.open_runtime(cfg) as rt:
+        store = EditsBeforeRead(rt.pool, database_url, cid)
+        stats = await worker.Worker(rt, name="race", store=store).drain()
+    assert store.edited
+    assert (stats.embedded, stats.superseded) == (1, 0)
+    assert fake_openai.stats()["embedded_more_than_once"] == 0
+    assert queue_rows(database_url) == {}
+    vector, text = embedding_of(database_url, cid)  # the mirror of the one space
+    assert text.find("(edited)") > 0 and vector is not None
+    assert np.allclose(vector, expected_vector(text, len(vector)), atol=1e-6)
