@@ -170,7 +170,7 @@ class Worker:
     async def _process_batch(self, items: list[queue.Claimed]) -> None:
         ids = [i.clip_id for i in items]
         rows, spaces, stored = await self.store.read(ids)
-        items = current_generations(items, rows)
+        items = worker_spaces.current_generations(items, rows)
         heartbeat = asyncio.create_task(self._heartbeat(ids))
         try:
             work = await worker_spaces.embed(self._service_for, items, rows, spaces, stored)
@@ -441,20 +441,3 @@ class Worker:
             embedded=self.stats.embedded,
             failed=self.stats.failed,
         )
-
-
-def current_generations(
-    items: list[queue.Claimed], rows: dict[Any, dict[str, Any]]
-) -> list[queue.Claimed]:
-    """Each item at the generation its text was read with. An edit between the claim and the
-    read bumps the generation and keeps the lease: the text read is the new one, and completing
-    it under the claimed generation would count it superseded and pay for it again. Completion
-    still writes only rows leased by this worker at that generation."""
-    out = []
-    for item in items:
-        row = rows.get(item.clip_id)
-        now = row.get("queue_generation") if row is not None else None
-        if now is not None and int(now) > item.generation:
-            item = dataclasses.replace(item, generation=int(now))
-        out.append(item)
-    return out

@@ -68,6 +68,23 @@ async def read(
     return rows, spaces, stored
 
 
+def current_generations(
+    items: list[queue.Claimed], rows: dict[Any, dict[str, Any]]
+) -> list[queue.Claimed]:
+    """Each item at the generation its text was read with. An edit between the claim and the
+    read bumps the generation and keeps the lease: the text read is the new one, and completing
+    it under the claimed generation would count it superseded and pay for it again. Completion
+    still writes only rows leased by this worker at that generation."""
+    out = []
+    for item in items:
+        row = rows.get(item.clip_id)
+        now = row.get("queue_generation") if row is not None else None
+        if now is not None and int(now) > item.generation:
+            item = dataclasses.replace(item, generation=int(now))
+        out.append(item)
+    return out
+
+
 async def embed(
     service_for: ServiceFor,
     items: list[queue.Claimed],

@@ -79,21 +79,27 @@ class Filters:
         """One game or one broadcaster: a small share of clips (language and dates may not be)."""
         return bool(self.game or self.broadcaster)
 
+    def _names(self) -> list[tuple[str, str, str, str]]:
+        """The game and broadcaster filters that are set: (parameter, sanitised value, ``clips``
+        column, the space's key column). Both :meth:`where` and :meth:`keys` test them."""
+        named = (
+            ("f_game", self.game, "game_name", "game_key"),
+            ("f_broadcaster", self.broadcaster, "broadcaster_name", "broadcaster_key"),
+        )
+        return [(p, clips_mod.sanitize(v), col, key) for p, v, col, key in named if v]
+
     def keys(self) -> core.Where | None:
         """The game and broadcaster filters on a space's own key columns (alias ``e``;
         migration 0014), or None without either. The same parameters as :meth:`where`, which
         still applies: the keys narrow the candidates, ``clips`` decides."""
-        parts: list[sql.Composable] = []
-        args: dict[str, Any] = {}
-        if self.game:
-            parts.append(sql.SQL("e.game_key = lower(%(f_game)s)"))
-            args["f_game"] = clips_mod.sanitize(self.game)
-        if self.broadcaster:
-            parts.append(sql.SQL("e.broadcaster_key = lower(%(f_broadcaster)s)"))
-            args["f_broadcaster"] = clips_mod.sanitize(self.broadcaster)
-        if not parts:
+        names = self._names()
+        if not names:
             return None
-        return sql.SQL(" AND ").join(parts), args
+        parts = [
+            sql.SQL("e.{} = lower({})").format(sql.Identifier(key), sql.Placeholder(p))
+            for p, _, _, key in names
+        ]
+        return sql.SQL(" AND ").join(parts), {p: v for p, v, _, _ in names}
 
     def where(self) -> core.Where:
         """The filters as SQL on the corpus alias ``d``; values are parameters, never SQL text.
@@ -103,12 +109,11 @@ class Filters:
         """
         parts: list[sql.Composable] = []
         args: dict[str, Any] = {}
-        if self.game:
-            parts.append(sql.SQL("lower(d.game_name) = lower(%(f_game)s)"))
-            args["f_game"] = clips_mod.sanitize(self.game)
-        if self.broadcaster:
-            parts.append(sql.SQL("lower(d.broadcaster_name) = lower(%(f_broadcaster)s)"))
-            args["f_broadcaster"] = clips_mod.sanitize(self.broadcaster)
+        for p, value, col, _ in self._names():
+            parts.append(
+                sql.SQL("lower(d.{}) = lower({})").format(sql.Identifier(col), sql.Placeholder(p))
+            )
+            args[p] = value
         if self.language:
             parts.append(sql.SQL("d.language = %(f_language)s"))
             args["f_language"] = clips_mod.sanitize(self.language)
