@@ -2,7 +2,7 @@
 ``clipembed eval beir DIR`` (tables and embeddings in DATABASE_URL, query vectors in the cache).
 
 Each branch's top ``window`` is fetched once per query with the product's SQL; RRF is then
-recomputed in Python for every setting (the same pure :func:`clipembed.search.core.fuse`), so
+recomputed in Python for every setting (the same pure :func:`clipembed.search.ranking.fuse`), so
 the sweep costs seconds. Queries are also split in two halves (odd and even position) to show
 whether a setting that wins on one half wins on the other: a default tuned on one dataset
 should not be a coin flip.
@@ -21,7 +21,7 @@ from typing import Any
 
 from clipembed import runtime, settings
 from clipembed.eval import beir
-from clipembed.search import core
+from clipembed.search import core, ranking
 
 KEYWORD_WEIGHTS = (0.5, 0.7, 0.8, 1.0, 1.2, 1.3, 1.5, 2.0)
 RRF_KS = (10, 30, 60, 100)
@@ -53,7 +53,7 @@ def ndcg(data: beir.Dataset, lists: dict[str, Any], params: core.Params, qids: l
     total = 0.0
     for q in qids:
         kw, sem = lists[q]
-        hits = core.fuse(kw, sem, params)
+        hits = ranking.fuse(kw, sem, params)
         total += beir.ndcg_at([str(h.id) for h in hits], data.qrels[q], 10)
     return round(total / len(qids), 4)
 

@@ -29,7 +29,7 @@ from clipembed import errors
 from clipembed.embedding import service as service_mod
 from clipembed.eval.metrics import EVAL_DEPTH, judged, ndcg_at, recall_at
 from clipembed.eval.reference import reference_bm25
-from clipembed.search import core
+from clipembed.search import core, ranking
 
 __all__ = ["reference_bm25"]  # re-exported: the report puts both side by side
 
@@ -324,7 +324,7 @@ async def evaluate(
         t = time.monotonic()
         async with pool.connection() as conn:
             for q in qids:
-                hits = await core.rank(
+                hits = await ranking.rank(
                     conn,
                     corpus,
                     query=data.queries[q],

@@ -35,7 +35,7 @@ from psycopg_pool import AsyncConnectionPool
 from clipembed import clips
 from clipembed.embedding import service as service_mod
 from clipembed.eval import beir
-from clipembed.search import core, languages
+from clipembed.search import core, languages, ranking
 
 CUTOFF = 10
 #: A word found in more titles than this cannot identify one clip: such titles get no query.
@@ -289,7 +289,7 @@ async def evaluate(
             for q in queries:
                 params = core.Params(mode=core.parse_mode(mode), limit=CUTOFF)
                 params = languages.fusion_for(q.text, params, multilingual=multilingual)
-                hits = await core.rank(
+                hits = await ranking.rank(
                     conn,
                     corpus,
                     query=q.text,

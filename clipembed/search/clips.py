@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from clipembed import clips as clips_mod
 from clipembed import errors, metrics, spaces
 from clipembed.embedding import service as service_mod
-from clipembed.search import core, languages, queries
+from clipembed.search import core, languages, queries, ranking
 from clipembed.store import space_table
 
 logger = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ async def search_detailed(
         embedding = asyncio.create_task(_embed_query(service, text, admit))
     degraded: list[str] = []
     where = filters.where()
-    depth = core.branch_depth(params)
+    depth = ranking.branch_depth(params)
 
     async def keyword_part() -> list[tuple[Any, float]]:
         if not wants_keyword:
@@ -294,7 +294,7 @@ async def search_detailed(
             elif not embedding.cancelled():
                 # read its error, or asyncio logs "Task exception was never retrieved"
                 embedding.exception()
-    hits = core.fuse(keyword, semantic, params)
+    hits = ranking.fuse(keyword, semantic, params)
     described = space.describe(service.settings if service is not None else None)
     return SearchOutcome(await _hydrate(pool, hits), degraded, described)
 
@@ -337,7 +337,7 @@ async def similar_detailed(
         vector: np.ndarray = (
             row[0].to_numpy() if hasattr(row[0], "to_numpy") else np.asarray(row[0])
         )
-        hits = await core.rank(
+        hits = await ranking.rank(
             conn,
             corpus_for(space),
             query=None,

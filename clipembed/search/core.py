@@ -1,4 +1,6 @@
-"""The ranking: BM25 keyword branch, HNSW vector branch, RRF hybrid — over any corpus table.
+"""The ranking's parts: a corpus, its parameters, the BM25 keyword and HNSW vector branches.
+
+The page (both branches, fused by RRF) is :mod:`clipembed.search.ranking`.
 
 Nothing here knows about clips. A :class:`Corpus` names a documents table (``id``,
 ``search_vector``, an embedding column), its postings and document-length tables, the field
@@ -19,10 +21,8 @@ Correctness rules:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -348,118 +348,3 @@ async def semantic_branch(
         )
         rows = await cur.fetchall()
     return [(r[0], 1.0 - float(r[1])) for r in rows[:n]]
-
-
-async def rank(
-    conn: psycopg.AsyncConnection[Any],
-    corpus: Corpus,
-    *,
-    query: str | None,
-    embed_query: Callable[[], Any] | None,
-    where: Where,
-    params: Params,
-    exclude_id: Any = None,
-    vector: np.ndarray | None = None,
-    selective: bool = False,
-    keys: Where | None = None,
-    semantic_conn: psycopg.AsyncConnection[Any] | None = None,
-) -> list[Hit]:
-    """The page ``[offset, offset+limit)`` of the ranking in ``params.mode``.
-
-    ``embed_query`` is awaited only when the vector branch runs (keyword mode needs no
-    provider); ``vector`` may be given directly (similar clips). ``selective``: the filters
-    keep a small share of the corpus, so the keyword branch filters before scoring.
-    ``semantic_conn``: a second connection, so that in hybrid mode the query embedding and the
-    vector branch run while the keyword branch does (latency = the slower branch, not the sum).
-    """
-    window = branch_depth(params)
-    run_keyword = params.mode in ("keyword", "hybrid") and bool(query)
-    run_semantic = params.mode in ("semantic", "hybrid")
-
-    async def keyword() -> list[tuple[Any, float]]:
-        if not run_keyword or query is None:
-            return []
-        return await keyword_branch(
-            conn, corpus, query, where, params, window, filter_first=selective
-        )
-
-    async def semantic(on: psycopg.AsyncConnection[Any]) -> list[tuple[Any, float]]:
-        if not run_semantic:
-            return []
-        v = vector
-        if v is None and embed_query is not None:
-            v = await embed_query()
-        if v is None:
-            return []
-        return await semantic_branch(
-            on,
-            corpus,
-            v,
-            where,
-            params,
-            window,
-            exclude_id=exclude_id,
-            selective=selective,
-            keys=keys,
-        )
-
-    if run_keyword and run_semantic and semantic_conn is not None:
-        # both run to completion even if one fails: a branch still running on a connection
-        # the caller is about to return to the pool would be a use-after-release
-        kw_task = asyncio.ensure_future(keyword())
-        sem_task = asyncio.ensure_future(semantic(semantic_conn))
-        try:
-            await asyncio.wait((kw_task, sem_task))
-        finally:  # cancelled (client gone): stop both and wait, so no query outlives its conn
-            for task in (kw_task, sem_task):
-                task.cancel()
-            await asyncio.gather(kw_task, sem_task, return_exceptions=True)
-        kw, sem = kw_task.result(), sem_task.result()  # raises a branch's error, if any
-    else:
-        kw, sem = await keyword(), await semantic(conn)
-    return fuse(kw, sem, params)
-
-
-def branch_depth(params: Params) -> int:
-    """Candidates each branch returns: the window for fusion (a clip ranked 150th by one
-    branch and 3rd by the other belongs on the first page); one branch alone only needs the
-    page. An HNSW scan for 200 neighbours with ef_search 100 was an iterative scan that cost
-    ~8x the 20 of a first page (docs/benchmarks.md, "Statements and time per search")."""
-    if params.mode == "hybrid":
-        return params.window
-    return params.offset + params.limit
-
-
-def fuse(
-    keyword: Sequence[tuple[Any, float]], semantic: Sequence[tuple[Any, float]], params: Params
-) -> list[Hit]:
-    """Combine branch results into hits and cut the page (pure)."""
-    kw = {doc: (i, s) for i, (doc, s) in enumerate(keyword, start=1)}
-    sem = {doc: (i, s) for i, (doc, s) in enumerate(semantic, start=1)}
-    if params.mode == "keyword":
-        ordered = [(doc, s) for doc, s in keyword]
-    elif params.mode == "semantic":
-        ordered = [(doc, s) for doc, s in semantic]
-    else:
-        fused = fusion.rrf(
-            {"keyword": [d for d, _ in keyword], "semantic": [d for d, _ in semantic]},
-            k=params.rrf_k,
-            weights={"keyword": params.keyword_weight, "semantic": params.semantic_weight},
-        )
-        ordered = [(f.id, f.score) for f in fused]
-    page = ordered[params.offset : params.offset + params.limit]
-    hits = []
-    for position, (doc, score) in enumerate(page, start=params.offset + 1):
-        k, s = kw.get(doc), sem.get(doc)
-        hits.append(
-            Hit(
-                doc,
-                position,
-                score,
-                keyword_rank=k[0] if k else None,
-                keyword_score=k[1] if k else None,
-                semantic_rank=s[0] if s else None,
-                semantic_score=s[1] if s else None,
-            )
-        )
-    return hits

@@ -11,7 +11,7 @@ import pytest
 from pgvector.psycopg import register_vector
 
 from clipembed import runtime, settings, spaces
-from clipembed.search import bm25, core, filtered
+from clipembed.search import bm25, core, filtered, ranking
 from clipembed.search import clips as clip_search
 
 pytestmark = pytest.mark.local_model
@@ -218,7 +218,7 @@ async def test_rare_filter_value_is_filled_by_iterative_scans(database_factory, 
         r.pool.connection() as conn,
     ):
         query = rng.standard_normal(384).astype(np.float32)
-        hits = await core.rank(
+        hits = await ranking.rank(
             conn,
             clip_search.CLIPS,
             query=None,

@@ -9,7 +9,7 @@ import pytest
 
 from clipembed import runtime, settings
 from clipembed.search import clips as clip_search
-from clipembed.search import core
+from clipembed.search import core, ranking
 
 pytestmark = pytest.mark.local_model
 
@@ -70,10 +70,10 @@ async def test_a_failing_branch_leaves_both_connections_usable(search_db, tmp_pa
                 "semantic_conn": second,
             }
             with pytest.raises(errors.ProviderError, match="provider down"):
-                await core.rank(first, clip_search.CLIPS, embed_query=failing_embed, **kwargs)
+                await ranking.rank(first, clip_search.CLIPS, embed_query=failing_embed, **kwargs)
             for conn in (first, second):
                 assert conn.info.transaction_status.name == "IDLE"
-            hits = await core.rank(
+            hits = await ranking.rank(
                 first, clip_search.CLIPS, embed_query=None, **{**kwargs, "semantic_conn": None}
             )
             assert hits  # keyword-only fallback on the same connection works

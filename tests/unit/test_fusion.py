@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipembed.search import core, fusion
+from clipembed.search import core, fusion, ranking
 
 ids = st.lists(st.integers(0, 60), unique=True, max_size=40)
 
@@ -63,10 +63,10 @@ def test_a_document_in_both_branches_beats_one_at_the_same_rank_in_one(keyword, 
 def test_pages_tile_the_ranking_without_gaps_or_duplicates(keyword, semantic, limit, mode):
     kw = [(d, 100.0 - i) for i, d in enumerate(keyword)]
     sem = [(d, 1.0 - i / 100) for i, d in enumerate(semantic)]
-    whole = core.fuse(kw, sem, core.Params(mode=mode, limit=200, offset=0, window=200))
+    whole = ranking.fuse(kw, sem, core.Params(mode=mode, limit=200, offset=0, window=200))
     pages = []
     for offset in range(0, len(whole) + limit, limit):
-        pages.extend(core.fuse(kw, sem, core.Params(mode=mode, limit=limit, offset=offset)))
+        pages.extend(ranking.fuse(kw, sem, core.Params(mode=mode, limit=limit, offset=offset)))
     assert [h.id for h in pages] == [h.id for h in whole]
     assert [h.rank for h in pages] == list(range(1, len(whole) + 1))
     for h in whole:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipembed.search import bm25, core, fusion
+from clipembed.search import bm25, core, fusion, ranking
 
 
 def test_rrf_hand_computed():
@@ -55,9 +55,9 @@ def test_fuse_pages_are_slices_of_one_ranking():
     semantic = [(f"k{i}", 0.9 - i / 100) for i in range(0, 30, 2)] + [
         (f"s{i}", 0.5) for i in range(20)
     ]
-    full = core.fuse(keyword, semantic, core.Params(limit=100, offset=0, window=200))
+    full = ranking.fuse(keyword, semantic, core.Params(limit=100, offset=0, window=200))
     pages = [
-        core.fuse(keyword, semantic, core.Params(limit=7, offset=o, window=200))
+        ranking.fuse(keyword, semantic, core.Params(limit=7, offset=o, window=200))
         for o in range(0, 70, 7)
     ]
     flat = [h.id for page in pages for h in page]
@@ -71,9 +71,11 @@ def test_fuse_pages_are_slices_of_one_ranking():
 def test_one_branch_fetches_the_page_and_fusion_the_window():
     from clipembed.search import core
 
-    assert core.branch_depth(core.Params(mode="hybrid", limit=20, offset=40)) == core.DEFAULT_WINDOW
-    assert core.branch_depth(core.Params(mode="semantic", limit=20, offset=40)) == 60
-    assert core.branch_depth(core.Params(mode="keyword", limit=5)) == 5
+    assert (
+        ranking.branch_depth(core.Params(mode="hybrid", limit=20, offset=40)) == core.DEFAULT_WINDOW
+    )
+    assert ranking.branch_depth(core.Params(mode="semantic", limit=20, offset=40)) == 60
+    assert ranking.branch_depth(core.Params(mode="keyword", limit=5)) == 5
 
 
 def test_very_common_lexemes_are_dropped_while_a_rarer_one_remains():
