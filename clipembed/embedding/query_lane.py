@@ -145,14 +145,18 @@ class QueryEmbedder:
     async def _send(self) -> None:
         try:
             budget_error: errors.QueryEmbeddingUnavailable | None = None
+            prepared: dict[str, str] = {}
             try:
                 # The rate budget first; queries arriving meanwhile join this request. The
                 # tokens are those pending now (queries that join later are a few hundred
-                # tokens at most: a query is capped at 500 characters).
-                waiting = list(self._pending)[: self.max_batch]
-                _, counts = self.provider.prepare_batch(waiting)
-                async with asyncio.timeout(self.timeout):
-                    await self.limiter.acquire(sum(counts))
+                # tokens at most: a query is capped at 500 characters). Without a budget (a
+                # local model) nothing is counted: the texts are prepared once, for the encode.
+                if self.limiter.enabled:
+                    waiting = list(self._pending)[: self.max_batch]
+                    sent, counts = self.provider.prepare_batch(waiting)
+                    prepared = dict(zip(waiting, sent, strict=True))
+                    async with asyncio.timeout(self.timeout):
+                        await self.limiter.acquire(sum(counts))
             except TimeoutError:
                 budget_error = errors.QueryEmbeddingUnavailable(
                     "the embedding provider's rate budget is exhausted"
@@ -170,7 +174,7 @@ class QueryEmbedder:
                 )
                 self._fail(batch, budget_error)
                 return
-            await self._send_batch(batch)
+            await self._send_batch(batch, prepared)
         finally:
             self._in_flight -= 1
             if self._pending and self._flush_scheduled is None:
@@ -186,12 +190,22 @@ class QueryEmbedder:
             if not future.cancelled():
                 future.exception()  # retrieved: no "never retrieved" warning later
 
-    async def _send_batch(self, batch: dict[str, asyncio.Future[np.ndarray]]) -> None:
+    async def _send_batch(
+        self, batch: dict[str, asyncio.Future[np.ndarray]], prepared: dict[str, str]
+    ) -> None:
+        """``prepared``: the texts already cut to the model's limit while the budget was taken
+        (one tokenizer pass per text, not two); the queries that joined since are cut here."""
         texts = list(batch)
         provider = self.provider
         try:
             async with asyncio.timeout(self.timeout):
-                sent, _ = provider.prepare_batch(texts)
+                late = [t for t in texts if t not in prepared]
+                if late:
+                    prepared = {
+                        **prepared,
+                        **dict(zip(late, provider.prepare_batch(late)[0], strict=True)),
+                    }
+                sent = [prepared[t] for t in texts]
                 self.requests += 1
                 self.texts += len(texts)
                 metrics.QUERY_EMBED_BATCH.observe(len(texts))

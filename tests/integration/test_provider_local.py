@@ -19,6 +19,17 @@ async def test_embeds_normalised_384_dims_for_any_script(local_provider):
     assert resp.tokens > 0
 
 
+async def test_a_loaded_model_shortens_the_thread_switch_interval(local_provider):
+    """encode's thread must not hold the event loop off the GIL for Python's default 5 ms."""
+    import sys
+
+    from clipembed.embedding.providers import local
+
+    await local_provider.embed(["load the weights"])
+    assert local_provider.loaded
+    assert sys.getswitchinterval() <= local.SWITCH_INTERVAL_S
+
+
 async def test_similar_texts_are_closer(local_provider):
     resp = await local_provider.embed(
         ["amazing headshot in counter strike", "great CS:GO aim", "cooking pasta"]

@@ -20,6 +20,7 @@ import asyncio
 import copy
 import json
 import os
+import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,12 @@ if TYPE_CHECKING:
 ENCODE_BATCH_SIZE = 16
 #: sentence-transformers' own default when a model does not say (BERT-style models).
 DEFAULT_MAX_SEQ_LENGTH = 256  # tokens, special tokens included
+#: The interpreter's thread switch interval once the model is loaded (Python's default: 5 ms).
+#: ``encode`` runs Python between its torch calls in a worker thread, and the event loop beside
+#: it waited up to 5 ms for the GIL at each hand-over: with 64 clients searching through the
+#: bundled model, semantic search reached 0.664-0.787 of the batched encode rate at 5 ms and
+#: 0.736-0.745 at 0.5 ms (three alternating runs each, docs/benchmarks.md, "The query lane").
+SWITCH_INTERVAL_S = 0.0005
 
 
 def model_location(name: str) -> str:
@@ -203,6 +210,8 @@ class LocalProvider:
         # One intra-op thread per core we may run on (a cgroup or taskset may allow fewer
         # than os.cpu_count()); more threads than cores only adds contention.
         torch.set_num_threads(_cores())
+        # the event loop must not wait 5 ms for the GIL each time encode's thread holds it
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         _quiet_transformers()
         try:
             return SentenceTransformer(self._location, device="cpu")
