@@ -167,7 +167,9 @@ def main() -> None:
     parser.add_argument("--ef", default="40,100,200", help="ef_search values for recall")
     parser.add_argument("--name", default="million", help="results file (bench/results/NAME.json)")
     parser.add_argument(
-        "--skip", default="", help="phases to leave out: any of bq, http, recall (comma-separated)"
+        "--skip",
+        default="",
+        help="phases to leave out: any of bq, http, recall, similar, timings (comma-separated)",
     )
     args = parser.parse_args()
     skip = {x.strip() for x in args.skip.split(",") if x.strip()}
@@ -305,11 +307,17 @@ def search_phases(
         common.clipembed("model", "promote", name, "--no-sync", "--force", env_vars=e)
         with phase(results, f"search {storage}") as p:
             p["load_average_at_start"] = load_average()
-            p["in_process"] = asyncio.run(search.timings(cfg, texts, search.filter_cases(url)))
+            if "timings" not in skip:
+                p["in_process"] = asyncio.run(search.timings(cfg, texts, search.filter_cases(url)))
             if "recall" not in skip:
                 for ef in (int(x) for x in args.ef.split(",") if x.strip()):
                     p[f"recall_ef{ef}"] = asyncio.run(
                         search.recall(url, name, recall_texts, DIMS, args.vectors, ef)
+                    )
+            if "similar" not in skip:
+                for ef in (int(x) for x in args.ef.split(",") if x.strip()):
+                    p[f"recall_own_vectors_ef{ef}"] = asyncio.run(
+                        search.recall_own_vectors(url, name, args.recall_queries, ef)
                     )
             if storage == "halfvec" and "bq" not in skip:
                 p["binary_quantized"] = search.binary_quantized(
