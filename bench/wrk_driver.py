@@ -113,8 +113,11 @@ def run(
             capture_output=True,
             text=True,
             timeout=seconds + timeout_s + 60,
-            check=True,
+            check=False,
         )
+    if done.returncode != 0:
+        detail = re.sub(r"\s+", " ", done.stderr or done.stdout)[-300:]
+        raise RuntimeError(f"wrk exited with {done.returncode}: {detail}")
     return parse(done.stdout)
 
 

@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     clipembed_search_requests_per_second: float = Field(default=10.0, ge=0)
     clipembed_search_burst: int = Field(default=20, ge=1, le=10_000)
     clipembed_search_embeds_per_minute: int = Field(default=30, ge=0)
+    #: a request refused for its address's request budget is answered after up to this many
+    #: seconds, not at once (clipembed.api.limits.refusal_hold); 0: at once
+    clipembed_search_refusal_hold_max_s: float = Field(default=5.0, ge=0, le=60)
 
     # --- jobs ------------------------------------------------------------------------------
     # `backfill --batch/--concurrency` default to these; a flag wins (and lifts the service caps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 import httpx
@@ -34,11 +35,15 @@ def test_one_client_gets_its_burst_of_searches_then_429_and_others_are_served(se
     served = secure_server(
         clipembed_search_requests_per_second=0.01,
         clipembed_search_burst=3,
+        clipembed_search_refusal_hold_max_s=0.5,
         clipembed_trusted_proxies="127.0.0.1",
     )
     with client(served.base) as c:
         assert [search(c, f"clutch {i}").status_code for i in range(3)] == [200] * 3
+        started = time.monotonic()
         refused = search(c, "clutch 4")
+        # held before its 429 (its Retry-After is 100 s: the hold's bound, 0.5 s, applies)
+        assert time.monotonic() - started >= 0.5
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
         assert "too many searches" in refused.json()["detail"]
         similar = c.get(f"/clips/{uuid.uuid4()}/similar")

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from clipembed import client_limits
+from clipembed.api.limits import SearchLimits, refusal_hold
 
 
 @pytest.mark.parametrize(
@@ -107,3 +108,39 @@ async def test_minute_counts_sum_a_sliding_hour():
     await counts.add(1, now=59 * 60 + 59)
     assert await counts.last(60, now=59 * 60 + 59) == 6
     assert await counts.last(60, now=60 * 60) == 4  # minute 0 has left the hour
+
+
+# --- holding a refused search (clipembed.api.limits.refusal_hold) ----------------------------
+
+
+def test_a_lone_refusal_is_held_for_its_retry_after():
+    assert refusal_hold(1.0, held=1, rate=10.0, most=5.0) == 1.0
+
+
+def test_many_held_refusals_from_one_address_come_back_at_its_budget_rate():
+    """256 connections that ignore Retry-After: each is held 25.6 s at 10 a second, so the
+    address sends no faster than its budget, up to the bound."""
+    assert refusal_hold(1.0, held=256, rate=10.0, most=60.0) == 25.6
+    assert refusal_hold(1.0, held=256, rate=10.0, most=5.0) == 5.0
+
+
+def test_no_hold_when_turned_off_or_without_a_rate():
+    assert refusal_hold(100.0, held=3, rate=0.01, most=0.0) == 0.0
+    assert refusal_hold(2.0, held=50, rate=0.0, most=5.0) == 2.0
+
+
+async def test_held_refusals_are_counted_per_address_while_held_and_forgotten_after():
+    import asyncio
+
+    from fastapi import HTTPException
+
+    limits = SearchLimits(requests_per_second=1.0, burst=1, embeds_per_minute=0, hold_max_s=0.2)
+    await limits.check_request("203.0.113.7")  # the burst
+    refused = [asyncio.ensure_future(limits.check_request("203.0.113.7")) for _ in range(2)]
+    async with asyncio.timeout(5):
+        while sum(limits.held.values()) < 2:
+            await asyncio.sleep(0.01)
+    assert list(limits.held.values()) == [2]  # one key, two requests held
+    for outcome in await asyncio.gather(*refused, return_exceptions=True):
+        assert isinstance(outcome, HTTPException) and outcome.status_code == 429
+    assert limits.held == {}
