@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 from bench import common, query_lane
-from clipembed import runtime, settings
+from clipembed import runtime
 from clipembed.bulk import backfill, importer
 from clipembed.db import connection, migrations
 from clipembed.search import clips as clip_search
@@ -88,15 +88,7 @@ async def trial(rt: runtime.Runtime, texts: list[str]) -> dict[str, Any]:
 
 
 async def run(url: str, home: Path, trials: int, intervals: list[float]) -> dict[str, Any]:
-    cfg = settings.Settings(
-        _env_file=None,
-        embedding_provider="local",
-        redis_url="none",
-        database_url=url,
-        clipembed_home=home,
-        search_coalesce_ms=3,
-        search_embed_timeout_ms=60_000,
-    )
+    cfg = query_lane.local_settings(url, home)
     async with await connection.connect(url, autocommit=True) as conn:
         await migrations.up(conn, dimensions=384)
     async with await connection.connect(url) as conn:

@@ -6,10 +6,11 @@ Every function takes a database that holds the clips and a promoted space; see b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -162,6 +163,21 @@ async def exact_top(
         return [(r[0], float(r[1])) for r in await cur.fetchall()]
 
 
+@contextlib.asynccontextmanager
+async def opened(
+    url: str, space_name: str
+) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], spaces.Space, core.Corpus]]:
+    """A connection for recall, the space and its corpus. prepare_threshold None: the ANN and
+    the exact statements can have the same text, and a prepared statement's generic plan (made
+    with index scans on) would answer the "exact" one from the index too."""
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None)
+    async with conn:
+        await register_vector_async(conn)
+        await conn.execute("SET search_path = clipembed, public")
+        space = await spaces.by_name(conn, space_name)
+        yield conn, space, clip_search.corpus_for(space)
+
+
 async def recall(
     url: str, space_name: str, texts: list[str], dims: int, vectors: str, ef_search: int
 ) -> dict[str, Any]:
@@ -173,14 +189,7 @@ async def recall(
     keeps the branch asked for 10 alone."""
     cases = filter_cases(url)
     out: dict[str, Any] = {"queries": len(texts), "ef_search": ef_search}
-    # prepare_threshold None: the two statements have the same text, and a prepared statement's
-    # generic plan (made with index scans on) would answer the "exact" one from the index too
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None)
-    async with conn:
-        await register_vector_async(conn)
-        await conn.execute("SET search_path = clipembed, public")
-        space = await spaces.by_name(conn, space_name)
-        corpus = clip_search.corpus_for(space)
+    async with opened(url, space_name) as (conn, _, corpus):
         params = core.Params(ef_search=ef_search)
         depth = ranking.branch_depth(params)
         for label, filters in cases:
@@ -241,12 +250,7 @@ async def recall_own_vectors(
     from the data's own distribution, beside the text queries' 2-3 words, which lie far from
     every clip (a short text's vector against titles with their game and broadcaster). Tells a
     graph that cannot reach a region from queries that fall between regions."""
-    conn = await psycopg.AsyncConnection.connect(url, autocommit=True, prepare_threshold=None)
-    async with conn:
-        await register_vector_async(conn)
-        await conn.execute("SET search_path = clipembed, public")
-        space = await spaces.by_name(conn, space_name)
-        corpus = clip_search.corpus_for(space)
+    async with opened(url, space_name) as (conn, space, corpus):
         cur = await conn.execute(
             sql.SQL(
                 "SELECT clip_id, embedding::vector FROM {} TABLESAMPLE SYSTEM (0.1) REPEATABLE (5)"

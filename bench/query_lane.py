@@ -51,8 +51,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def local_throughput(url: str, home: Path, texts: list[str], clients: int) -> dict[str, Any]:
-    cfg = settings.Settings(
+def local_settings(url: str, home: Path) -> settings.Settings:
+    """The bundled model, no Redis, a deadline that never cuts (throughput, not latency)."""
+    return settings.Settings(
         _env_file=None,
         embedding_provider="local",
         redis_url="none",
@@ -61,6 +62,10 @@ async def local_throughput(url: str, home: Path, texts: list[str], clients: int)
         search_coalesce_ms=3,
         search_embed_timeout_ms=60_000,
     )
+
+
+async def local_throughput(url: str, home: Path, texts: list[str], clients: int) -> dict[str, Any]:
+    cfg = local_settings(url, home)
     conn = await connection.connect(url, autocommit=True)
     async with conn:
         await migrations.up(conn, dimensions=384)
