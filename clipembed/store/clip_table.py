@@ -92,8 +92,12 @@ SELECT a.atttypmod FROM pg_attribute a
 WHERE a.attrelid = 'clips'::regclass AND a.attname = 'embedding' AND NOT a.attisdropped
 """
 
-CLIP_TEXTS = """
-SELECT id, title, broadcaster_name, creator_name, game_name, is_removed
+#: The columns a clip's embedded text is made from (``clipembed.clips.ClipText.from_row``), and
+#: whether it is removed: every read of texts to embed takes these (here and ``queue_table.CLAIMED_TEXTS``).
+TEXT_COLUMNS = ("title", "broadcaster_name", "creator_name", "game_name", "is_removed")
+
+CLIP_TEXTS = f"""
+SELECT id, {", ".join(TEXT_COLUMNS)}
 FROM clips WHERE id = ANY(%s::uuid[])
 """
 

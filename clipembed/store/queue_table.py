@@ -3,6 +3,8 @@ complete, fail, enqueue, replay. The protocol they implement is :mod:`clipembed.
 
 from __future__ import annotations
 
+from clipembed.store.clip_table import TEXT_COLUMNS
+
 #: The channel a worker LISTENs on: every enqueue notifies it.
 CHANNEL = "clipembed_queue"
 
@@ -228,8 +230,8 @@ RETURNING q.clip_id
 #: text together, so the text read here is the one of the generation read here. The worker
 #: completes under that generation; it used to complete under the claimed one, count the item
 #: superseded, and pay for the same new text again.
-CLAIMED_TEXTS = """
-SELECT c.id, c.title, c.broadcaster_name, c.creator_name, c.game_name, c.is_removed,
+CLAIMED_TEXTS = f"""
+SELECT c.id, {", ".join(f"c.{column}" for column in TEXT_COLUMNS)},
        q.generation AS queue_generation
 FROM clips c LEFT JOIN embedding_queue q ON q.clip_id = c.id
 WHERE c.id = ANY(%s::uuid[])
