@@ -13,7 +13,9 @@ Two limits per client address (:func:`clipembed.client_limits.client_key`), answ
   cached nor already being embedded for someone else, so repeating a popular query costs
   nothing, and the keyword mode never asks.
 
-Either set to 0 turns it off.
+Either set to 0 turns it off. Shared through Redis by every process where there is one, in
+process otherwise. A backend calling search for its users should be a trusted proxy sending
+``X-Forwarded-For`` (:mod:`clipembed.api.clients`), or every user shares its budget.
 
 A request refused for the request budget is **held** before its 429
 (:func:`refusal_hold`, at most ``CLIPEMBED_SEARCH_REFUSAL_HOLD_MAX_S``, 5 s): a client that
@@ -21,9 +23,8 @@ ignores Retry-After and sends again the moment it is answered, over many connect
 otherwise turn refusals into a loop that spends the server on 429s. Measured
 (``bench/search_flood.py``, docs/benchmarks.md): 256 such connections from one address left 8
 other users 1 answer in 91 searches (503s, up to 14 s) with refusals at once; with the hold,
-95 of 96 answered, p95 353 ms (404 ms with no flood), and the flood fell from 448 to 57 requests/s. Shared through Redis by every process where there is one, in
-process otherwise. A backend calling search for its users should be a trusted proxy sending
-``X-Forwarded-For`` (:mod:`clipembed.api.clients`), or every user shares its budget.
+95 of 96 answered, p95 353 ms (404 ms with no flood), and the flood fell from 448 to 57
+requests/s.
 
 Contract with the app: its lifespan sets ``app.state.search_limits`` to a
 :class:`SearchLimits`; without it (a bare app mounting the router) searches are not limited.
@@ -104,16 +105,14 @@ class SearchLimits:
         refusal = await self._refuse(
             "requests", wait, "too many searches from this address: slow down"
         )
-        held = self.held.get(key, 0) + 1
-        self.held[key] = held
+        self.held[key] = self.held.get(key, 0) + 1
         try:
             retry = float(client_limits.retry_after(wait))
-            await asyncio.sleep(refusal_hold(retry, held, self.rate, self.hold_max_s))
+            await asyncio.sleep(refusal_hold(retry, self.held[key], self.rate, self.hold_max_s))
         finally:
-            if held := self.held.get(key, 1) - 1:
-                self.held[key] = held
-            else:
-                self.held.pop(key, None)
+            self.held[key] -= 1
+            if not self.held[key]:
+                del self.held[key]
         raise refusal
 
     async def check_embedding(self, client: str) -> None:

@@ -201,10 +201,7 @@ class QueryEmbedder:
             async with asyncio.timeout(self.timeout):
                 late = [t for t in texts if t not in prepared]
                 if late:
-                    prepared = {
-                        **prepared,
-                        **dict(zip(late, provider.prepare_batch(late)[0], strict=True)),
-                    }
+                    prepared.update(zip(late, provider.prepare_batch(late)[0], strict=True))
                 sent = [prepared[t] for t in texts]
                 self.requests += 1
                 self.texts += len(texts)

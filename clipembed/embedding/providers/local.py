@@ -45,8 +45,9 @@ DEFAULT_MAX_SEQ_LENGTH = 256  # tokens, special tokens included
 #: The interpreter's thread switch interval once the model is loaded (Python's default: 5 ms).
 #: ``encode`` runs Python between its torch calls in a worker thread, and the event loop beside
 #: it waited up to 5 ms for the GIL at each hand-over: with 64 clients searching through the
-#: bundled model, semantic search reached 0.664-0.787 of the batched encode rate at 5 ms and
-#: 0.736-0.745 at 0.5 ms (three alternating runs each, docs/benchmarks.md, "The query lane").
+#: bundled model, semantic search reached 0.633-0.708 of the batched encode rate at 5 ms and
+#: 0.730-0.779 at 0.5 ms (``bench/lane_switch_interval.py``: three alternating trials each;
+#: docs/benchmarks.md, "The query lane").
 SWITCH_INTERVAL_S = 0.0005
 
 
