@@ -18,81 +18,20 @@ import asyncio
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from bench import common, query_lane
 from clipembed import runtime
-from clipembed.bulk import backfill, importer
-from clipembed.db import connection, migrations
-from clipembed.search import clips as clip_search
-from clipembed.search import core
+from clipembed.bulk import backfill
 
 QUERIES = 640
 CLIENTS = 64
 
 
-def postgres_cpu() -> float:
-    total = 0.0
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if "postgres" in " ".join(proc.info["cmdline"] or []):
-                t = proc.cpu_times()
-                total += t.user + t.system
-        except psutil.Error:
-            continue
-    return total
-
-
-def threads_cpu() -> float:
-    return sum(t.user_time + t.system_time for t in psutil.Process().threads())
-
-
-async def trial(rt: runtime.Runtime, texts: list[str]) -> dict[str, Any]:
-    svc = rt.require_service()
-    started = time.perf_counter()
-    for i in range(0, len(texts), 64):
-        await svc.provider.embed(texts[i : i + 64])
-    encode_rate = len(texts) / (time.perf_counter() - started)
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for text in texts:
-        queue.put_nowait(text)
-    params = core.Params(mode="semantic", limit=10)
-
-    async def client() -> None:
-        while not queue.empty():
-            text = queue.get_nowait()
-            await clip_search.search_detailed(
-                rt.reader, svc, text, params=params, filters=clip_search.Filters()
-            )
-
-    pg, threads, loop = postgres_cpu(), threads_cpu(), time.thread_time()
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(CLIENTS)))
-    wall = time.perf_counter() - started
-    loop = time.thread_time() - loop
-    threads = threads_cpu() - threads - loop
-    pg = postgres_cpu() - pg
-    n = len(texts)
-    return {
-        "batched_encode_texts_per_s": round(encode_rate, 1),
-        "semantic_searches_per_s": round(n / wall, 1),
-        "ratio": round(n / wall / encode_rate, 3),
-        "event_loop_cpu_ms_per_search": round(loop / n * 1000, 2),
-        "other_threads_cpu_ms_per_search": round(threads / n * 1000, 2),
-        "postgres_cpu_ms_per_search": round(pg / n * 1000, 2),
-    }
-
-
 async def run(url: str, home: Path, trials: int, intervals: list[float]) -> dict[str, Any]:
     cfg = query_lane.local_settings(url, home)
-    async with await connection.connect(url, autocommit=True) as conn:
-        await migrations.up(conn, dimensions=384)
-    async with await connection.connect(url) as conn:
-        await importer.import_file(conn, query_lane.DATA / "clips.jsonl.gz")
+    await query_lane.load_real_clips(url)
     # distinct texts for every measurement: none may be in the lane's cache
     texts = query_lane.query_texts(QUERIES * trials * len(intervals))
     runs: list[dict[str, Any]] = []
@@ -102,7 +41,7 @@ async def run(url: str, home: Path, trials: int, intervals: list[float]) -> dict
             for i, interval in enumerate(intervals):
                 sys.setswitchinterval(interval)
                 k = t * len(intervals) + i
-                one = await trial(rt, texts[k * QUERIES : (k + 1) * QUERIES])
+                one = await query_lane.measure(rt, texts[k * QUERIES : (k + 1) * QUERIES], CLIENTS)
                 runs.append({"switch_interval_s": interval, **one})
                 print(runs[-1], flush=True)
     summary = {
