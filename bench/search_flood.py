@@ -137,7 +137,7 @@ def main() -> None:
                 with common.serving(e, log=log) as http:
                     # warm: pools, statistics, HNSW pages (the users' own addresses, their budget)
                     asyncio.run(users(http, user_texts[:40], args.users, 5, args.pause))
-                    results["machine_load_at_start"] = common.machine()["load_average_at_start"]
+                    results["machine_load_at_start"] = common.load_averages()
                     alone = asyncio.run(
                         users(http, user_texts[40:500], args.users, args.seconds, args.pause)
                     )

@@ -159,7 +159,7 @@ def main() -> None:
                 with common.serving(e, log=log) as http:
                     # warm: the pools, the statistics, the HNSW pages (10 clients, 100 searches)
                     asyncio.run(load(http, texts[:100], 10, 30))
-                    results["machine_load_at_start"] = common.machine()["load_average_at_start"]
+                    results["machine_load_at_start"] = common.load_averages()
                     lags.clear()
                     if args.driver == "wrk":
                         driven = wrk_driver.run(
