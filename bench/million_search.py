@@ -186,7 +186,9 @@ async def recall(
     window, ``ranking.branch_depth``: 200), and its first 10 are scored, as a semantic search's
     first page: with ``relaxed_order`` a scan asked for 10 returns the first 10 it meets, not
     the nearest 10 of what it visited (0.83 against 0.97 on the same queries). ``recall_at_10_n10``
-    keeps the branch asked for 10 alone."""
+    keeps the branch asked for 10 alone. ``recall_at_10_hybrid_vector_ranking`` scores the
+    ranking hybrid search fuses: the same list completed with the keyword branch's candidates
+    (``ranking.completed``)."""
     cases = filter_cases(url)
     out: dict[str, Any] = {"queries": len(texts), "ef_search": ef_search}
     async with opened(url, space_name) as (conn, _, corpus):
@@ -194,6 +196,9 @@ async def recall(
         depth = ranking.branch_depth(params)
         for label, filters in cases:
             hits, tied, within, gaps, ann_ms, exact_ms, first10 = [], [], [], [], [], [], []
+            completed: list[float] = []
+            completed_ties: list[float] = []
+            completed_within: list[float] = []
             for text in texts:
                 v = vector_for(text, dims, vectors)
                 t = time.perf_counter()
@@ -208,6 +213,13 @@ async def recall(
                     keys=filters.keys(),
                 )
                 ann_ms.append((time.perf_counter() - t) * 1000)
+                # hybrid's vector ranking: the same list with the keyword branch's candidates
+                # it missed taken in (ranking.completed), as a hybrid search fuses it
+                keyword = await core.keyword_branch(
+                    conn, corpus, text, filters.where(), params, depth,
+                    filter_first=filters.selective,
+                )  # fmt: skip
+                full = await ranking.completed(conn, corpus, v, keyword, ann, depth)
                 ann = ann[:10]
                 alone = await core.semantic_branch(
                     conn,
@@ -229,6 +241,9 @@ async def recall(
                     within.append(recall_within(exact, ann))
                     gaps.append(near_ties(exact, ann))
                     first10.append(len(truth & {h[0] for h in alone}) / len(truth))
+                    completed.append(len(truth & {h[0] for h in full[:10]}) / len(truth))
+                    completed_ties.append(recall_with_ties(exact, full[:10]))
+                    completed_within.append(recall_within(exact, full[:10]))
             out[label] = {
                 "recall_at_10": round(statistics.fmean(hits), 4) if hits else None,
                 "recall_at_10_ties": round(statistics.fmean(tied), 4) if tied else None,
@@ -236,6 +251,18 @@ async def recall(
                 "recall_at_10_epsilon_0.01": round(statistics.fmean(within), 4) if within else None,
                 "similarity_gap_10th_max": round(max(gaps), 4) if gaps else None,
                 "per_query": [round(h, 2) for h in hits],
+                "recall_at_10_hybrid_vector_ranking": (
+                    round(statistics.fmean(completed), 4) if completed else None
+                ),
+                "recall_at_10_hybrid_vector_ranking_ties": (
+                    round(statistics.fmean(completed_ties), 4) if completed_ties else None
+                ),
+                "recall_at_10_hybrid_vector_ranking_epsilon_0.01": (
+                    round(statistics.fmean(completed_within), 4) if completed_within else None
+                ),
+                "per_query_hybrid_vector_ranking": [round(h, 2) for h in completed],
+                "per_query_epsilon": [round(h, 2) for h in within],
+                "per_query_hybrid_vector_ranking_epsilon": [round(h, 2) for h in completed_within],
                 "depth": depth,
                 "index_p95_ms": common.percentiles(ann_ms)["p95_ms"],
                 "exact_p50_ms": common.percentiles(exact_ms)["p50_ms"],

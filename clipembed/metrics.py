@@ -38,6 +38,11 @@ SEARCH_DEGRADED = Counter(
     "Searches answered without a branch (the query embedding missed its deadline or failed).",
     ["branch", "reason"],
 )
+SEARCH_COMPLETED = Counter(
+    "clipembed_search_completed_total",
+    "Clips the vector index missed that hybrid search ranked anyway: the keyword branch found"
+    " them and their exact similarity placed them in the vector ranking's window.",
+)
 QUERY_EMBED_BATCH = Histogram(
     "clipembed_query_embed_batch_size",
     "Queries embedded per provider request by the query lane (coalescing).",

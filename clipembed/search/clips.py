@@ -238,6 +238,8 @@ async def search_detailed(
                 conn, CLIPS, text, where, params, depth, filter_first=filters.selective
             )
 
+    embedded: list[np.ndarray] = []  # the query vector, once the vector branch has it
+
     async def semantic_part() -> list[tuple[Any, float]]:
         if embedding is None:
             return []
@@ -257,6 +259,7 @@ async def search_detailed(
                 ) from exc
             degraded.append("semantic")
             return []
+        embedded.append(vector)
         # a connection only once the vector is here: none is held while the provider answers
         async with pool.connection() as conn:
             return await core.semantic_branch(
@@ -294,6 +297,10 @@ async def search_detailed(
             elif not embedding.cancelled():
                 # read its error, or asyncio logs "Task exception was never retrieved"
                 embedding.exception()
+    if params.mode == "hybrid" and keyword and embedded:
+        # after both branches, on a connection of its own: never two held at once
+        async with pool.connection() as conn:
+            semantic = await ranking.completed(conn, corpus, embedded[0], keyword, semantic, depth)
     hits = ranking.fuse(keyword, semantic, params)
     described = space.describe(service.settings if service is not None else None)
     return SearchOutcome(await _hydrate(pool, hits), degraded, described)

@@ -348,3 +348,26 @@ async def semantic_branch(
         )
         rows = await cur.fetchall()
     return [(r[0], 1.0 - float(r[1])) for r in rows[:n]]
+
+
+async def similarities(
+    conn: psycopg.AsyncConnection[Any], corpus: Corpus, vector: np.ndarray, ids: list[Any]
+) -> list[tuple[Any, float]]:
+    """(id, cosine similarity) of the given documents that have a vector, computed exactly:
+    one statement of primary-key lookups (:data:`queries.DISTANCES`). The caller has already
+    applied the filters (the ids are the keyword branch's)."""
+    if not ids:
+        return []
+    if corpus.vectors is not None:
+        stmt = queries.DISTANCES_JOINED.format(
+            vectors=corpus.ident(corpus.vectors),
+            vtype=sql.SQL("halfvec" if corpus.vector_type == "halfvec" else "vector"),
+        )
+    else:
+        stmt = queries.DISTANCES.format(
+            emb=sql.Identifier(corpus.embedding_column), table=corpus.ident(corpus.table)
+        )
+    cur = await conn.execute(stmt, {"v": np.asarray(vector, dtype=np.float32), "ids": ids})
+    rows = await cur.fetchall()
+    await conn.commit()
+    return [(r[0], 1.0 - float(r[1])) for r in rows]

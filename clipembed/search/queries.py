@@ -124,6 +124,18 @@ ORDER BY distance, id
 """
 )
 
+#: The exact distance of given documents (the keyword branch's candidates that the vector branch
+#: did not return), so that hybrid's vector ranking can take in those its index walk missed
+#: (:func:`clipembed.search.ranking.complete`). Primary-key lookups; no filter here: the
+#: keyword branch already applied them.
+DISTANCES = sql.SQL(
+    "SELECT d.id, d.{emb} <=> %(v)s FROM {table} d WHERE d.id = ANY(%(ids)s) AND d.{emb} IS NOT NULL"
+)
+DISTANCES_JOINED = sql.SQL(
+    "SELECT e.clip_id, e.embedding <=> %(v)s::{vtype} FROM {vectors} e"
+    " WHERE e.clip_id = ANY(%(ids)s)"
+)
+
 # A selective filter (one broadcaster, a small game) keeps few documents: their vectors are
 # ranked exactly instead of through the HNSW graph, whose filtered scans miss neighbours (at a
 # million clips, recall@10 0.65 for one game at ef_search 100). ``f`` takes at most %(cap)s + 1

@@ -16,8 +16,17 @@ from typing import Any
 import numpy as np
 import psycopg
 
+from clipembed import metrics
 from clipembed.search import fusion
-from clipembed.search.core import Corpus, Hit, Params, Where, keyword_branch, semantic_branch
+from clipembed.search.core import (
+    Corpus,
+    Hit,
+    Params,
+    Where,
+    keyword_branch,
+    semantic_branch,
+    similarities,
+)
 
 
 async def rank(
@@ -43,6 +52,7 @@ async def rank(
     vector branch run while the keyword branch does (latency = the slower branch, not the sum).
     """
     window = branch_depth(params)
+    embedded: list[np.ndarray] = []  # the query vector, once the vector branch has it
     run_keyword = params.mode in ("keyword", "hybrid") and bool(query)
     run_semantic = params.mode in ("semantic", "hybrid")
 
@@ -61,6 +71,7 @@ async def rank(
             v = await embed_query()
         if v is None:
             return []
+        embedded.append(v)
         return await semantic_branch(
             on,
             corpus,
@@ -87,7 +98,59 @@ async def rank(
         kw, sem = kw_task.result(), sem_task.result()  # raises a branch's error, if any
     else:
         kw, sem = await keyword(), await semantic(conn)
+    if params.mode == "hybrid" and embedded:
+        sem = await completed(conn, corpus, embedded[0], kw, sem, window)
     return fuse(kw, sem, params)
+
+
+async def completed(
+    conn: psycopg.AsyncConnection[Any],
+    corpus: Corpus,
+    vector: np.ndarray,
+    keyword: Sequence[tuple[Any, float]],
+    semantic: Sequence[tuple[Any, float]],
+    n: int,
+) -> list[tuple[Any, float]]:
+    """Hybrid's vector ranking with the keyword branch's candidates it missed taken in.
+
+    An HNSW walk does not reach every region of the graph: at a million clips, the nearest
+    clips of a rare name's small cluster were missed while BM25 ranked them first
+    (docs/benchmarks.md). Their exact similarities cost one statement of primary-key lookups
+    (at most ``n`` of them), and :func:`complete` puts in its place each that the index should
+    have returned. The keyword candidates passed the same filters, so every one may be ranked.
+    """
+    have = {doc for doc, _ in semantic}
+    missing = [doc for doc, _ in keyword if doc not in have]
+    if not missing:
+        return list(semantic)
+    merged = complete(semantic, await similarities(conn, corpus, vector, missing), n)
+    taken = sum(1 for doc, _ in merged if doc not in have)
+    if taken:
+        metrics.SEARCH_COMPLETED.inc(taken)
+    return merged
+
+
+def complete(
+    semantic: Sequence[tuple[Any, float]], scored: Sequence[tuple[Any, float]], n: int
+) -> list[tuple[Any, float]]:
+    """The top ``n`` by similarity of ``semantic`` (an ANN's list, best first) and ``scored``
+    (exact similarities of other documents), ties broken by id as the branch breaks them (pure).
+
+    A scored document below the list's last, when the list is full (``n`` long), is left out:
+    the branch was right to leave it beyond the window, and ranking it would change the fusion
+    of documents the index did not miss. When the list is shorter than ``n``, the walk ran out
+    of candidates and every scored document belongs.
+    """
+    have = {doc for doc, _ in semantic}
+    floor = semantic[-1][1] if semantic and len(semantic) >= n else float("-inf")
+    extra = []
+    for doc, s in scored:
+        if doc not in have and s >= floor:
+            have.add(doc)  # once each, whatever the caller passed
+            extra.append((doc, s))
+    if not extra:
+        return list(semantic)[:n]
+    return sorted([*semantic, *extra], key=lambda x: (-x[1], str(x[0])))[:n]
 
 
 def branch_depth(params: Params) -> int:

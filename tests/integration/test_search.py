@@ -358,3 +358,43 @@ async def test_keyword_top_n_is_the_true_top_of_the_full_ranking(
             )
             assert len(top) == min(25, len(full)) > 0
             assert [d for d, _ in top] == [d for d, _ in full[:25]], q
+
+
+async def test_hybrid_vector_ranking_takes_in_the_clips_its_index_missed(
+    database_factory, tmp_path
+):
+    """The keyword branch's candidates that the vector branch did not return get their exact
+    similarity from the database, in the clips table and in a space's own table: a clip the
+    index missed (here: removed from its list) is put back in its place, one below the
+    window's last stays out, and the scores are numpy's cosine similarities."""
+    url = database_factory.new(dimensions=384)
+    rng = np.random.default_rng(4)
+    vectors = _random_clips(url, 500, 1000, rng)
+    query = rng.standard_normal(384).astype(np.float32)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    similarity = unit @ (query / np.linalg.norm(query))
+    order = np.argsort(-similarity)
+    async with (
+        runtime.open_runtime(_settings(url, tmp_path), with_service=False) as r,
+        r.pool.connection() as conn,
+    ):
+        cur = await conn.execute("SELECT twitch_clip_id, id FROM clips")
+        ids = {slug: i for slug, i in await cur.fetchall()}
+        space = await spaces.active_in(r.pool)
+        with psycopg.connect(url, autocommit=True) as setup:
+            setup.execute(
+                f"INSERT INTO {space.table_name} (clip_id, embedding, model, content_hash,"
+                " game_key, broadcaster_key) SELECT id, embedding, 'random', '\\x00',"
+                " lower(game_name), lower(broadcaster_name) FROM clips"
+            )
+
+        def clip(rank: int) -> tuple[object, float]:
+            return ids[f"r{order[rank]}"], float(similarity[order[rank]])
+
+        # the index "missed" the 3rd nearest, so its list of 10 reached the 11th
+        semantic = [clip(k) for k in range(11) if k != 2]
+        keyword = [clip(300), clip(2), clip(0)]  # a far clip, the missed one, one it has
+        for corpus in (clip_search.CLIPS, clip_search.corpus_for(space)):
+            got = await ranking.completed(conn, corpus, query, keyword, semantic, 10)
+            assert [doc for doc, _ in got] == [clip(k)[0] for k in range(10)], corpus.table
+            assert [round(s, 3) for _, s in got] == [round(clip(k)[1], 3) for k in range(10)]

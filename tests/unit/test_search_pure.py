@@ -109,3 +109,32 @@ def test_modes_are_parsed_once_with_one_message():
     for bad in ("Hybrid", "", "vector", "keyword "):
         with pytest.raises(ValueError, match="use hybrid, keyword or semantic"):
             core.parse_mode(bad)
+
+
+def test_complete_takes_in_what_the_index_missed_and_nothing_below_its_window():
+    semantic = [("a", 0.9), ("c", 0.7), ("d", 0.6)]  # the index missed "b" (0.8)
+    scored = [("b", 0.8), ("z", 0.1), ("a", 0.9)]
+    assert ranking.complete(semantic, scored, 3) == [("a", 0.9), ("b", 0.8), ("c", 0.7)]
+    # a full list: a document below its last stays beyond the window
+    assert ranking.complete(semantic, [("z", 0.1)], 3) == semantic
+    # a short list (the walk ran out): every scored document belongs
+    assert ranking.complete(semantic, [("z", 0.1)], 5) == [*semantic, ("z", 0.1)]
+    assert ranking.complete([], [("z", 0.1)], 5) == [("z", 0.1)]
+
+
+@given(
+    st.lists(st.floats(-1, 1, allow_nan=False), min_size=1, max_size=40, unique=True),
+    st.integers(1, 20),
+    st.data(),
+)
+def test_complete_restores_the_exact_top_n(sims, n, data):
+    """The index returned the true order with some of the top n missing (and so reached
+    further down); the keyword branch found the missing ones among others: the completed list is
+    the true top n."""
+    order = sorted(range(len(sims)), key=lambda i: -sims[i])
+    top = order[: min(n, len(order))]
+    missed = set(data.draw(st.lists(st.sampled_from(top), unique=True)))
+    semantic = [(i, sims[i]) for i in order[: n + len(missed)] if i not in missed][:n]
+    others = data.draw(st.lists(st.sampled_from(order), max_size=10))
+    scored = [(i, sims[i]) for i in [*missed, *others]]
+    assert ranking.complete(semantic, scored, n) == [(i, sims[i]) for i in top]
