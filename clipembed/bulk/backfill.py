@@ -169,7 +169,17 @@ async def run(
         index, live=live, expected=expected, outpaces=True
     ):
         # a large load the request limit alone would not make outpace the index: measure it
-        probe = index_policy.Probe(live=live, remaining=expected)
+        probe = index_policy.Probe(
+            live=live,
+            remaining=expected,
+            dimensions=space.dimensions,
+            ceiling=index_policy.ceiling(
+                svc,
+                cfg.embedding_requests_per_minute,
+                batch_size,
+                cfg.clipembed_backfill_max_rate if max_rate is None else max_rate,
+            ),
+        )
         summary.index_policy = "kept (probing)"
 
     async def observe(outcome: pipeline.BatchOutcome, rows: int) -> None:
@@ -181,7 +191,10 @@ async def run(
         if verdict is None:
             return
         summary.index_policy = probe.reason
-        logger.info("index policy decided", extra={"decision": probe.reason})
+        if verdict or probe.windows == 1:  # the first estimate, and a drop; the rest at debug
+            logger.info("index policy decided", extra={"decision": probe.reason})
+        else:
+            logger.debug("index policy decided", extra={"decision": probe.reason})
         if verdict and await index_policy.index_exists(pool, space):
             rebuild = True
             await index_policy.drop_index(pool, space)

@@ -4,10 +4,10 @@ When most of a large table is unembedded and the load runs faster than PostgreSQ
 the graph row by row, building the index once after loading is several times faster
 (docs/benchmarks.md). Whether it does is *measured*, not assumed: a load whose request limit
 already exceeds INCREMENTAL_INDEX_RATE drops the index at the start; any other ``auto`` load
-starts with the index kept and a :class:`Probe` watches its first batches. When the database
-write takes WRITE_BOUND_SHARE or more of a batch's time (the provider call, limiter waits
-included, is the rest), the load is waiting for the index, not for the provider: the index is
-dropped then and built once at the end. (Measured at 20,000 clips, 1,536 dimensions, the
+starts with the index kept and a :class:`Probe` watches it: from the clips/s the database
+absorbs with the index kept, the share of each batch spent writing and the request limit's
+ceiling, it estimates the time until every clip is searchable both ways, and drops the index
+(to build it once at the end) only when that is sooner. (Measured at 20,000 clips, 1,536 dimensions, the
 default 500 requests/min: with the index kept the database spent 112 CPU-s on row-by-row graph
 inserts and the backfill reached 0.73 of its request ceiling.)
 """
@@ -40,11 +40,9 @@ REBUILD_MIN_ROWS = 1_000  # below this the index is cheap either way; keep it fo
 REBUILD_FRACTION = 0.5  # rebuild when more than this fraction of live clips needs embedding
 #: Above this many clips/s allowed by the request limit, index maintenance would slow the load.
 INCREMENTAL_INDEX_RATE = 1000.0
-#: The probe: at least this many batches and seconds of the load with the index kept ...
+#: The probe's window: at least this many batches and seconds of the load with the index kept.
 PROBE_BATCHES = 6
 PROBE_SECONDS = 3.0
-#: ... and the index is dropped when the database write takes this share of a batch's time.
-WRITE_BOUND_SHARE = 0.35
 
 
 def load_outpaces_index(
@@ -61,6 +59,17 @@ def load_outpaces_index(
     return bool(requests_per_minute / 60 * per_request >= INCREMENTAL_INDEX_RATE)
 
 
+def ceiling(
+    service: EmbeddingService, requests_per_minute: int, batch_size: int, max_rate: float | None
+) -> float | None:
+    """Clips/s the request limit (and ``--max-rate``, when set) allows this load, or None."""
+    per_request = min(batch_size, service.provider.max_inputs_per_request)
+    rates = [requests_per_minute / 60 * per_request] if requests_per_minute > 0 else []
+    if max_rate:
+        rates.append(float(max_rate))
+    return min(rates) if rates else None
+
+
 def wants_rebuild(mode: str, *, live: int, expected: int, outpaces: bool) -> bool:
     """The decision, pure: ``rebuild`` always; ``auto`` for a large, mostly empty table."""
     if mode == "rebuild":
@@ -73,27 +82,77 @@ def wants_rebuild(mode: str, *, live: int, expected: int, outpaces: bool) -> boo
     )
 
 
+#: An HNSW build adds about this many rows x dimensions per second (pgvector 0.8.5, two cores,
+#: the graph in memory): 20,000 x 1,536 halfvec in 18.3 s (1.7 M/s), 1,000,000 x 768 in 236 s
+#: (3.3 M/s) and, on a machine of half the speed, 426 s (1.8 M/s) (docs/benchmarks.md). The
+#: lowest, rounded down, so that the estimate errs toward keeping the index live.
+BUILD_DIMENSION_ROWS_PER_S = 1.5e6
+#: The index is dropped only when that saves at least this share of the time left with it kept.
+DROP_MARGIN = 0.1
+
+
+def build_seconds(rows: int, dimensions: int) -> float:
+    """About how long an HNSW build of ``rows`` vectors takes (BUILD_DIMENSION_ROWS_PER_S)."""
+    return rows * dimensions / BUILD_DIMENSION_ROWS_PER_S
+
+
+def to_searchable(
+    *, left: int, live: int, dimensions: int, rate: float, write_share: float, ceiling: float | None
+) -> tuple[float, float]:
+    """Seconds until every clip is embedded and indexed: (index kept, index dropped now and built
+    at the end), pure.
+
+    Kept: ``left`` clips at the measured ``rate``. Dropped: the writes get cheap, so a batch
+    takes about ``1 - write_share`` of its time, but never faster than the request limit allows
+    (``ceiling`` clips/s, None: no limit); then the build of all ``live`` rows.
+    """
+    rate = max(rate, 1e-9)
+    free = rate / max(1.0 - write_share, 0.05)
+    if ceiling is not None:
+        free = min(free, ceiling)
+    free = max(free, rate)
+    return left / rate, left / free + build_seconds(live, dimensions)
+
+
 @dataclasses.dataclass
 class Probe:
-    """The first batches of an ``auto`` load with the index kept: is the database the bound?
+    """An ``auto`` load with the index kept: would dropping it make the clips searchable sooner?
 
-    ``add`` each batch's embed and write seconds; :meth:`verdict` answers once, after
-    PROBE_BATCHES batches and PROBE_SECONDS: ``True`` (drop the index now, build it at the end),
-    ``False`` (keep it), or ``None`` (not decided yet). ``remaining`` and ``live`` gate it as at
-    the start: only a large, mostly unembedded table is worth a rebuild.
+    ``add`` each batch's rows, embed and write seconds as it completes. Every window (at least
+    PROBE_BATCHES batches and PROBE_SECONDS) :meth:`verdict` estimates the time to searchable
+    both ways from what the window measured (:func:`to_searchable`: the clips/s the database
+    absorbs with the index kept against the request limit's ceiling) and answers ``True`` (drop
+    it now, build it at the end: the estimate saves DROP_MARGIN or more), ``False`` (keep it;
+    the next window is watched, since graph inserts get slower as the graph grows) or ``None``
+    (no window complete, or watching is over). Rows are counted from a window's first completed
+    batch, so the start-up of the load is not taken for a slow database.
     """
 
     live: int
     remaining: int
-    started: float = dataclasses.field(default_factory=time.monotonic)
+    dimensions: int
+    #: clips/s the request limit allows (None: no limit)
+    ceiling: float | None = None
+    first_at: float | None = None
     batches: int = 0
     rows: int = 0
     embed_seconds: float = 0.0
     write_seconds: float = 0.0
+    #: rows of the windows before this one, and of this one's first batch
+    done: int = 0
+    windows: int = 0
+    #: True: dropped; False: watching ended with the index kept
     decided: bool | None = None
     reason: str = ""
 
-    def add(self, rows: int, *, embed_seconds: float, write_seconds: float) -> None:
+    def add(
+        self, rows: int, *, embed_seconds: float, write_seconds: float, at: float | None = None
+    ) -> None:
+        now = time.monotonic() if at is None else at
+        if self.first_at is None:  # the window starts here: these rows finished before it
+            self.first_at = now
+            self.done += rows
+            return
         self.batches += 1
         self.rows += rows
         self.embed_seconds += embed_seconds
@@ -105,25 +164,36 @@ class Probe:
         return self.write_seconds / total if total > 0 else 0.0
 
     def verdict(self, now: float | None = None) -> bool | None:
-        if self.decided is not None:
-            return None  # answered already
-        elapsed = (now if now is not None else time.monotonic()) - self.started
+        if self.decided is not None or self.first_at is None:
+            return None
+        now = time.monotonic() if now is None else now
+        elapsed = now - self.first_at
         if self.batches < PROBE_BATCHES or elapsed < PROBE_SECONDS:
             return None
-        left = self.remaining - self.rows
+        rate = self.rows / max(elapsed, 1e-9)
         share = self.write_share
-        self.decided = bool(
-            share >= WRITE_BOUND_SHARE
-            and left >= REBUILD_MIN_ROWS
-            and left > REBUILD_FRACTION * self.live
-        )
-        self.reason = (
-            f"database writes took {share:.0%} of each batch's time over {self.batches} "
-            f"batches ({self.rows / max(elapsed, 1e-9):.0f} clips/s); {left} clips left of "
-            f"{self.live} live: " + ("drop the index, build it at the end" if self.decided
-                                     else "keep the index")
+        self.done += self.rows
+        self.windows += 1
+        left = max(self.remaining - self.done, 0)
+        kept, dropped = to_searchable(
+            left=left, live=self.live, dimensions=self.dimensions, rate=rate,
+            write_share=share, ceiling=self.ceiling,
         )  # fmt: skip
-        return self.decided
+        drop = left >= REBUILD_MIN_ROWS and dropped <= kept * (1 - DROP_MARGIN)
+        limit = f" (the limit allows {self.ceiling:.0f})" if self.ceiling is not None else ""
+        self.reason = (
+            f"{rate:.0f} clips/s with the index kept{limit}, {share:.0%} of each batch writing; "
+            f"{left} clips left: about {kept:.0f} s to searchable with the index kept, "
+            f"{dropped:.0f} s with it dropped and built at the end: "
+            + ("drop the index, build it at the end" if drop else "keep the index")
+        )
+        self.first_at, self.batches, self.rows = now, 0, 0
+        self.embed_seconds = self.write_seconds = 0.0
+        if drop:
+            self.decided = True
+        elif left < REBUILD_MIN_ROWS:
+            self.decided = False  # too little left for a rebuild ever to pay: stop watching
+        return drop
 
 
 async def index_exists(pool: AsyncConnectionPool, space: Space) -> bool:

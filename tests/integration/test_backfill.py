@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from pgvector.psycopg import register_vector
 
-from clipembed import clips
+from clipembed import clips, runtime
 from clipembed.bulk import adaptive_pace, backfill, pipeline, progress
 from clipembed.db import connection
 from clipembed.testing.fakeopenai import expected_vector
@@ -252,6 +252,29 @@ async def test_index_rebuild_drops_and_rebuilds_even_when_interrupted(
             ).fetchall()
         )
     assert SPACE_INDEX in plan
+
+
+async def test_the_probe_drops_the_index_mid_load_and_builds_it_at_the_end(
+    openai_settings, database_url, tmp_path, monkeypatch
+):
+    """The ``auto`` policy's wiring: a large, empty space under a request limit below
+    INCREMENTAL_INDEX_RATE starts with the index kept and probed; when the probe's estimate says
+    dropping is sooner (made certain here: a free build, any saving enough) the index is dropped
+    during the load, every clip is still embedded, and the index is built once at the end."""
+    monkeypatch.setattr(backfill.index_policy, "PROBE_BATCHES", 1)
+    monkeypatch.setattr(backfill.index_policy, "PROBE_SECONDS", 0.0)
+    monkeypatch.setattr(backfill.index_policy, "DROP_MARGIN", -1.0)
+    monkeypatch.setattr(backfill.index_policy, "BUILD_DIMENSION_ROWS_PER_S", 1e18)
+    await load_clips(database_url, [clip_record(i) for i in range(3000)], tmp_path)
+    cfg = openai_settings(database_url=database_url, embedding_requests_per_minute=5_000)
+    async with runtime.open_runtime(cfg) as rt:
+        summary = await backfill.run(rt, batch_size=10, concurrency=2)
+    assert summary.processed == 3000 and summary.failed == 0
+    assert summary.index_rebuilt and "drop the index" in summary.index_policy
+    assert "the limit allows 833" in summary.index_policy
+    assert index_exists(database_url)
+    for row in stored(database_url):
+        assert_correct(row)
 
 
 async def test_a_failing_embedder_stops_the_run_and_the_index_is_built_after_every_writer(

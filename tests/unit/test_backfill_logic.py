@@ -177,51 +177,96 @@ def test_index_rebuild_decision(mode, live, expected_rows, outpaces, rebuild):
     )
 
 
-def probe_after(batches, *, embed, write, live=100_000, remaining=100_000, rows=50):
-    probe = index_policy.Probe(live=live, remaining=remaining, started=0.0)
-    for _ in range(batches):
-        probe.add(rows, embed_seconds=embed, write_seconds=write)
+def probe_after(batches, *, embed, write, live=100_000, remaining=100_000, rows=50, seconds=6.0,
+                dimensions=1536, ceiling=417.0):  # fmt: skip
+    """A probe whose first window saw ``batches`` batches complete over ``seconds`` (after the
+    one that opens it)."""
+    probe = index_policy.Probe(live=live, remaining=remaining, dimensions=dimensions,
+                               ceiling=ceiling)  # fmt: skip
+    probe.add(rows, embed_seconds=embed, write_seconds=write, at=0.0)
+    for i in range(batches):
+        probe.add(rows, embed_seconds=embed, write_seconds=write, at=seconds * (i + 1) / batches)
     return probe
 
 
 def test_probe_waits_for_enough_batches_and_time():
     assert probe_after(index_policy.PROBE_BATCHES - 1, embed=0.1, write=1.0).verdict(60) is None
     assert probe_after(index_policy.PROBE_BATCHES, embed=0.1, write=1.0).verdict(0.5) is None
+    assert index_policy.Probe(live=1, remaining=1, dimensions=8).verdict(60) is None  # no batch
 
 
-def test_probe_drops_the_index_when_the_database_binds_and_answers_once():
-    probe = probe_after(index_policy.PROBE_BATCHES, embed=0.3, write=0.3)
-    assert probe.verdict(60) is True
-    assert "50%" in probe.reason and "drop the index" in probe.reason
-    assert probe.verdict(61) is None  # decided: nobody drops it twice
+def test_probe_drops_the_index_when_that_is_sooner_and_answers_once():
+    # a million clips at 100 clips/s with half of each batch writing, the limit allows 417
+    probe = probe_after(6, embed=0.3, write=0.3, rows=100, seconds=6.0, live=1_000_000,
+                        remaining=1_000_000, dimensions=768)  # fmt: skip
+    assert probe.verdict(6.0) is True
+    assert "100 clips/s" in probe.reason and "drop the index" in probe.reason
+    assert probe.verdict(60) is None  # decided: nobody drops it twice
+
+
+def test_probe_keeps_watching_and_drops_once_the_graph_slows_the_load():
+    probe = probe_after(6, embed=0.4, write=0.1, rows=400, seconds=6.0, live=1_000_000,
+                        remaining=1_000_000, dimensions=768)  # fmt: skip
+    assert probe.verdict(6.0) is False  # 400 clips/s against a 417 ceiling: keep
+    assert "keep the index" in probe.reason
+    for i in range(6):  # the next window: 100 clips/s, the database the bound
+        probe.add(100, embed_seconds=0.2, write_seconds=0.6, at=6.0 + i + 1)
+    assert probe.verdict(12.0) is True
 
 
 @pytest.mark.parametrize(
-    ("embed", "write", "live", "remaining", "drop"),
+    ("embed", "write", "rows", "live", "remaining", "dimensions", "drop"),
     [
-        (0.48, 0.02, 100_000, 100_000, False),  # the provider binds: the index keeps up
-        (0.1, 0.4, 100_000, 40_000, False),  # most clips already embedded: keep it for search
-        (0.1, 0.4, 1_000, 1_000, False),  # the probe itself loaded most of a small table
-        (0.1, 0.4, 100_000, 100_000, True),
+        # the 20,000-clip default load measured here: 385 clips/s kept, 21 % writing, limit 417:
+        # kept ~49 s, dropped ~45 s + a 20 s build: keep
+        (0.4, 0.1, 385, 20_000, 20_000, 1536, False),
+        # the same rate at a million: the build is cheap beside what the index costs: keep
+        (0.4, 0.1, 385, 1_000_000, 1_000_000, 768, False),
+        # the database binds at a million: drop
+        (0.2, 0.4, 150, 1_000_000, 1_000_000, 768, True),
+        # most clips already embedded: the build of all of them does not pay
+        (0.2, 0.4, 150, 1_000_000, 30_000, 768, False),
+        # nothing left to speak of
+        (0.2, 0.4, 150, 100_000, 1_000, 768, False),
     ],
 )
-def test_probe_decision(embed, write, live, remaining, drop):
-    probe = probe_after(index_policy.PROBE_BATCHES, embed=embed, write=write, live=live,
-                        remaining=remaining)  # fmt: skip
-    assert probe.verdict(60) is drop
+def test_probe_decision(embed, write, rows, live, remaining, dimensions, drop):
+    probe = probe_after(6, embed=embed, write=write, rows=rows, seconds=6.0, live=live,
+                        remaining=remaining, dimensions=dimensions)  # fmt: skip
+    assert probe.verdict(6.0) is drop
 
 
-@settings(max_examples=200)
+@settings(max_examples=300)
 @given(
     embed=st.floats(0, 10, allow_nan=False),
     write=st.floats(0, 10, allow_nan=False),
+    rows=st.integers(1, 2_000),
     remaining=st.integers(0, 10**7),
+    ceiling=st.one_of(st.none(), st.floats(1, 10_000)),
 )
-def test_probe_never_drops_for_a_provider_bound_or_nearly_done_load(embed, write, remaining):
-    probe = probe_after(index_policy.PROBE_BATCHES, embed=embed, write=write, remaining=remaining)
-    if probe.verdict(60):
-        assert probe.write_share >= index_policy.WRITE_BOUND_SHARE
-        assert remaining - probe.rows >= index_policy.REBUILD_MIN_ROWS
+def test_probe_drops_only_when_its_estimate_is_sooner(embed, write, rows, remaining, ceiling):
+    probe = probe_after(6, embed=embed, write=write, rows=rows, remaining=remaining,
+                        ceiling=ceiling)  # fmt: skip
+    left = max(remaining - 7 * rows, 0)
+    kept, dropped = index_policy.to_searchable(
+        left=left, live=100_000, dimensions=1536, rate=rows, write_share=probe.write_share,
+        ceiling=ceiling,
+    )  # fmt: skip
+    if probe.verdict(6.0):
+        assert left >= index_policy.REBUILD_MIN_ROWS
+        assert dropped <= kept * (1 - index_policy.DROP_MARGIN)
+        assert write > 0  # a load with no database time never pays for a rebuild
+        assert ceiling is None or ceiling > rows
+
+
+def test_time_to_searchable_hand_computed():
+    # 10,000 left at 100 clips/s, half writing: 100 s kept; dropped at min(200, ceiling 150)
+    # clips/s = 66.7 s, plus 100,000 x 768 / 1.5 M = 51.2 s of build
+    kept, dropped = index_policy.to_searchable(
+        left=10_000, live=100_000, dimensions=768, rate=100, write_share=0.5, ceiling=150
+    )
+    assert kept == pytest.approx(100.0)
+    assert dropped == pytest.approx(10_000 / 150 + 51.2)
 
 
 def test_build_memory_is_what_the_graph_needs_within_the_cap_never_below_the_server():
