@@ -182,6 +182,7 @@ class Probe:
         drop = left >= REBUILD_MIN_ROWS and dropped <= kept * (1 - DROP_MARGIN)
         limit = f" (the limit allows {self.ceiling:.0f})" if self.ceiling is not None else ""
         self.reason = (
+            f"estimate {self.windows}: "
             f"{rate:.0f} clips/s with the index kept{limit}, {share:.0%} of each batch writing; "
             f"{left} clips left: about {kept:.0f} s to searchable with the index kept, "
             f"{dropped:.0f} s with it dropped and built at the end: "
