@@ -197,6 +197,15 @@ def _random_clips(url: str, count: int, rare_every: int, rng: np.random.Generato
     return vectors
 
 
+def _copy_to_space(conn: psycopg.Connection, space: spaces.Space) -> None:
+    """The clips' vectors into the space's own table, as a backfill leaves them."""
+    conn.execute(
+        f"INSERT INTO {space.table_name} (clip_id, embedding, model, content_hash,"
+        " game_key, broadcaster_key) SELECT id, embedding, 'random', '\\x00',"
+        " lower(game_name), lower(broadcaster_name) FROM clips"
+    )
+
+
 def _settings(url: str, tmp_path) -> settings.Settings:
     return settings.Settings(
         _env_file=None,
@@ -245,11 +254,7 @@ async def test_semantic_branch_reads_the_hnsw_index_on_a_small_corpus(database_f
     ):
         space = await spaces.active_in(r.pool)
         with psycopg.connect(url, autocommit=True) as setup:
-            setup.execute(
-                f"INSERT INTO {space.table_name} (clip_id, embedding, model, content_hash,"
-                " game_key, broadcaster_key) SELECT id, embedding, 'random', '\\x00',"
-                " lower(game_name), lower(broadcaster_name) FROM clips"
-            )
+            _copy_to_space(setup, space)
             setup.execute("UPDATE clips SET embedding = NULL")
             setup.execute(f"VACUUM FULL ANALYZE clips, {space.table_name}")
         async with conn.transaction():  # pg_stat_xact_*: this transaction's own scans
@@ -382,11 +387,7 @@ async def test_hybrid_vector_ranking_takes_in_the_clips_its_index_missed(
         ids = {slug: i for slug, i in await cur.fetchall()}
         space = await spaces.active_in(r.pool)
         with psycopg.connect(url, autocommit=True) as setup:
-            setup.execute(
-                f"INSERT INTO {space.table_name} (clip_id, embedding, model, content_hash,"
-                " game_key, broadcaster_key) SELECT id, embedding, 'random', '\\x00',"
-                " lower(game_name), lower(broadcaster_name) FROM clips"
-            )
+            _copy_to_space(setup, space)
 
         def clip(rank: int) -> tuple[object, float]:
             return ids[f"r{order[rank]}"], float(similarity[order[rank]])
