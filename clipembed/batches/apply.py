@@ -103,6 +103,7 @@ class BatchApplier:
                     self.space,
                     workers=self.cfg.clipembed_index_build_workers,
                     memory_mb=self.cfg.clipembed_index_build_memory_mb,
+                    build=index_policy.hnsw_build(self.cfg),
                 )
                 seconds = round(time.monotonic() - t, 1)
                 self.summary.index_rebuild_seconds += seconds

@@ -272,6 +272,7 @@ async def run(
                 space,
                 workers=cfg.clipembed_index_build_workers,
                 memory_mb=cfg.clipembed_index_build_memory_mb,
+                build=index_policy.hnsw_build(cfg),
             )
             summary.index_rebuilt = True
             seconds = round(time.monotonic() - t, 1)

@@ -34,6 +34,7 @@ from clipembed.store import space_table
 
 if TYPE_CHECKING:
     from clipembed.embedding.service import EmbeddingService
+    from clipembed.settings import Settings
     from clipembed.spaces import Space
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,11 @@ class Probe:
         return drop
 
 
+def hnsw_build(cfg: Settings) -> space_table.HnswBuild:
+    """The build parameters the settings ask for (CLIPEMBED_HNSW_M, _EF_CONSTRUCTION)."""
+    return space_table.HnswBuild(cfg.clipembed_hnsw_m, cfg.clipembed_hnsw_ef_construction)
+
+
 async def index_exists(pool: AsyncConnectionPool, space: Space) -> bool:
     async with pool.connection() as conn:
         cur = await conn.execute(space_table.INDEX_EXISTS, (space.index_name,))
@@ -261,7 +267,12 @@ async def renice_workers(url: str, leader: int, nice: int = BUILD_NICE) -> None:
 
 
 async def rebuild_index(
-    pool: AsyncConnectionPool, space: Space, *, workers: int = 2, memory_mb: int = 1024
+    pool: AsyncConnectionPool,
+    space: Space,
+    *,
+    workers: int = 2,
+    memory_mb: int = 1024,
+    build: space_table.HnswBuild = space_table.DEFAULT_BUILD,
 ) -> None:
     """Build a space's HNSW index with the memory its graph needs (up to ``memory_mb``,
     CLIPEMBED_INDEX_BUILD_MEMORY_MB) and ``workers`` parallel workers
@@ -294,6 +305,8 @@ async def rebuild_index(
             "building the HNSW index",
             extra={
                 "rows": rows,
+                "m": build.m,
+                "ef_construction": build.ef_construction,
                 "memory_mb": memory,
                 "workers": workers,
                 "nice": BUILD_NICE if niced else 0,
@@ -309,7 +322,7 @@ async def rebuild_index(
             watcher = asyncio.create_task(renice_workers(url, conn.info.backend_pid))
         try:
             await conn.execute(
-                space_table.create_index(space.table_name, space.index_name, space.storage)
+                space_table.create_index(space.table_name, space.index_name, space.storage, build)
             )
         finally:
             if watcher is not None:

@@ -32,6 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 from clipembed import errors
 from clipembed.bulk import index_policy, pipeline
 from clipembed.spaces.registry import Space
+from clipembed.store import space_table
 
 CHUNK = 1000
 HALF_MAX = 65504.0  # the largest finite half-precision number
@@ -183,6 +184,7 @@ async def import_vectors(
     space: Space,
     model: str,
     index: str = "auto",
+    build: space_table.HnswBuild = space_table.DEFAULT_BUILD,
 ) -> ImportReport:
     """Import a file's vectors into ``space``; returns what was imported and what was bad.
 
@@ -215,7 +217,7 @@ async def import_vectors(
             await _write(pool, chunk, space=space, model=model, report=report)
     finally:
         if rebuild:
-            await index_policy.rebuild_index(pool, space)
+            await index_policy.rebuild_index(pool, space, build=build)
             report.index_rebuilt = True
     report.bad.sort()  # unknown clips are found a chunk later than malformed lines
     return report

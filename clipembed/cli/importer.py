@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from clipembed import runtime
-from clipembed.bulk import bulk_import, importer, progress
+from clipembed.bulk import bulk_import, importer, index_policy, progress
 from clipembed.bulk import vector_import as vectors_mod
 from clipembed.cli import common
 from clipembed.db import connection
@@ -101,7 +101,12 @@ def import_(
         async with runtime.open_runtime(cfg, with_service=False, space=space) as rt:
             target = rt.require_space()
             report = await vectors_mod.import_vectors(
-                rt.pool, vectors, space=target, model=target.model_for(cfg), index=index
+                rt.pool,
+                vectors,
+                space=target,
+                model=target.model_for(cfg),
+                index=index,
+                build=index_policy.hnsw_build(cfg),
             )
         if as_json:
             print(json.dumps(report.as_dict(), ensure_ascii=False))

@@ -16,7 +16,7 @@ import psycopg
 import typer
 
 from clipembed import runtime, spaces
-from clipembed.bulk import adaptive_pace, pacing
+from clipembed.bulk import adaptive_pace, index_policy, pacing
 from clipembed.bulk import backfill as backfill_mod
 from clipembed.cli import backfill as backfill_cli
 from clipembed.cli import common, lazy
@@ -163,6 +163,7 @@ def add(
                     model=model,
                     dimensions=dimensions,
                     storage=storage,
+                    build=index_policy.hnsw_build(cfg),
                 )
         common.stdout.print(
             f"added space {space.name!r}: {provider}/{model}, {dimensions} dimensions, "

@@ -185,8 +185,10 @@ async def add(
     model: str,
     dimensions: int,
     storage: str = DEFAULT_STORAGE,
+    build: space_table.HnswBuild = space_table.DEFAULT_BUILD,
 ) -> Space:
-    """Create a candidate space: its row, its table (with the mirror triggers) and its index."""
+    """Create a candidate space: its row, its table (with the mirror triggers) and its index
+    (``build``: its HNSW parameters)."""
     check_new(name, provider=provider, model=model, dimensions=dimensions, storage=storage)
     async with conn.transaction():
         for space in await all_spaces(conn):
@@ -208,7 +210,7 @@ async def add(
         table = f"embeddings_space_{space_id}"
         await conn.execute(space_registry.SET_TABLE_NAME, (table, space_id))
         await conn.execute(space_registry.CREATE_TABLE, (space_id,))
-        await conn.execute(space_table.create_index(table, f"{table}_hnsw", storage))
+        await conn.execute(space_table.create_index(table, f"{table}_hnsw", storage, build))
         await conn.execute(space_registry.REFRESH_VIEW)
         await _event(
             conn,

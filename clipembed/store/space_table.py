@@ -11,6 +11,8 @@ statements, which read the table beside ``clips`` and the postings, are
 
 from __future__ import annotations
 
+import dataclasses
+
 from psycopg import sql
 
 
@@ -178,13 +180,33 @@ ORDER BY c.id LIMIT %s
 INDEX_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
 
 
-def create_index(table: str, index: str, storage: str) -> sql.Composed:
-    """The space's HNSW index: cosine distance, m = 16, ef_construction = 64 (as before)."""
+@dataclasses.dataclass(frozen=True)
+class HnswBuild:
+    """An HNSW index's build parameters (pgvector's defaults; CLIPEMBED_HNSW_M and
+    CLIPEMBED_HNSW_EF_CONSTRUCTION). pgvector keeps them in the index: inserts use them too."""
+
+    m: int = 16
+    ef_construction: int = 64
+
+
+DEFAULT_BUILD = HnswBuild()
+
+
+def create_index(
+    table: str, index: str, storage: str, build: HnswBuild = DEFAULT_BUILD
+) -> sql.Composed:
+    """The space's HNSW index: cosine distance, ``build``'s m and ef_construction."""
     ops = "halfvec_cosine_ops" if storage == "halfvec" else "vector_cosine_ops"
     return sql.SQL(
         "CREATE INDEX IF NOT EXISTS {index} ON {table} "
-        "USING hnsw (embedding {ops}) WITH (m = 16, ef_construction = 64)"
-    ).format(index=sql.Identifier(index), table=sql.Identifier(table), ops=sql.SQL(ops))
+        "USING hnsw (embedding {ops}) WITH (m = {m}, ef_construction = {efc})"
+    ).format(
+        index=sql.Identifier(index),
+        table=sql.Identifier(table),
+        ops=sql.SQL(ops),
+        m=sql.Literal(int(build.m)),
+        efc=sql.Literal(int(build.ef_construction)),
+    )
 
 
 def count_rows(table: str) -> sql.Composed:

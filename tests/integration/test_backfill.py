@@ -277,6 +277,25 @@ async def test_the_probe_drops_the_index_mid_load_and_builds_it_at_the_end(
         assert_correct(row)
 
 
+async def test_the_index_is_built_with_the_configured_graph_parameters(
+    openai_settings, database_url, tmp_path
+):
+    """CLIPEMBED_HNSW_M and _EF_CONSTRUCTION reach the index a rebuild creates (pgvector keeps
+    them in the index's options, where later inserts read them too)."""
+    await load_clips(database_url, [clip_record(i) for i in range(30)], tmp_path)
+    cfg = openai_settings(
+        database_url=database_url, clipembed_hnsw_m=8, clipembed_hnsw_ef_construction=40
+    )
+    async with runtime.open_runtime(cfg) as rt:
+        summary = await backfill.run(rt, index="rebuild", batch_size=10)
+    assert summary.index_rebuilt and summary.processed == 30
+    with psycopg.connect(database_url) as conn:
+        options = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = %s", (SPACE_INDEX,)
+        ).fetchone()
+    assert options is not None and sorted(options[0]) == ["ef_construction=40", "m=8"]
+
+
 async def test_a_failing_embedder_stops_the_run_and_the_index_is_built_after_every_writer(
     jobs_runtime, database_url, tmp_path, monkeypatch
 ):

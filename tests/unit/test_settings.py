@@ -58,6 +58,11 @@ def test_openai_base_url_alias(monkeypatch):
         ({"OPENAI_API_KEY": "k", "EMBEDDING_BATCH_SIZE": "0"}, "EMBEDDING_BATCH_SIZE"),
         ({"OPENAI_API_KEY": "k", "EMBEDDING_BATCH_SIZE": "2049"}, "EMBEDDING_BATCH_SIZE"),
         ({"OPENAI_API_KEY": "k", "EMBEDDING_PROVIDER": "cohere"}, "EMBEDDING_PROVIDER"),
+        (
+            {"CLIPEMBED_HNSW_M": "32", "CLIPEMBED_HNSW_EF_CONSTRUCTION": "63"},
+            "at least twice CLIPEMBED_HNSW_M",
+        ),
+        ({"CLIPEMBED_HNSW_M": "101"}, "CLIPEMBED_HNSW_M"),
     ],
 )
 def test_invalid_configuration_is_one_clear_line(monkeypatch, env, fragment):
