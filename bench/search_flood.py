@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from bench import common, query_lane, wrk_driver
+from bench import common, query_lane, search_overload, wrk_driver
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "twitch"
 DEADLINE_S = 2.0
@@ -55,15 +55,9 @@ async def users(
                 if q is None:
                     return
                 t = time.monotonic()
-                try:
-                    r = await client.get("/search", params={"q": q, "mode": "hybrid"})
-                    status, body = r.status_code, r.json() if r.status_code == 200 else {}
-                except httpx.HTTPError as exc:
-                    status, body = 0, {"error": type(exc).__name__}
+                status, _, degraded, _ = await search_overload.search_once(client, q)
                 took = time.monotonic() - t
-                records.append(
-                    {"seconds": took, "status": status, "degraded": bool(body.get("degraded"))}
-                )
+                records.append({"seconds": took, "status": status, "degraded": degraded})
                 await asyncio.sleep(max(0.0, pause - took))
 
     await asyncio.gather(*(one(f"127.0.0.{i + 2}") for i in range(count)))

@@ -38,6 +38,17 @@ SLACK_S = 0.1
 lags: list[float] = []
 
 
+async def search_once(client: httpx.AsyncClient, q: str) -> tuple[int, str, bool, httpx.Headers]:
+    """One hybrid search: (status, body, degraded, headers); status 0 and the error's name
+    when the request itself failed. Shared with ``bench.search_flood``'s users."""
+    try:
+        r = await client.get("/search", params={"q": q, "mode": "hybrid"})
+    except httpx.HTTPError as exc:
+        return 0, type(exc).__name__, False, httpx.Headers()
+    degraded = r.status_code == 200 and bool(r.json().get("degraded"))
+    return r.status_code, r.text, degraded, r.headers
+
+
 async def load(
     base: str, texts: list[str], clients: int, seconds: float, *, honour_retry_after: bool = True
 ) -> list[dict[str, Any]]:
@@ -56,12 +67,7 @@ async def load(
                 if q is None:
                     return
                 t = time.monotonic()
-                try:
-                    r = await client.get("/search", params={"q": q, "mode": "hybrid"})
-                    status, text = r.status_code, r.text
-                    degraded = status == 200 and bool(r.json().get("degraded"))
-                except httpx.HTTPError as exc:
-                    status, text, degraded = 0, type(exc).__name__, False
+                status, text, degraded, headers = await search_once(client, q)
                 records.append(
                     {
                         "t": t,
@@ -75,7 +81,7 @@ async def load(
                     }
                 )
                 if status == 503 and honour_retry_after:
-                    await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                    await asyncio.sleep(float(headers.get("retry-after", "1")))
 
         async def ticker() -> None:  # this process's own lag: a busy client inflates latency
             while time.monotonic() < stop_at:
