@@ -16,6 +16,7 @@ back) at each ``--probes``. The IVFFlat index is dropped at the end unless ``--k
 
     python -m bench.ivf_recall --keep /work/m1m [--queries 200] [--lists 1000]
         [--probes 10,20,40,80] [--ef 200,400] [--workers 2] [--name ivf_recall]
+        [--existing]   # the space's own IVFFlat index at --probes only
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def main() -> None:
     parser.add_argument("--ef", default="200,400")
     parser.add_argument("--workers", type=int, default=2, help="max_parallel_maintenance_workers")
     parser.add_argument("--keep-index", action="store_true")
+    parser.add_argument(
+        "--existing", action="store_true",
+        help="measure the space's own index (an IVFFlat one) at --probes: no HNSW, no build",
+    )  # fmt: skip
     parser.add_argument("--name", default="ivf_recall")
     args = parser.parse_args()
     out: dict[str, Any] = {"machine": common.machine(), "lists": args.lists}
@@ -115,6 +120,13 @@ def main() -> None:
             conn.execute("SET search_path = clipembed, public")
             truths = exact_tops(conn, texts, vs, args.keep / f"truths-{len(texts)}.json")
             out["queries"] = len(texts)
+            if args.existing:
+                for probes in [int(x) for x in args.probes.split(",") if x]:
+                    key = f"existing_probes{probes}"
+                    out[key] = measure(conn, {"ivfflat.probes": str(probes)}, vs, truths)
+                    print(f"existing index, probes {probes}: {out[key]}", flush=True)
+                common.save(args.name, out)
+                return
             for ef in [int(x) for x in args.ef.split(",") if x]:
                 out[f"hnsw_ef{ef}"] = measure(conn, {"hnsw.ef_search": str(ef)}, vs, truths)
                 print(f"hnsw ef {ef}: {out[f'hnsw_ef{ef}']}", flush=True)

@@ -25,6 +25,7 @@ The load average is recorded at the start of every phase (the run must have the 
 
     python -m bench.million [--clips 1000000] [--import bulk|rows] [--storages halfvec,vector]
                             [--queries 200] [--recall-queries 50] [--vectors words|hash]
+                            [--index-kind hnsw|ivfflat] [--space-suffix S]
 """
 
 from __future__ import annotations
@@ -165,6 +166,15 @@ def main() -> None:
         help="keep the database in this directory; a rerun reuses its clips and spaces",
     )  # fmt: skip
     parser.add_argument("--ef", default="40,100,200", help="ef_search values for recall")
+    parser.add_argument(
+        "--space-suffix", default="",
+        help="spaces hv<suffix> / vec<suffix>: a new space beside kept ones (e.g. another kind)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--index-kind", choices=("hnsw", "ivfflat"), default=None,
+        help="CLIPEMBED_INDEX_KIND; with --keep, a space whose index is of another kind has it"
+        " rebuilt by `clipembed model backfill NAME --index rebuild` (timed)",
+    )  # fmt: skip
     parser.add_argument("--name", default="million", help="results file (bench/results/NAME.json)")
     parser.add_argument(
         "--skip",
@@ -209,6 +219,7 @@ def main() -> None:
                 EMBEDDING_TOKENS_PER_MINUTE="10000000000",
                 CLIPEMBED_HOME=str(home),
                 CLIPEMBED_LOG_LEVEL="WARNING",
+                **({"CLIPEMBED_INDEX_KIND": args.index_kind} if args.index_kind else {}),
             )
             common.clipembed("migrate", "up", env_vars=e)
             if existing_clips(url) >= args.clips:
@@ -218,13 +229,16 @@ def main() -> None:
             listed = spaces_listed(e)
             tables: dict[str, tuple[str, str]] = {}
             for storage in storages:
-                name = {"halfvec": "hv", "vector": "vec"}[storage]
+                name = {"halfvec": "hv", "vector": "vec"}[storage] + args.space_suffix
                 if name in listed and listed[name]["embedded"] >= args.clips:
                     print(f"--- backfill {storage}: done already (--keep)", flush=True)
                 else:
                     backfill_space(results, name, storage, e)
                     listed = spaces_listed(e)
                 tables[name] = (listed[name]["table"], storage)
+                if args.index_kind and index_kind(url, listed[name]["table"]) != args.index_kind:
+                    rebuild_index(results, name, args.index_kind, e)
+                    listed = spaces_listed(e)
                 results.setdefault("spaces", {})[name] = {
                     k: listed[name][k]
                     for k in ("storage", "embedded", "live_clips", "table_bytes", "index_bytes")
@@ -273,6 +287,29 @@ def backfill_space(results: dict[str, Any], name: str, storage: str, e: dict[str
         out, seconds, _ = common.clipembed("model", "backfill", name, "--json", env_vars=e)
         p["summary"] = json.loads(out.stdout.strip().splitlines()[-1])
         p["clips_per_s_including_index"] = round(p["summary"]["processed"] / seconds, 1)
+
+
+def index_kind(url: str, table: str) -> str | None:
+    """The access method of a space's index (hnsw, ivfflat), None without one."""
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT am.amname FROM pg_class c JOIN pg_am am ON am.oid = c.relam"
+            " WHERE c.oid = to_regclass(%s)",
+            (f"{table}_hnsw",),
+        ).fetchone()
+    return str(row[0]) if row else None
+
+
+def rebuild_index(results: dict[str, Any], name: str, kind: str, e: dict[str, str]) -> None:
+    """The product's rebuild of a kept space's index as ``kind`` (every clip embedded already:
+    the backfill embeds nothing, drops the index and builds it)."""
+    with phase(results, f"index rebuild {name} {kind}") as p:
+        p["load_average_at_start"] = load_average()
+        out, seconds, _ = common.clipembed(
+            "model", "backfill", name, "--index", "rebuild", "--json", env_vars=e
+        )
+        p["summary"] = json.loads(out.stdout.strip().splitlines()[-1])
+        p["seconds"] = round(seconds, 1)
 
 
 def search_phases(

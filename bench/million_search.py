@@ -192,8 +192,10 @@ async def recall(
     cases = filter_cases(url)
     out: dict[str, Any] = {"queries": len(texts), "ef_search": ef_search}
     async with opened(url, space_name) as (conn, _, corpus):
-        params = core.Params(ef_search=ef_search)
-        depth = ranking.branch_depth(params)
+        # semantic mode's branch, and hybrid's (its IVFFlat probes differ: core.probes_for)
+        params = core.Params(mode="semantic", ef_search=ef_search)
+        hybrid = core.Params(ef_search=ef_search)
+        depth = ranking.branch_depth(hybrid)
         for label, filters in cases:
             hits, tied, within, gaps, ann_ms, exact_ms, first10 = [], [], [], [], [], [], []
             completed: list[float] = []
@@ -216,10 +218,22 @@ async def recall(
                 # hybrid's vector ranking: the same list with the keyword branch's candidates
                 # it missed taken in (ranking.completed), as a hybrid search fuses it
                 keyword = await core.keyword_branch(
-                    conn, corpus, text, filters.where(), params, depth,
+                    conn, corpus, text, filters.where(), hybrid, depth,
                     filter_first=filters.selective,
                 )  # fmt: skip
-                full = await ranking.completed(conn, corpus, v, keyword, ann, depth)
+                hybrid_ann = ann
+                if core.probes_for(hybrid) != core.probes_for(params):
+                    hybrid_ann = await core.semantic_branch(
+                        conn,
+                        corpus,
+                        v,
+                        filters.where(),
+                        hybrid,
+                        depth,
+                        selective=filters.selective,
+                        keys=filters.keys(),
+                    )
+                full = await ranking.completed(conn, corpus, v, keyword, hybrid_ann, depth)
                 ann = ann[:10]
                 alone = await core.semantic_branch(
                     conn,

@@ -103,13 +103,23 @@ class BatchApplier:
                     self.space,
                     workers=self.cfg.clipembed_index_build_workers,
                     memory_mb=self.cfg.clipembed_index_build_memory_mb,
-                    build=index_policy.hnsw_build(self.cfg),
+                    build=index_policy.index_build(self.cfg),
                 )
                 seconds = round(time.monotonic() - t, 1)
                 self.summary.index_rebuild_seconds += seconds
                 await rollups.event(
                     self.rt.pool, "index_build", {"seconds": seconds, "by": "batch"}
                 )
+        if not rebuild:  # many small batches may outgrow an IVFFlat index's lists
+            t = time.monotonic()
+            if await index_policy.rebuild_if_outgrown(
+                self.rt.pool,
+                self.space,
+                workers=self.cfg.clipembed_index_build_workers,
+                memory_mb=self.cfg.clipembed_index_build_memory_mb,
+                build=index_policy.index_build(self.cfg),
+            ):
+                self.summary.index_rebuild_seconds += round(time.monotonic() - t, 1)
         async with self.rt.pool.connection() as conn:
             if failed:  # on the queue with their reason: a later batch of this run takes them
                 await queue_mod.enqueue(conn, failed)

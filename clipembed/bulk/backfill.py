@@ -153,15 +153,25 @@ async def run(
 
     rebuild = False
     probe: index_policy.Probe | None = None
-    outpaces = index_policy.load_outpaces_index(svc, cfg.embedding_requests_per_minute, batch_size)
+    build = index_policy.index_build(cfg)
+    # an IVFFlat index's lists are trained on the rows there at its build: a large load builds
+    # it after loading, whatever its pace
+    trained = build.kind == "ivfflat"
+    outpaces = trained or index_policy.load_outpaces_index(
+        svc, cfg.embedding_requests_per_minute, batch_size
+    )
     if index_policy.wants_rebuild(index, live=live, expected=expected, outpaces=outpaces):
         rebuild = index == "rebuild" or await index_policy.index_exists(pool, space)
         if rebuild:
             summary.index_policy = (
-                "--index rebuild" if index == "rebuild" else "the request limit outpaces the index"
+                "--index rebuild"
+                if index == "rebuild"
+                else "an IVFFlat index trains on the rows loaded"
+                if trained
+                else "the request limit outpaces the index"
             )
             logger.info(
-                "dropping the HNSW index to rebuild it after loading",
+                "dropping the index to build it after loading",
                 extra={"live": live, "to_embed": expected, "why": summary.index_policy},
             )
             await index_policy.drop_index(pool, space)
@@ -265,24 +275,21 @@ async def run(
         # every reader and writer has stopped here (the TaskGroup awaited them all)
         await watch.aclose()
         if rebuild:
-            t = time.monotonic()
-            logger.info("building the HNSW index")
-            await index_policy.rebuild_index(
-                pool,
-                space,
-                workers=cfg.clipembed_index_build_workers,
-                memory_mb=cfg.clipembed_index_build_memory_mb,
-                build=index_policy.hnsw_build(cfg),
-            )
-            summary.index_rebuilt = True
-            seconds = round(time.monotonic() - t, 1)
-            summary.index_seconds = seconds
-            logger.info("HNSW index built", extra={"seconds": seconds})
-            await rollups.event(
-                pool, "index_build", {"seconds": seconds, "by": "backfill", "space": space.name}
-            )
+            await _build(runtime, cfg, build, summary)
         if progress is not None:
             progress.stop()
+    if not rebuild and index != "keep" and not stop.is_set():
+        t = time.monotonic()
+        if await index_policy.rebuild_if_outgrown(
+            pool,
+            space,
+            workers=cfg.clipembed_index_build_workers,
+            memory_mb=cfg.clipembed_index_build_memory_mb,
+            build=build,
+        ):
+            summary.index_policy = "the IVFFlat index was trained on far fewer rows"
+            summary.index_rebuilt = True
+            summary.index_seconds = round(time.monotonic() - t, 1)
 
     summary.total, summary.skipped = counts.total, counts.skipped
     summary.paced_seconds = round(pacer.waited, 1)
@@ -292,3 +299,25 @@ async def run(
     summary.duration = time.monotonic() - started
     summary.fill_service_stats(before, svc.stats, cfg.price_per_million_tokens)
     return summary
+
+
+async def _build(
+    runtime: Runtime, cfg: settings_mod.Settings, build: space_table.IndexBuild, summary: Summary
+) -> None:
+    """Build the space's index after loading (a connection of its own, timed, recorded)."""
+    t = time.monotonic()
+    space = runtime.require_space()
+    await index_policy.rebuild_index(
+        runtime.pool,
+        space,
+        workers=cfg.clipembed_index_build_workers,
+        memory_mb=cfg.clipembed_index_build_memory_mb,
+        build=build,
+    )
+    summary.index_rebuilt = True
+    seconds = round(time.monotonic() - t, 1)
+    summary.index_seconds = seconds
+    logger.info("index built", extra={"seconds": seconds, "kind": build.kind})
+    await rollups.event(
+        runtime.pool, "index_build", {"seconds": seconds, "by": "backfill", "space": space.name}
+    )

@@ -1,4 +1,8 @@
-"""Whether a backfill drops the HNSW index and builds it once at the end, and the build itself.
+"""Whether a backfill drops the space's index and builds it once at the end, and the build itself.
+
+An IVFFlat index (CLIPEMBED_INDEX_KIND) is trained on the rows there at its build, so a large
+load always builds it at the end, and a load that leaves the table four times larger than its
+lists were chosen for rebuilds it (:func:`ivfflat_outgrown`). The rest is about HNSW:
 
 When most of a large table is unembedded and the load runs faster than PostgreSQL can maintain
 the graph row by row, building the index once after loading is several times faster
@@ -203,9 +207,15 @@ class Probe:
         return drop
 
 
-def hnsw_build(cfg: Settings) -> space_table.HnswBuild:
-    """The build parameters the settings ask for (CLIPEMBED_HNSW_M, _EF_CONSTRUCTION)."""
-    return space_table.HnswBuild(cfg.clipembed_hnsw_m, cfg.clipembed_hnsw_ef_construction)
+def index_build(cfg: Settings) -> space_table.IndexBuild:
+    """The index the settings ask for (CLIPEMBED_INDEX_KIND, CLIPEMBED_HNSW_M,
+    _EF_CONSTRUCTION, CLIPEMBED_IVFFLAT_LISTS)."""
+    return space_table.IndexBuild(
+        kind=cfg.clipembed_index_kind,
+        m=cfg.clipembed_hnsw_m,
+        ef_construction=cfg.clipembed_hnsw_ef_construction,
+        lists=cfg.clipembed_ivfflat_lists,
+    )
 
 
 async def index_exists(pool: AsyncConnectionPool, space: Space) -> bool:
@@ -213,6 +223,21 @@ async def index_exists(pool: AsyncConnectionPool, space: Space) -> bool:
         cur = await conn.execute(space_table.INDEX_EXISTS, (space.index_name,))
         row = await cur.fetchone()
         return bool(row and row[0])
+
+
+async def ivfflat_outgrown(pool: AsyncConnectionPool, space: Space) -> bool:
+    """Is the space's index an IVFFlat one whose table has outgrown its lists
+    (:func:`space_table.ivfflat_stale`: each query would scan four times the rows it was built
+    to, through centroids trained on a quarter of the data)?"""
+    async with pool.connection() as conn:
+        cur = await conn.execute(space_table.INDEX_KIND, (space.index_name,))
+        row = await cur.fetchone()
+        if row is None or row[0] != "ivfflat":
+            return False
+        lists = space_table.index_option(row[1], "lists", space_table.IVFFLAT_DEFAULT_LISTS)
+        cur = await conn.execute(space_table.count_rows(space.table_name))
+        rows = int((await cur.fetchone() or (0,))[0])
+    return space_table.ivfflat_stale(lists, rows)
 
 
 async def drop_index(pool: AsyncConnectionPool, space: Space) -> None:
@@ -230,6 +255,12 @@ def graph_bytes(rows: int, dimensions: int, storage: str) -> int:
     """Memory an HNSW build needs to keep the whole graph in memory (its fast path)."""
     per_row = 8 + dimensions * BYTES_PER_DIMENSION.get(storage, 4) + GRAPH_BYTES_PER_ROW
     return int(rows * per_row * 1.1)
+
+
+def ivfflat_sample_bytes(rows: int, dimensions: int, lists: int = 0) -> int:
+    """Memory an IVFFlat build's k-means takes: pgvector samples 50 rows a list (float32)."""
+    lists = lists or space_table.ivfflat_lists(rows)
+    return min(rows, 50 * lists) * dimensions * 4 + lists * dimensions * 4
 
 
 def build_memory_mb(*, needed: int, server: int, cap_mb: int) -> int:
@@ -272,9 +303,10 @@ async def rebuild_index(
     *,
     workers: int = 2,
     memory_mb: int = 1024,
-    build: space_table.HnswBuild = space_table.DEFAULT_BUILD,
+    build: space_table.IndexBuild = space_table.DEFAULT_BUILD,
 ) -> None:
-    """Build a space's HNSW index with the memory its graph needs (up to ``memory_mb``,
+    """Build a space's index (``build``: HNSW, or IVFFlat with lists for the rows there now)
+    with the memory it needs (up to ``memory_mb``,
     CLIPEMBED_INDEX_BUILD_MEMORY_MB) and ``workers`` parallel workers
     (CLIPEMBED_INDEX_BUILD_WORKERS: 0 leaves the cores to search), on a connection of its own
     whose backend runs at :data:`BUILD_NICE` where it can (:func:`lower_priority`); the
@@ -292,9 +324,12 @@ async def rebuild_index(
         rows = int((await cur.fetchone() or (0,))[0])
         cur = await conn.execute(space_table.MAINTENANCE_MEMORY)
         server = int((await cur.fetchone() or (0,))[0])
-        needed = graph_bytes(rows, space.dimensions, space.storage)
+        if build.kind == "ivfflat":
+            needed = ivfflat_sample_bytes(rows, space.dimensions, build.lists)
+        else:
+            needed = graph_bytes(rows, space.dimensions, space.storage)
         memory = build_memory_mb(needed=needed, server=server, cap_mb=memory_mb)
-        if needed > memory * 2**20:
+        if build.kind == "hnsw" and needed > memory * 2**20:
             logger.warning(
                 "the HNSW graph will not fit in the build's memory: it builds on disk, slower; "
                 "raise CLIPEMBED_INDEX_BUILD_MEMORY_MB if the server has the memory",
@@ -302,11 +337,14 @@ async def rebuild_index(
             )
         niced = lower_priority(conn.info)
         logger.info(
-            "building the HNSW index",
+            f"building the {'IVFFlat' if build.kind == 'ivfflat' else 'HNSW'} index",
             extra={
                 "rows": rows,
-                "m": build.m,
-                "ef_construction": build.ef_construction,
+                **(
+                    {"lists": build.lists or space_table.ivfflat_lists(rows)}
+                    if build.kind == "ivfflat"
+                    else {"m": build.m, "ef_construction": build.ef_construction}
+                ),
                 "memory_mb": memory,
                 "workers": workers,
                 "nice": BUILD_NICE if niced else 0,
@@ -322,9 +360,29 @@ async def rebuild_index(
             watcher = asyncio.create_task(renice_workers(url, conn.info.backend_pid))
         try:
             await conn.execute(
-                space_table.create_index(space.table_name, space.index_name, space.storage, build)
+                space_table.create_index(
+                    space.table_name, space.index_name, space.storage, build, rows
+                )
             )
         finally:
             if watcher is not None:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def rebuild_if_outgrown(
+    pool: AsyncConnectionPool,
+    space: Space,
+    *,
+    workers: int = 2,
+    memory_mb: int = 1024,
+    build: space_table.IndexBuild = space_table.DEFAULT_BUILD,
+) -> bool:
+    """After a load that kept the index: rebuild an IVFFlat index the table has outgrown
+    (:func:`ivfflat_outgrown`), with ``build``'s kind and lists for the rows there now."""
+    if not await ivfflat_outgrown(pool, space):
+        return False
+    logger.info("the IVFFlat index was trained on far fewer rows: rebuilding it")
+    await drop_index(pool, space)
+    await rebuild_index(pool, space, workers=workers, memory_mb=memory_mb, build=build)
+    return True

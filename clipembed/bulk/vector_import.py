@@ -184,13 +184,14 @@ async def import_vectors(
     space: Space,
     model: str,
     index: str = "auto",
-    build: space_table.HnswBuild = space_table.DEFAULT_BUILD,
+    build: space_table.IndexBuild = space_table.DEFAULT_BUILD,
 ) -> ImportReport:
     """Import a file's vectors into ``space``; returns what was imported and what was bad.
 
     ``model``: the space's model (the default space's is the configured one). ``index``:
-    ``auto`` drops the HNSW index of a space that is not active and builds it once at the
-    end (cheaper than maintaining it row by row); the active space keeps its index.
+    ``auto`` drops the index of a space that is not active and builds it once at the
+    end (cheaper than maintaining it row by row); the active space keeps its index, unless it
+    is an IVFFlat index the table has outgrown (``index_policy.rebuild_if_outgrown``).
     """
     report = ImportReport(space.name)
     rebuild = index == "rebuild" or (index == "auto" and not space.active)
@@ -219,6 +220,8 @@ async def import_vectors(
         if rebuild:
             await index_policy.rebuild_index(pool, space, build=build)
             report.index_rebuilt = True
+    if not rebuild and index != "keep":
+        report.index_rebuilt = await index_policy.rebuild_if_outgrown(pool, space, build=build)
     report.bad.sort()  # unknown clips are found a chunk later than malformed lines
     return report
 

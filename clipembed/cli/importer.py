@@ -106,7 +106,7 @@ def import_(
                 space=target,
                 model=target.model_for(cfg),
                 index=index,
-                build=index_policy.hnsw_build(cfg),
+                build=index_policy.index_build(cfg),
             )
         if as_json:
             print(json.dumps(report.as_dict(), ensure_ascii=False))

@@ -163,7 +163,7 @@ def add(
                     model=model,
                     dimensions=dimensions,
                     storage=storage,
-                    build=index_policy.hnsw_build(cfg),
+                    build=index_policy.index_build(cfg),
                 )
         common.stdout.print(
             f"added space {space.name!r}: {provider}/{model}, {dimensions} dimensions, "

@@ -49,6 +49,14 @@ DEFAULT_WINDOW = 200  # candidates per branch; offset + limit must fit in it
 #: was 0.915 at 100 and 0.965 at 200 (docs/benchmarks.md); a hybrid window of 200 then fits
 #: one pass instead of an iterative scan.
 DEFAULT_EF_SEARCH = 200
+#: Lists an IVFFlat index scans in semantic mode (and for similar clips): with a list per 1,000
+#: rows, 1 % of a million clips. At a million, recall@10 0.962-0.9745 (two builds), 0.945 at 5
+#: (docs/notes/index-kinds.md).
+DEFAULT_PROBES = 10
+#: ... and in hybrid mode, where the keyword branch's candidates the vector branch missed are
+#: ranked by their exact similarity before fusion (``ranking.completed``): the vector branch
+#: may be shallower, and its CPU is what the keyword branch competes with on a small machine.
+HYBRID_PROBES = 3
 #: A query lexeme in more than this share of the documents is dropped when rarer ones remain
 #: (the keyword branch's cost bound; docs/notes/search.md). Not applied below COMMON_MIN_POSTINGS.
 COMMON_FRACTION = 0.2
@@ -94,6 +102,7 @@ class Params:
     k1: float = bm25.K1
     b: float = bm25.B
     ef_search: int = DEFAULT_EF_SEARCH
+    probes: int | None = None  # lists an IVFFlat index scans; None: by mode (:func:`probes_for`)
     rrf_k: int = fusion.RRF_K
     # BM25 is the stronger branch on entity-heavy short text; measured in docs/benchmarks.md
     keyword_weight: float = 1.3
@@ -265,6 +274,13 @@ async def _pgvector_version(conn: psycopg.AsyncConnection[Any]) -> tuple[int, ..
     return _vector_version[key]
 
 
+def probes_for(params: Params) -> int:
+    """The IVFFlat probes a search uses: the ones asked for, else by mode (pure)."""
+    if params.probes is not None:
+        return max(params.probes, 1)
+    return HYBRID_PROBES if params.mode == "hybrid" else DEFAULT_PROBES
+
+
 async def semantic_branch(
     conn: psycopg.AsyncConnection[Any],
     corpus: Corpus,
@@ -323,19 +339,20 @@ async def semantic_branch(
         )
     fetch = n
     async with conn.transaction():
-        ef = str(max(params.ef_search, 1))
+        ef, probes = str(max(params.ef_search, 1)), str(probes_for(params))
         if version >= (0, 8) and selective:
             # a filter keeping a small share: the relaxed scan returns the first matches it
             # meets, so it is asked for more and may walk further before they are cut to n
             fetch = max(n, filtered.MIN_FETCH)
             await conn.execute(
-                queries.SET_EF_SEARCH_ITERATIVE_FILTERED, (ef, str(filtered.MAX_SCAN_TUPLES))
+                queries.SET_EF_SEARCH_ITERATIVE_FILTERED,
+                (ef, probes, str(filtered.MAX_SCAN_TUPLES), str(filtered.MAX_PROBES)),
             )
         elif version >= (0, 8):
             # keep scanning the index until enough rows pass the filters (pgvector >= 0.8)
-            await conn.execute(queries.SET_EF_SEARCH_ITERATIVE, (ef,))
+            await conn.execute(queries.SET_EF_SEARCH_ITERATIVE, (ef, probes))
         else:
-            await conn.execute(queries.SET_EF_SEARCH, (ef,))
+            await conn.execute(queries.SET_EF_SEARCH, (ef, probes))
         cur = await conn.execute(
             stmt,
             {

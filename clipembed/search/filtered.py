@@ -43,6 +43,8 @@ PROBE_MARGIN = 50
 #: visit up to MAX_SCAN_TUPLES finds the nearer ones (0.33 -> 0.99 for that game, same latency).
 MIN_FETCH = 50
 MAX_SCAN_TUPLES = 60_000
+#: The same bound for an IVFFlat index: lists of about 1,000 rows (space_table.ROWS_PER_LIST).
+MAX_PROBES = 60
 #: How long a filter found to keep more than EXACT_MAX skips the exact attempt (seconds).
 LARGE_SECONDS = 60.0
 LARGE_MAX = 4096  # filters remembered at most (then forgotten all at once)

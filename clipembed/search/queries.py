@@ -202,25 +202,32 @@ ORDER BY top.distance, top.id
 )
 
 PGVECTOR_VERSION = "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
-#: The HNSW scan's settings, in its transaction. ``enable_seqscan`` off: with ef_search 200 the
+#: The index scan's settings, in its transaction: HNSW's ef_search and IVFFlat's probes (a
+#: space's index is either kind, CLIPEMBED_INDEX_KIND; the other's setting is unused).
+#: ``enable_seqscan`` off: with ef_search 200 the
 #: planner prices the index above a full scan and an exact sort on a small table, and chose
 #: that at 3,504 clips (~4 ms of server CPU per search against ~0.6 ms through the index;
 #: under 64 concurrent searches that CPU is the local model's: docs/notes/query-lane.md). Only
 #: plans reading a whole table change: one the planner chose without a sequential scan stays.
 SET_EF_SEARCH = (
-    "SELECT set_config('hnsw.ef_search', %s, true), set_config('enable_seqscan', 'off', true)"
-)
-#: both settings of an HNSW scan in one round trip (pgvector >= 0.8)
-SET_EF_SEARCH_ITERATIVE = (
-    "SELECT set_config('hnsw.ef_search', %s, true), "
-    "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+    "SELECT set_config('hnsw.ef_search', %s, true), set_config('ivfflat.probes', %s, true), "
     "set_config('enable_seqscan', 'off', true)"
 )
-#: the same, with how many index tuples an iterative scan may visit (a selective filter's)
-SET_EF_SEARCH_ITERATIVE_FILTERED = (
-    "SELECT set_config('hnsw.ef_search', %s, true), "
+#: the same, scanning on until enough rows pass the filters, in one round trip (pgvector >= 0.8)
+SET_EF_SEARCH_ITERATIVE = (
+    "SELECT set_config('hnsw.ef_search', %s, true), set_config('ivfflat.probes', %s, true), "
     "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+    "set_config('ivfflat.iterative_scan', 'relaxed_order', true), "
+    "set_config('enable_seqscan', 'off', true)"
+)
+#: the same, with how far an iterative scan may go (a selective filter's): HNSW's index tuples,
+#: IVFFlat's lists
+SET_EF_SEARCH_ITERATIVE_FILTERED = (
+    "SELECT set_config('hnsw.ef_search', %s, true), set_config('ivfflat.probes', %s, true), "
+    "set_config('hnsw.iterative_scan', 'relaxed_order', true), "
+    "set_config('ivfflat.iterative_scan', 'relaxed_order', true), "
     "set_config('hnsw.max_scan_tuples', %s, true), "
+    "set_config('ivfflat.max_probes', %s, true), "
     "set_config('enable_seqscan', 'off', true)"
 )
 

@@ -185,7 +185,7 @@ async def add(
     model: str,
     dimensions: int,
     storage: str = DEFAULT_STORAGE,
-    build: space_table.HnswBuild = space_table.DEFAULT_BUILD,
+    build: space_table.IndexBuild = space_table.DEFAULT_BUILD,
 ) -> Space:
     """Create a candidate space: its row, its table (with the mirror triggers) and its index
     (``build``: its HNSW parameters)."""

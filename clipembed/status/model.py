@@ -26,7 +26,7 @@ from clipembed import settings as settings_mod
 from clipembed.search import core
 from clipembed.source import adoption
 from clipembed.spaces import registry
-from clipembed.store import batch_tables, clip_table, status_tables
+from clipembed.store import batch_tables, clip_table, space_table, status_tables
 
 WINDOWS = (1, 15, 60)  # minutes
 #: the adopted table's foreign/missing vectors are a join over every clip: counted at most this
@@ -176,15 +176,7 @@ async def collect(
         },
         "spend": spend,
         "workers": workers,
-        "index": {
-            "type": "hnsw",
-            "exists": index_row is not None,
-            "size_bytes": int(index_row[0]) if index_row else 0,
-            "definition": index_row[1] if index_row else None,
-            "last_build": build[0].isoformat() if build else None,
-            "last_build_seconds": (build[1] or {}).get("seconds") if build else None,
-            "ef_search": core.DEFAULT_EF_SEARCH,
-        },
+        "index": _index(index_row, build, embedded_current),
         "bulk_pace": _bulk_pace(pace),
         "batches": {
             "by_state": {r[0]: int(r[1]) for r in batch_rows},
@@ -294,3 +286,29 @@ def export(s: dict[str, Any]) -> None:
         metrics.STATUS_CLIPS.labels("foreign").set(s["adopted"]["foreign_vectors"])
         metrics.STATUS_CLIPS.labels("mirror_missing").set(s["adopted"]["mirror_missing"])
     metrics.STATUS_BATCH_WAITING.set(s["batches"]["clips_waiting"])
+
+
+def _index(row: Any, build: Any, rows: int) -> dict[str, Any]:
+    """The space's index: its kind and search setting; an IVFFlat index's lists, and whether
+    the table has outgrown them (``rows``: the vectors in it; rebuild with ``clipembed model
+    backfill NAME --index rebuild``)."""
+    kind = str(row[2]) if row else "hnsw"
+    out: dict[str, Any] = {
+        "type": kind,
+        "exists": row is not None,
+        "size_bytes": int(row[0]) if row else 0,
+        "definition": row[1] if row else None,
+        "last_build": build[0].isoformat() if build else None,
+        "last_build_seconds": (build[1] or {}).get("seconds") if build else None,
+    }
+    if kind == "ivfflat":
+        lists = space_table.index_option(row[3], "lists", space_table.IVFFLAT_DEFAULT_LISTS)
+        out |= {
+            "lists": lists,
+            "probes": core.DEFAULT_PROBES,
+            "hybrid_probes": core.HYBRID_PROBES,
+            "outgrown": space_table.ivfflat_stale(lists, rows),
+        }
+    else:
+        out["ef_search"] = core.DEFAULT_EF_SEARCH
+    return out

@@ -85,8 +85,9 @@ ORDER BY stopped_at IS NOT NULL, started_at DESC
 """
 
 INDEX = """
-SELECT pg_relation_size(i.indexrelid), pg_get_indexdef(i.indexrelid)
-FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relname = %s
+SELECT pg_relation_size(i.indexrelid), pg_get_indexdef(i.indexrelid), am.amname, c.reloptions
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam
+WHERE c.relname = %s
 """
 
 LAST_EVENT = "SELECT at, detail FROM clipembed_events WHERE kind = %s ORDER BY at DESC LIMIT 1"
