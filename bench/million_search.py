@@ -203,17 +203,15 @@ async def recall(
             completed_within: list[float] = []
             for text in texts:
                 v = vector_for(text, dims, vectors)
+
+                async def branch(p: core.Params, n: int) -> list[Any]:
+                    return await core.semantic_branch(
+                        conn, corpus, v, filters.where(), p, n,  # noqa: B023 (awaited here)
+                        selective=filters.selective, keys=filters.keys(),  # noqa: B023
+                    )  # fmt: skip
+
                 t = time.perf_counter()
-                ann = await core.semantic_branch(
-                    conn,
-                    corpus,
-                    v,
-                    filters.where(),
-                    params,
-                    depth,
-                    selective=filters.selective,
-                    keys=filters.keys(),
-                )
+                ann = await branch(params, depth)
                 ann_ms.append((time.perf_counter() - t) * 1000)
                 # hybrid's vector ranking: the same list with the keyword branch's candidates
                 # it missed taken in (ranking.completed), as a hybrid search fuses it
@@ -221,30 +219,11 @@ async def recall(
                     conn, corpus, text, filters.where(), hybrid, depth,
                     filter_first=filters.selective,
                 )  # fmt: skip
-                hybrid_ann = ann
-                if core.probes_for(hybrid) != core.probes_for(params):
-                    hybrid_ann = await core.semantic_branch(
-                        conn,
-                        corpus,
-                        v,
-                        filters.where(),
-                        hybrid,
-                        depth,
-                        selective=filters.selective,
-                        keys=filters.keys(),
-                    )
+                same = core.probes_for(hybrid) == core.probes_for(params)
+                hybrid_ann = ann if same else await branch(hybrid, depth)
                 full = await ranking.completed(conn, corpus, v, keyword, hybrid_ann, depth)
                 ann = ann[:10]
-                alone = await core.semantic_branch(
-                    conn,
-                    corpus,
-                    v,
-                    filters.where(),
-                    params,
-                    10,
-                    selective=filters.selective,
-                    keys=filters.keys(),
-                )
+                alone = await branch(params, 10)
                 t = time.perf_counter()
                 exact = await exact_top(conn, corpus, v, filters)
                 exact_ms.append((time.perf_counter() - t) * 1000)

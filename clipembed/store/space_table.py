@@ -241,24 +241,19 @@ def create_index(
     IVFFlat with its lists (``build.lists``, or from the ``rows`` there now)."""
     ops = "halfvec_cosine_ops" if storage == "halfvec" else "vector_cosine_ops"
     if build.kind == "ivfflat":
-        return sql.SQL(
-            "CREATE INDEX IF NOT EXISTS {index} ON {table} "
-            "USING ivfflat (embedding {ops}) WITH (lists = {lists})"
-        ).format(
-            index=sql.Identifier(index),
-            table=sql.Identifier(table),
-            ops=sql.SQL(ops),
-            lists=sql.Literal(int(build.lists or ivfflat_lists(rows))),
+        options = sql.SQL("lists = {}").format(sql.Literal(int(build.lists or ivfflat_lists(rows))))
+    else:
+        options = sql.SQL("m = {}, ef_construction = {}").format(
+            sql.Literal(int(build.m)), sql.Literal(int(build.ef_construction))
         )
     return sql.SQL(
-        "CREATE INDEX IF NOT EXISTS {index} ON {table} "
-        "USING hnsw (embedding {ops}) WITH (m = {m}, ef_construction = {efc})"
+        "CREATE INDEX IF NOT EXISTS {index} ON {table} USING {method} (embedding {ops}) WITH ({options})"
     ).format(
         index=sql.Identifier(index),
         table=sql.Identifier(table),
+        method=sql.SQL("ivfflat" if build.kind == "ivfflat" else "hnsw"),
         ops=sql.SQL(ops),
-        m=sql.Literal(int(build.m)),
-        efc=sql.Literal(int(build.ef_construction)),
+        options=options,
     )
 
 

@@ -10,12 +10,13 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 
-from clipembed import runtime, settings, spaces
+from clipembed import runtime, spaces
 from clipembed.bulk import backfill, index_policy
 from clipembed.search import clips as clip_search
 from clipembed.search import core
 from clipembed.store import space_table
 from tests.integration.test_backfill import assert_correct, stored
+from tests.integration.test_search import _settings
 from tests.plugins.jobs import clip_record, load_clips
 
 IVFFLAT = space_table.IndexBuild(kind="ivfflat")
@@ -64,17 +65,6 @@ def _as_ivfflat(url: str, space: spaces.Space, rows: int) -> None:
                 space.table_name, space.index_name, space.storage, IVFFLAT, rows
             )
         )
-
-
-def _settings(url: str, tmp_path, **overrides) -> settings.Settings:
-    return settings.Settings(
-        _env_file=None,
-        embedding_provider="local",
-        redis_url="none",
-        database_url=url,
-        clipembed_home=tmp_path,
-        **overrides,
-    )
 
 
 async def test_search_reads_the_ivfflat_index_with_the_probes_asked_for(database_factory, tmp_path):
