@@ -170,11 +170,14 @@ async def run(
                 if trained
                 else "the request limit outpaces the index"
             )
-            logger.info(
-                "dropping the index to build it after loading",
-                extra={"live": live, "to_embed": expected, "why": summary.index_policy},
-            )
-            await index_policy.drop_index(pool, space)
+            if expected > 0:
+                logger.info(
+                    "dropping the index to build it after loading",
+                    extra={"live": live, "to_embed": expected, "why": summary.index_policy},
+                )
+                await index_policy.drop_index(pool, space)
+            # else nothing is missing: the old index serves search through the pass, and
+            # _build drops it only when the build starts
     elif index == "auto" and index_policy.wants_rebuild(
         index, live=live, expected=expected, outpaces=True
     ):
@@ -307,6 +310,7 @@ async def _build(
     """Build the space's index after loading (a connection of its own, timed, recorded)."""
     t = time.monotonic()
     space = runtime.require_space()
+    await index_policy.drop_index(runtime.pool, space)  # kept through a pass with nothing to load
     await index_policy.rebuild_index(
         runtime.pool,
         space,

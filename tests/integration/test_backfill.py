@@ -254,6 +254,27 @@ async def test_index_rebuild_drops_and_rebuilds_even_when_interrupted(
     assert SPACE_INDEX in plan
 
 
+async def test_a_rebuild_with_nothing_to_embed_keeps_the_old_index_through_the_pass(
+    jobs_runtime, database_url, tmp_path, monkeypatch
+):
+    """``--index rebuild`` on a space with every clip embedded: search keeps the old index for
+    the whole pass over the clips (minutes at a million), and loses it only for the build."""
+    await load_clips(database_url, [clip_record(i) for i in range(30)], tmp_path)
+    await backfill.run(jobs_runtime)
+    real_scan = backfill.pipeline.scan
+    after_pass: list[bool] = []
+
+    async def scan(*args, **kwargs):
+        async for item in real_scan(*args, **kwargs):
+            yield item
+        after_pass.append(index_exists(database_url))
+
+    monkeypatch.setattr(backfill.pipeline, "scan", scan)
+    s = await backfill.run(jobs_runtime, index="rebuild")
+    assert after_pass == [True]
+    assert s.index_rebuilt and s.processed == 0 and index_exists(database_url)
+
+
 async def test_the_probe_drops_the_index_mid_load_and_builds_it_at_the_end(
     openai_settings, database_url, tmp_path, monkeypatch
 ):
