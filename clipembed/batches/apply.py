@@ -97,29 +97,10 @@ class BatchApplier:
                     await self._write(batch_id, chunk)
         finally:
             if rebuild:
-                t = time.monotonic()
-                await index_policy.rebuild_index(
-                    self.rt.pool,
-                    self.space,
-                    workers=self.cfg.clipembed_index_build_workers,
-                    memory_mb=self.cfg.clipembed_index_build_memory_mb,
-                    build=index_policy.index_build(self.cfg),
-                )
-                seconds = round(time.monotonic() - t, 1)
-                self.summary.index_rebuild_seconds += seconds
-                await rollups.event(
-                    self.rt.pool, "index_build", {"seconds": seconds, "by": "batch"}
-                )
-        if not rebuild:  # many small batches may outgrow an IVFFlat index's lists
-            t = time.monotonic()
-            if await index_policy.rebuild_if_outgrown(
-                self.rt.pool,
-                self.space,
-                workers=self.cfg.clipembed_index_build_workers,
-                memory_mb=self.cfg.clipembed_index_build_memory_mb,
-                build=index_policy.index_build(self.cfg),
-            ):
-                self.summary.index_rebuild_seconds += round(time.monotonic() - t, 1)
+                await self._build_index()
+        # many small batches may outgrow an IVFFlat index's lists
+        if not rebuild and await index_policy.ivfflat_outgrown(self.rt.pool, self.space):
+            await self._build_index()
         async with self.rt.pool.connection() as conn:
             if failed:  # on the queue with their reason: a later batch of this run takes them
                 await queue_mod.enqueue(conn, failed)
@@ -166,6 +147,20 @@ class BatchApplier:
                 "unanswered": len(unanswered),
             },
         )
+
+    async def _build_index(self) -> None:
+        """Build the space's index after an apply (timed, recorded)."""
+        t = time.monotonic()
+        await index_policy.rebuild_index(
+            self.rt.pool,
+            self.space,
+            workers=self.cfg.clipembed_index_build_workers,
+            memory_mb=self.cfg.clipembed_index_build_memory_mb,
+            build=index_policy.index_build(self.cfg),
+        )
+        seconds = round(time.monotonic() - t, 1)
+        self.summary.index_rebuild_seconds += seconds
+        await rollups.event(self.rt.pool, "index_build", {"seconds": seconds, "by": "batch"})
 
     async def _drop_index_for(self, answered: int) -> bool:
         """Drop the HNSW index before applying a batch that brings a large share of the vectors.

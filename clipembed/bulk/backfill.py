@@ -177,7 +177,7 @@ async def run(
                 )
                 await index_policy.drop_index(pool, space)
             # else nothing is missing: the old index serves search through the pass, and
-            # _build drops it only when the build starts
+            # rebuild_index replaces it only when the build starts
     elif index == "auto" and index_policy.wants_rebuild(
         index, live=live, expected=expected, outpaces=True
     ):
@@ -281,18 +281,14 @@ async def run(
             await _build(runtime, cfg, build, summary)
         if progress is not None:
             progress.stop()
-    if not rebuild and index != "keep" and not stop.is_set():
-        t = time.monotonic()
-        if await index_policy.rebuild_if_outgrown(
-            pool,
-            space,
-            workers=cfg.clipembed_index_build_workers,
-            memory_mb=cfg.clipembed_index_build_memory_mb,
-            build=build,
-        ):
-            summary.index_policy = "the IVFFlat index was trained on far fewer rows"
-            summary.index_rebuilt = True
-            summary.index_seconds = round(time.monotonic() - t, 1)
+    if (
+        not rebuild
+        and index != "keep"
+        and not stop.is_set()
+        and await index_policy.ivfflat_outgrown(pool, space)
+    ):
+        summary.index_policy = "the IVFFlat index was trained on far fewer rows"
+        await _build(runtime, cfg, build, summary)
 
     summary.total, summary.skipped = counts.total, counts.skipped
     summary.paced_seconds = round(pacer.waited, 1)
@@ -310,7 +306,6 @@ async def _build(
     """Build the space's index after loading (a connection of its own, timed, recorded)."""
     t = time.monotonic()
     space = runtime.require_space()
-    await index_policy.drop_index(runtime.pool, space)  # kept through a pass with nothing to load
     await index_policy.rebuild_index(
         runtime.pool,
         space,

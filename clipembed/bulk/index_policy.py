@@ -305,8 +305,8 @@ async def rebuild_index(
     memory_mb: int = 1024,
     build: space_table.IndexBuild = space_table.DEFAULT_BUILD,
 ) -> None:
-    """Build a space's index (``build``: HNSW, or IVFFlat with lists for the rows there now)
-    with the memory it needs (up to ``memory_mb``,
+    """Build a space's index, replacing one still there (``build``: HNSW, or IVFFlat with lists
+    for the rows there now) with the memory it needs (up to ``memory_mb``,
     CLIPEMBED_INDEX_BUILD_MEMORY_MB) and ``workers`` parallel workers
     (CLIPEMBED_INDEX_BUILD_WORKERS: 0 leaves the cores to search), on a connection of its own
     whose backend runs at :data:`BUILD_NICE` where it can (:func:`lower_priority`); the
@@ -324,7 +324,8 @@ async def rebuild_index(
         rows = int((await cur.fetchone() or (0,))[0])
         cur = await conn.execute(space_table.MAINTENANCE_MEMORY)
         server = int((await cur.fetchone() or (0,))[0])
-        if build.kind == "ivfflat":
+        if build.kind == "ivfflat":  # its lists, for the rows there now, once
+            build = dataclasses.replace(build, lists=build.lists or space_table.ivfflat_lists(rows))
             needed = ivfflat_sample_bytes(rows, space.dimensions, build.lists)
         else:
             needed = graph_bytes(rows, space.dimensions, space.storage)
@@ -341,7 +342,7 @@ async def rebuild_index(
             extra={
                 "rows": rows,
                 **(
-                    {"lists": build.lists or space_table.ivfflat_lists(rows)}
+                    {"lists": build.lists}
                     if build.kind == "ivfflat"
                     else {"m": build.m, "ef_construction": build.ef_construction}
                 ),
@@ -359,6 +360,9 @@ async def rebuild_index(
         if niced and workers > 0:
             watcher = asyncio.create_task(renice_workers(url, conn.info.backend_pid))
         try:
+            # the old index, where a caller kept it (a load with nothing to embed, an outgrown
+            # IVFFlat index), goes only now: search keeps it until the build starts
+            await conn.execute(space_table.drop_index(space.index_name))
             await conn.execute(
                 space_table.create_index(
                     space.table_name, space.index_name, space.storage, build, rows
@@ -368,21 +372,3 @@ async def rebuild_index(
             if watcher is not None:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
-
-
-async def rebuild_if_outgrown(
-    pool: AsyncConnectionPool,
-    space: Space,
-    *,
-    workers: int = 2,
-    memory_mb: int = 1024,
-    build: space_table.IndexBuild = space_table.DEFAULT_BUILD,
-) -> bool:
-    """After a load that kept the index: rebuild an IVFFlat index the table has outgrown
-    (:func:`ivfflat_outgrown`), with ``build``'s kind and lists for the rows there now."""
-    if not await ivfflat_outgrown(pool, space):
-        return False
-    logger.info("the IVFFlat index was trained on far fewer rows: rebuilding it")
-    await drop_index(pool, space)
-    await rebuild_index(pool, space, workers=workers, memory_mb=memory_mb, build=build)
-    return True

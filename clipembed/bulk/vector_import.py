@@ -191,7 +191,7 @@ async def import_vectors(
     ``model``: the space's model (the default space's is the configured one). ``index``:
     ``auto`` drops the index of a space that is not active and builds it once at the
     end (cheaper than maintaining it row by row); the active space keeps its index, unless it
-    is an IVFFlat index the table has outgrown (``index_policy.rebuild_if_outgrown``).
+    is an IVFFlat index the table has outgrown (``index_policy.ivfflat_outgrown``).
     """
     report = ImportReport(space.name)
     rebuild = index == "rebuild" or (index == "auto" and not space.active)
@@ -220,8 +220,9 @@ async def import_vectors(
         if rebuild:
             await index_policy.rebuild_index(pool, space, build=build)
             report.index_rebuilt = True
-    if not rebuild and index != "keep":
-        report.index_rebuilt = await index_policy.rebuild_if_outgrown(pool, space, build=build)
+    if not rebuild and index != "keep" and await index_policy.ivfflat_outgrown(pool, space):
+        await index_policy.rebuild_index(pool, space, build=build)
+        report.index_rebuilt = True
     report.bad.sort()  # unknown clips are found a chunk later than malformed lines
     return report
 

@@ -140,17 +140,17 @@ async def test_a_large_backfill_builds_the_ivfflat_index_after_loading(
 async def test_an_outgrown_ivfflat_index_is_rebuilt_and_a_fitting_one_is_kept(
     database_factory, tmp_path
 ):
-    """An IVFFlat index made for 1,000 rows (one list) under 4,000 is rebuilt with four lists;
-    the rebuilt one fits and stays; an HNSW index is never touched."""
+    """An IVFFlat index made for 1,000 rows (one list) under 4,000 is outgrown, and its rebuild
+    (which replaces it) has four lists and fits; an HNSW index is never outgrown."""
     url = database_factory.new(dimensions=384)
     _clips_with_vectors(url, 4000, np.random.default_rng(7))
     async with runtime.open_runtime(_settings(url, tmp_path), with_service=False) as r:
         space = await spaces.active_in(r.pool)
         _fill_space(url, space)
-        assert not await index_policy.rebuild_if_outgrown(r.pool, space, build=IVFFLAT)
+        assert not await index_policy.ivfflat_outgrown(r.pool, space)
         assert (_index(url, space) or ("",))[0] == "hnsw"
         _as_ivfflat(url, space, rows=1000)
         assert await index_policy.ivfflat_outgrown(r.pool, space)
-        assert await index_policy.rebuild_if_outgrown(r.pool, space, build=IVFFLAT)
+        await index_policy.rebuild_index(r.pool, space, build=IVFFLAT)  # replaces it in place
         assert _index(url, space) == ("ivfflat", ["lists=4"])
-        assert not await index_policy.rebuild_if_outgrown(r.pool, space, build=IVFFLAT)
+        assert not await index_policy.ivfflat_outgrown(r.pool, space)
