@@ -89,9 +89,13 @@ def save(name: str, result: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def postgres(keep: Path | None = None) -> Iterator[str]:
+def postgres(keep: Path | None = None, *, shared_buffers: str | None = None) -> Iterator[str]:
     """A private PostgreSQL, deleted at the end; ``keep``: its data directory, kept and reused
-    (a long benchmark can then re-measure search without rebuilding its data)."""
+    (a long benchmark can then re-measure search without rebuilding its data).
+
+    ``shared_buffers``: set and restarted for (PostgreSQL's default of 128MB holds a tenth of a
+    million clips' postings and index: every search then copies pages from the OS cache, which
+    a tuned server does not; docs/benchmarks.md)."""
     from clipembed import pgembed
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,6 +106,9 @@ def postgres(keep: Path | None = None) -> Iterator[str]:
                 "ALTER SYSTEM SET maintenance_work_mem = '1GB'; ALTER SYSTEM SET max_wal_size = '4GB';"
             )
             server.psql("SELECT pg_reload_conf();")
+            if shared_buffers and shared_buffers not in server.psql("SHOW shared_buffers;"):
+                server.psql(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}';")
+                pgembed.pg_ctl(server, "-w", "-m", "fast", "restart")
             yield str(server.get_uri("postgres"))
         finally:
             server.cleanup()

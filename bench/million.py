@@ -175,6 +175,10 @@ def main() -> None:
         help="CLIPEMBED_INDEX_KIND; with --keep, a space whose index is of another kind has it"
         " rebuilt by `clipembed model backfill NAME --index rebuild` (timed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--shared-buffers", default="6GB",
+        help="PostgreSQL's shared_buffers (a quarter of this machine's memory; '' keeps the server's)",
+    )  # fmt: skip
     parser.add_argument("--name", default="million", help="results file (bench/results/NAME.json)")
     parser.add_argument(
         "--skip",
@@ -191,6 +195,7 @@ def main() -> None:
         "storages": storages,
         "vectors": args.vectors,
         "command": "python -m bench.million " + " ".join(sys.argv[1:]),
+        "shared_buffers": args.shared_buffers or "the server's",
         "machine": common.machine(),
     }
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -198,7 +203,7 @@ def main() -> None:
         home = (args.keep or tmp) / "home"
         vectors = ("--vectors", args.vectors)
         with (
-            common.postgres(args.keep) as url,
+            common.postgres(args.keep, shared_buffers=args.shared_buffers) as url,
             common.fake_provider("--latency-ms", "50", *vectors) as base,
             common.fake_provider("--latency-ms", "20", *vectors) as search_base,
         ):

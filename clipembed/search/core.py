@@ -22,14 +22,13 @@ Correctness rules:
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any, Literal
 
 import numpy as np
 import psycopg
 from psycopg import sql
 
-from clipembed.search import bm25, filtered, fusion, queries
+from clipembed.search import bm25, filtered, fusion, queries, statistics
 
 Mode = Literal["hybrid", "keyword", "semantic"]
 MODES: tuple[Mode, ...] = ("hybrid", "keyword", "semantic")
@@ -43,7 +42,6 @@ def parse_mode(value: str) -> Mode:
     raise ValueError(f"unknown mode {value!r}: use hybrid, keyword or semantic")
 
 
-STATS_TTL = 60.0  # seconds: N and avgdl move slowly; recomputing them per query costs ~10 ms
 DEFAULT_WINDOW = 200  # candidates per branch; offset + limit must fit in it
 #: HNSW candidates per scan. At a million clips, recall@10 (ann-benchmarks' tie-aware count)
 #: was 0.915 at 100 and 0.965 at 200 (docs/benchmarks.md); a hybrid window of 200 then fits
@@ -57,10 +55,6 @@ DEFAULT_PROBES = 10
 #: ranked by their exact similarity before fusion (``ranking.completed``): the vector branch
 #: may be shallower, and its CPU is what the keyword branch competes with on a small machine.
 HYBRID_PROBES = 3
-#: A query lexeme in more than this share of the documents is dropped when rarer ones remain
-#: (the keyword branch's cost bound; docs/notes/search.md). Not applied below COMMON_MIN_POSTINGS.
-COMMON_FRACTION = 0.2
-COMMON_MIN_POSTINGS = 5_000
 #: The keyword branch ranks the best ``n * OVERFETCH + OVERFETCH_MIN`` documents before the
 #: filters, and everything only when the filters leave fewer than ``n`` of them.
 OVERFETCH = 2
@@ -122,45 +116,15 @@ class Hit:
 
 Where = tuple[sql.Composable, dict[str, Any]]
 
-# Keyed by database as well as table: one process may search several databases (the tests, the
-# benchmark), and statistics or versions from one must never be used for another.
-_stats_cache: dict[tuple[str, str, tuple[float, ...]], tuple[float, float, float]] = {}
 _vector_version: dict[str, tuple[int, ...]] = {}
-
-
-def _database_key(conn: psycopg.AsyncConnection[Any]) -> str:
-    info = conn.info
-    return f"{info.host}:{info.port}/{info.dbname}"
 
 
 def no_filters() -> Where:
     return sql.SQL("TRUE"), {}
 
 
-async def corpus_stats(conn: psycopg.AsyncConnection[Any], corpus: Corpus) -> tuple[float, float]:
-    """(N, avgdl) for BM25, cached for STATS_TTL seconds per database, corpus and weights."""
-    key = (_database_key(conn), corpus.doclen, corpus.field_weights)
-    cached = _stats_cache.get(key)
-    now = time.monotonic()
-    if cached and now - cached[2] < STATS_TTL:
-        return cached[0], cached[1]
-    wa, wb, wc, wd = corpus.field_weights
-    query = queries.CORPUS_STATS.format(
-        wa=sql.Literal(wa),
-        wb=sql.Literal(wb),
-        wc=sql.Literal(wc),
-        wd=sql.Literal(wd),
-        t=corpus.ident(corpus.doclen),
-    )
-    cur = await conn.execute(query)
-    n, avgdl = await cur.fetchone() or (0, 0)
-    if n:  # an empty corpus is not cached: the first documents must be searchable at once
-        _stats_cache[key] = (float(n), float(avgdl), now)
-    return float(n), float(avgdl)
-
-
 def clear_stats_cache() -> None:
-    _stats_cache.clear()
+    statistics.clear()
     filtered.forget()
 
 
@@ -181,29 +145,23 @@ async def keyword_branch(
     filters apply (a top-N heapsort, not a sort of every match), and only when the filters
     leave fewer than ``n`` of a list that was cut is it ranked again in full: the same result.
     """
-    n_docs, avgdl = await corpus_stats(conn, corpus)
+    n_docs, avgdl = await statistics.corpus_stats(conn, corpus)
     if n_docs == 0:
         return []
-    frequencies = await document_frequencies(conn, corpus, query, n_docs)
+    frequencies = await statistics.document_frequencies(conn, corpus, query, n_docs)
     if not frequencies:
         return []
-    wa, wb, wc, wd = corpus.field_weights
     stmt = (queries.KEYWORD_FILTER_FIRST if filter_first else queries.KEYWORD).format(
         postings=corpus.ident(corpus.postings),
         table=corpus.ident(corpus.table),
         base=sql.SQL(corpus.base_filter),
         where=where[0],
     )
+    folded = bm25.folded(corpus.field_weights, k1=params.k1, b=params.b, avgdl=avgdl or 1.0)
     args = {
         "lexemes": list(frequencies),
-        "idfs": [bm25.idf(int(n_docs), df) for df in frequencies.values()],
-        "avgdl": avgdl or 1.0,
-        "k1": params.k1,
-        "b": params.b,
-        "wa": wa,
-        "wb": wb,
-        "wc": wc,
-        "wd": wd,
+        "weights": [bm25.idf(int(n_docs), df) * folded.k1_plus_1 for df in frequencies.values()],
+        **folded.statement_params(),
         "n_results": n,
         **where[1],
     }
@@ -219,53 +177,8 @@ async def keyword_branch(
     return ranked
 
 
-async def document_frequencies(
-    conn: psycopg.AsyncConnection[Any], corpus: Corpus, query: str, n_docs: float
-) -> dict[str, int]:
-    """The query's lexemes that the ranking uses, with their document frequencies.
-
-    One statement analyses the query and counts each lexeme's postings up to a cap (a bounded
-    index-only probe); lexemes no document has are left out, and so are very common ones while
-    a rarer one remains (:func:`without_very_common`). A kept lexeme past the cap (a query made
-    only of very common words) is counted exactly, by one more statement.
-    """
-    cap = max(COMMON_MIN_POSTINGS, int(n_docs * COMMON_FRACTION))
-    stmt = queries.LEXEMES.format(postings=corpus.ident(corpus.postings))
-    cur = await conn.execute(stmt, {"q": query, "configs": list(corpus.query_configs), "cap": cap})
-    counts = {r[0]: int(r[1]) for r in await cur.fetchall() if r[0]}
-    kept = without_very_common(counts, cap, n_docs)
-    out = {}
-    for lexeme in kept:
-        df = counts[lexeme]
-        if df >= cap:
-            cur = await conn.execute(
-                queries.LEXEME_DF.format(postings=corpus.ident(corpus.postings)), (lexeme,)
-            )
-            row = await cur.fetchone()
-            df = int(row[0]) if row else df
-        out[lexeme] = df
-    return out
-
-
-def without_very_common(counts: dict[str, int], cap: int, n_docs: float) -> list[str]:
-    """The lexemes some document has, minus those in ``cap`` or more documents (more than
-    COMMON_FRACTION of them) as long as a rarer one remains: the cost bound for very common
-    terms (pure; ``counts`` are the probe's, capped at ``cap``).
-
-    Ranking a lexeme reads all of its postings; one in half a million clips costs far more than
-    the rest of the query together and, with an IDF near ln 2, moves the ranking little. A query
-    made only of very common terms keeps them all (MAX_QUERY_CHARS bounds it).
-    """
-    present = [x for x, c in counts.items() if c > 0]
-    if cap >= n_docs:
-        return present
-    # a variant no document has (another language's stem of the same word) is no rarer term
-    rarer = [x for x in present if counts[x] < cap]
-    return rarer or present
-
-
 async def _pgvector_version(conn: psycopg.AsyncConnection[Any]) -> tuple[int, ...]:
-    key = _database_key(conn)
+    key = statistics.database_key(conn)
     if key not in _vector_version:
         cur = await conn.execute(queries.PGVECTOR_VERSION)
         row = await cur.fetchone()
@@ -313,7 +226,7 @@ async def semantic_branch(
             n,
             exclude,
             exclude_id,
-            database=_database_key(conn),
+            database=statistics.database_key(conn),
             keys=keys,
         )
         if exact is not None:

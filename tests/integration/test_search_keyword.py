@@ -9,7 +9,7 @@ import pytest
 from clipembed import demo_data, runtime, settings
 from clipembed.bulk import importer
 from clipembed.search import clips as clip_search
-from clipembed.search import core
+from clipembed.search import core, statistics
 
 QUERIES = ["insane clutch chat", "world record speedrun skip", "boss fight first try", "funny"]
 
@@ -60,7 +60,7 @@ async def test_very_common_terms_are_dropped_when_rarer_ones_remain(
     url = database_factory.new(dimensions=384)
     titles = [f"stream highlight {i}" for i in range(30)] + ["stream highlight unicorn"]
     await load_clips(url, [clip_record(i, title=t) for i, t in enumerate(titles)], tmp_path)
-    monkeypatch.setattr(core, "COMMON_MIN_POSTINGS", 5)
+    monkeypatch.setattr(statistics, "COMMON_MIN_POSTINGS", 5)
     cfg = settings.Settings(
         _env_file=None,
         embedding_provider="local",
@@ -69,12 +69,12 @@ async def test_very_common_terms_are_dropped_when_rarer_ones_remain(
         clipembed_home=tmp_path,
     )
     async with runtime.open_runtime(cfg, with_service=False) as rt, rt.pool.connection() as conn:
-        kept = await core.document_frequencies(
+        kept = await statistics.document_frequencies(
             conn, clip_search.CLIPS, "stream highlight unicorn", 31.0
         )
         assert kept == {"unicorn": 1}
         # only very common words: kept, each counted exactly past the probe's cap (6)
-        assert await core.document_frequencies(conn, clip_search.CLIPS, "stream", 31.0) == {
+        assert await statistics.document_frequencies(conn, clip_search.CLIPS, "stream", 31.0) == {
             "stream": 31
         }
         hits = await clip_search.search(
@@ -93,3 +93,50 @@ async def test_very_common_terms_are_dropped_when_rarer_ones_remain(
             filters=clip_search.Filters(),
         )
         assert len(many) == 31
+
+
+async def test_common_lexemes_frequencies_are_cached_rare_ones_counted_each_time(
+    database_factory, tmp_path, monkeypatch
+):
+    """A lexeme at the probe's cap is counted once and then answered by the cache until the
+    entry expires or is cleared; a rarer one is counted with every query."""
+    from tests.plugins.jobs import clip_record, load_clips
+
+    url = database_factory.new(dimensions=384)
+    titles = [f"stream highlight {i}" for i in range(30)] + ["stream highlight unicorn"]
+    await load_clips(url, [clip_record(i, title=t) for i, t in enumerate(titles)], tmp_path)
+    monkeypatch.setattr(statistics, "PROBE_CAP", 10)
+    statistics.clear()
+    cfg = settings.Settings(
+        _env_file=None,
+        embedding_provider="local",
+        redis_url="none",
+        database_url=url,
+        clipembed_home=tmp_path,
+    )
+
+    async def more(first: int, n: int) -> None:
+        records = [clip_record(first + i, title="stream unicorn") for i in range(n)]
+        await load_clips(url, records, tmp_path)
+
+    async with runtime.open_runtime(cfg, with_service=False) as rt, rt.pool.connection() as conn:
+
+        async def frequencies(n_docs: float) -> dict[str, int]:
+            return await statistics.document_frequencies(
+                conn, clip_search.CLIPS, "stream unicorn", n_docs
+            )
+
+        assert await frequencies(31.0) == {"stream": 31, "unicorn": 1}
+        await more(100, 2)
+        # "stream" (31 >= 10) comes from the cache; "unicorn" is counted again
+        assert await frequencies(33.0) == {"stream": 31, "unicorn": 3}
+        statistics.clear()
+        assert await frequencies(33.0) == {"stream": 33, "unicorn": 3}
+        await more(200, 1)
+        monkeypatch.setattr(statistics._frequencies, "ttl", 0.0)  # every entry has expired
+        assert await frequencies(34.0) == {"stream": 34, "unicorn": 4}
+        # a cached count never exceeds N (a corpus that shrank since): idf stays positive
+        monkeypatch.setattr(statistics._frequencies, "ttl", 60.0)
+        assert await frequencies(34.0) == {"stream": 34, "unicorn": 4}
+        assert await frequencies(20.0) == {"stream": 20, "unicorn": 4}
+    statistics.clear()

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from clipembed.search import bm25, core, fusion, ranking
+from clipembed.search import bm25, core, fusion, ranking, statistics
 
 
 def test_rrf_hand_computed():
@@ -80,12 +80,12 @@ def test_one_branch_fetches_the_page_and_fusion_the_window():
 
 def test_very_common_lexemes_are_dropped_while_a_rarer_one_remains():
     counts = {"stream": 6, "highlight": 6, "unicorn": 1, "unikorn": 0}
-    assert core.without_very_common(counts, cap=6, n_docs=31) == ["unicorn"]
+    assert statistics.without_very_common(counts, cap=6, n_docs=31) == ["unicorn"]
     # only very common words: all kept; a variant no document has never is
-    assert core.without_very_common({"stream": 6, "strea": 0}, cap=6, n_docs=31) == ["stream"]
+    assert statistics.without_very_common({"stream": 6, "strea": 0}, cap=6, n_docs=31) == ["stream"]
     # a corpus smaller than the cap: nothing is very common
-    assert core.without_very_common({"a": 6, "b": 1}, cap=50, n_docs=31) == ["a", "b"]
-    assert core.without_very_common({}, cap=6, n_docs=31) == []
+    assert statistics.without_very_common({"a": 6, "b": 1}, cap=50, n_docs=31) == ["a", "b"]
+    assert statistics.without_very_common({}, cap=6, n_docs=31) == []
 
 
 @given(
@@ -94,7 +94,7 @@ def test_very_common_lexemes_are_dropped_while_a_rarer_one_remains():
     st.integers(1, 200),
 )
 def test_very_common_rule_properties(counts, cap, n_docs):
-    kept = core.without_very_common(counts, cap=cap, n_docs=n_docs)
+    kept = statistics.without_very_common(counts, cap=cap, n_docs=n_docs)
     present = [x for x, c in counts.items() if c > 0]
     assert kept == [x for x in present if x in kept]  # a subsequence, in the query's order
     assert bool(kept) == bool(present)  # a query with postings is never left without terms
@@ -138,3 +138,37 @@ def test_complete_restores_the_exact_top_n(sims, n, data):
     others = data.draw(st.lists(st.sampled_from(order), max_size=10))
     scored = [(i, sims[i]) for i in [*missed, *others]]
     assert ranking.complete(semantic, scored, n) == [(i, sims[i]) for i in top]
+
+
+@given(
+    st.floats(0.01, 20),
+    st.lists(st.integers(0, 50), min_size=4, max_size=4),
+    st.lists(st.integers(0, 400), min_size=4, max_size=4),
+    st.floats(0.0, 3.0),
+    st.floats(0.0, 1.0),
+    st.floats(0.0, 200.0),
+)
+def test_folded_bm25_is_the_textbook_formula(idf, tfs, lens, k1, b, avgdl):
+    """The ranking statement's folded form gives the score of :func:`bm25.term_score`."""
+    weights = (2.0, 1.0, 0.5, 1.0)
+    folded = bm25.folded(weights, k1=k1, b=b, avgdl=avgdl)
+    tf = sum(w * x for w, x in zip(weights, tfs, strict=True))
+    dl = sum(w * x for w, x in zip(weights, lens, strict=True))
+    textbook = idf * bm25.term_score(tf, dl, avgdl, k1=k1, b=b)
+    assert folded.posting(idf, tfs, lens) == pytest.approx(textbook, rel=1e-9, abs=1e-12)
+    assert set(folded.statement_params()) == {"wa", "wb", "wc", "wd", "n0", "la", "lb", "lc", "ld"}
+
+
+def test_frequency_cache_answers_only_what_it_knows():
+    cache = statistics.FrequencyCache(ttl=60.0, size=2)
+    cache.put("db/t", "chat", 5_000, False, now=0.0)  # counted up to a cap of 5,000: at least
+    assert cache.get("db/t", "chat", 5_000, now=1.0) == (5_000, False)
+    assert cache.get("db/t", "chat", 4_000, now=1.0) == (5_000, False)  # very common either way
+    assert cache.get("db/t", "chat", 6_000, now=1.0) is None  # a higher cap: unknown
+    assert cache.get("db/t", "chat", 5_000, now=60.0) is None  # expired
+    assert cache.get("other/t", "chat", 5_000, now=1.0) is None  # another database or table
+    cache.put("db/t", "goe", 1_200, True, now=0.0)
+    assert cache.get("db/t", "goe", 10**9, now=1.0) == (1_200, True)  # exact: any cap
+    cache.put("db/t", "wild", 1_300, True, now=0.0)  # past its size: the oldest goes
+    assert cache.get("db/t", "chat", 5_000, now=1.0) is None
+    assert len(cache.entries) == 2
