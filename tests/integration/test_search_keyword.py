@@ -6,10 +6,11 @@ import json
 
 import pytest
 
-from clipembed import demo_data, runtime, settings
+from clipembed import demo_data, runtime
 from clipembed.bulk import importer
 from clipembed.search import clips as clip_search
 from clipembed.search import core, statistics
+from tests.integration.test_search import _settings
 
 QUERIES = ["insane clutch chat", "world record speedrun skip", "boss fight first try", "funny"]
 
@@ -21,13 +22,7 @@ async def test_filter_first_and_probing_give_the_same_ranking(database_factory, 
     path.write_text("\n".join(json.dumps(c) for c in clips) + "\n")
     games = sorted({c["game_name"] for c in clips if c["game_name"]})
     broadcaster = clips[0]["broadcaster_name"]
-    cfg = settings.Settings(
-        _env_file=None,
-        embedding_provider="local",
-        redis_url="none",
-        database_url=url,
-        clipembed_home=tmp_path,
-    )
+    cfg = _settings(url, tmp_path)
     async with runtime.open_runtime(cfg, with_service=False) as rt, rt.pool.connection() as conn:
         await importer.import_file(conn, path)
         await conn.commit()
@@ -61,13 +56,7 @@ async def test_very_common_terms_are_dropped_when_rarer_ones_remain(
     titles = [f"stream highlight {i}" for i in range(30)] + ["stream highlight unicorn"]
     await load_clips(url, [clip_record(i, title=t) for i, t in enumerate(titles)], tmp_path)
     monkeypatch.setattr(statistics, "COMMON_MIN_POSTINGS", 5)
-    cfg = settings.Settings(
-        _env_file=None,
-        embedding_provider="local",
-        redis_url="none",
-        database_url=url,
-        clipembed_home=tmp_path,
-    )
+    cfg = _settings(url, tmp_path)
     async with runtime.open_runtime(cfg, with_service=False) as rt, rt.pool.connection() as conn:
         kept = await statistics.document_frequencies(
             conn, clip_search.CLIPS, "stream highlight unicorn", 31.0
@@ -107,13 +96,7 @@ async def test_common_lexemes_frequencies_are_cached_rare_ones_counted_each_time
     await load_clips(url, [clip_record(i, title=t) for i, t in enumerate(titles)], tmp_path)
     monkeypatch.setattr(statistics, "PROBE_CAP", 10)
     statistics.clear()
-    cfg = settings.Settings(
-        _env_file=None,
-        embedding_provider="local",
-        redis_url="none",
-        database_url=url,
-        clipembed_home=tmp_path,
-    )
+    cfg = _settings(url, tmp_path)
 
     async def more(first: int, n: int) -> None:
         records = [clip_record(first + i, title="stream unicorn") for i in range(n)]
