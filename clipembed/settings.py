@@ -150,10 +150,11 @@ class Settings(BaseSettings):
     clipembed_hnsw_m: int = Field(default=16, ge=2, le=100)
     clipembed_hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
     #: the kind of a space's index, applied at its next build: ``hnsw`` (a graph, kept current
-    #: row by row from an empty table) or ``ivfflat`` (lists trained on the rows at the build;
+    #: row by row from an empty table), ``ivfflat`` (lists trained on the rows at the build;
     #: for a large corpus loaded in bulk: at a million clips recall@10 0.97 against HNSW's 0.85
-    #: for short text queries, built in a third of the time; docs/configuration.md)
-    clipembed_index_kind: Literal["hnsw", "ivfflat"] = "hnsw"
+    #: for short text queries, built in a third of the time; docs/configuration.md) or ``auto``
+    #: (IVFFlat for a build over 500,000 rows or more, HNSW below)
+    clipembed_index_kind: Literal["hnsw", "ivfflat", "auto"] = "auto"
     #: IVFFlat lists; 0: from the rows at the build (rows / 1,000, sqrt(rows) past a million)
     clipembed_ivfflat_lists: int = Field(default=0, ge=0, le=32_768)
     embedding_scheduler_interval_minutes: float = Field(default=360, gt=0)

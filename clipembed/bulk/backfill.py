@@ -154,9 +154,10 @@ async def run(
     rebuild = False
     probe: index_policy.Probe | None = None
     build = index_policy.index_build(cfg)
-    # an IVFFlat index's lists are trained on the rows there at its build: a large load builds
-    # it after loading, whatever its pace
-    trained = build.kind == "ivfflat"
+    # an IVFFlat index's lists are trained on the rows there at its build (``auto``: IVFFlat
+    # for a table of the live clips' size): a large load builds it after loading, whatever its
+    # pace
+    trained = build.trains_on(live)
     outpaces = trained or index_policy.load_outpaces_index(
         svc, cfg.embedding_requests_per_minute, batch_size
     )

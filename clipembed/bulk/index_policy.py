@@ -322,6 +322,7 @@ async def rebuild_index(
     async with conn:
         cur = await conn.execute(space_table.count_rows(space.table_name))
         rows = int((await cur.fetchone() or (0,))[0])
+        build = build.for_rows(rows)  # ``auto``: by the rows there now
         cur = await conn.execute(space_table.MAINTENANCE_MEMORY)
         server = int((await cur.fetchone() or (0,))[0])
         if build.kind == "ivfflat":  # its lists, for the rows there now, once

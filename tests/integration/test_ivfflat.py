@@ -137,6 +137,24 @@ async def test_a_large_backfill_builds_the_ivfflat_index_after_loading(
         assert_correct(row)
 
 
+async def test_auto_builds_ivfflat_for_a_large_load_over_the_spaces_hnsw_index(
+    openai_settings, database_url, tmp_path, monkeypatch
+):
+    """``auto`` (the default) with its threshold at 2,000 rows: the space's HNSW index, made on
+    the empty table, is dropped by a 3,000-clip backfill, which builds IVFFlat after loading."""
+    monkeypatch.setattr(space_table, "AUTO_IVFFLAT_MIN_ROWS", 2000)
+    await load_clips(database_url, [clip_record(i) for i in range(3000)], tmp_path)
+    cfg = openai_settings(database_url=database_url)
+    assert cfg.clipembed_index_kind == "auto"
+    async with runtime.open_runtime(cfg) as rt:
+        space = rt.require_space()
+        assert (_index(database_url, space) or ("",))[0] == "hnsw"
+        summary = await backfill.run(rt, batch_size=100, concurrency=2)
+    assert summary.processed == 3000 and summary.index_rebuilt
+    assert summary.index_policy == "an IVFFlat index trains on the rows loaded"
+    assert _index(database_url, space) == ("ivfflat", ["lists=3"])
+
+
 async def test_an_outgrown_ivfflat_index_is_rebuilt_and_a_fitting_one_is_kept(
     database_factory, tmp_path
 ):

@@ -3,6 +3,8 @@ outgrown them, the index's own options, the statement, the settings and the stat
 
 from __future__ import annotations
 
+import dataclasses
+
 import pydantic
 import pytest
 from hypothesis import given
@@ -84,7 +86,7 @@ def test_settings_choose_the_kind_and_refuse_others():
     )
     build = index_policy.index_build(cfg)
     assert (build.kind, build.lists, build.m) == ("ivfflat", 500, 16)
-    assert index_policy.index_build(settings.Settings(_env_file=None)).kind == "hnsw"
+    assert index_policy.index_build(settings.Settings(_env_file=None)).kind == "auto"
     with pytest.raises(pydantic.ValidationError, match="clipembed_index_kind"):
         settings.Settings(_env_file=None, clipembed_index_kind="diskann")
 
@@ -118,3 +120,21 @@ def test_probes_by_mode_unless_asked():
     assert core.HYBRID_PROBES < core.DEFAULT_PROBES
     assert core.probes_for(core.Params(mode="hybrid", probes=40)) == 40
     assert core.probes_for(core.Params(mode="semantic", probes=0)) == 1
+
+
+def test_auto_is_hnsw_for_a_small_build_and_ivfflat_for_a_large_one():
+    auto = space_table.IndexBuild(kind="auto", lists=0, m=24)
+    edge = space_table.AUTO_IVFFLAT_MIN_ROWS
+    assert auto.for_rows(0).kind == "hnsw"  # a space made empty, grown by the workers
+    assert auto.for_rows(edge - 1) == dataclasses.replace(auto, kind="hnsw")  # m kept
+    assert auto.for_rows(edge).kind == "ivfflat"
+    assert (auto.trains_on(edge - 1), auto.trains_on(edge)) == (False, True)
+    for kind in ("hnsw", "ivfflat"):  # a kind asked for is kept at any size
+        build = space_table.IndexBuild(kind=kind)  # type: ignore[arg-type]
+        assert build.for_rows(0) is build and build.for_rows(10 * edge) is build
+    small = sql_text(space_table.create_index("t", "t_hnsw", "halfvec", auto, 1_000))
+    assert "USING hnsw" in small and "m = 24" in small
+    large = sql_text(space_table.create_index("t", "t_hnsw", "halfvec", auto, 4 * edge))
+    assert (
+        "USING ivfflat (embedding halfvec_cosine_ops) WITH (lists = 1414)" in large
+    )  # sqrt(2,000,000)
