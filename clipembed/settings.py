@@ -153,7 +153,7 @@ class Settings(BaseSettings):
     #: row by row from an empty table), ``ivfflat`` (lists trained on the rows at the build;
     #: for a large corpus loaded in bulk: at a million clips recall@10 0.97 against HNSW's 0.85
     #: for short text queries, built in a third of the time; docs/configuration.md) or ``auto``
-    #: (IVFFlat for a build over 500,000 rows or more, HNSW below)
+    #: (IVFFlat for a build over 200,000 rows or more, HNSW below)
     clipembed_index_kind: Literal["hnsw", "ivfflat", "auto"] = "auto"
     #: IVFFlat lists; 0: from the rows at the build (rows / 1,000, sqrt(rows) past a million)
     clipembed_ivfflat_lists: int = Field(default=0, ge=0, le=32_768)

@@ -184,10 +184,11 @@ INDEX_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
 
 IndexKind = Literal["hnsw", "ivfflat", "auto"]
 INDEX_KINDS: tuple[str, ...] = ("hnsw", "ivfflat", "auto")
-#: ``auto`` builds IVFFlat from this many rows at the build, HNSW below (chosen between the
-#: measured points: HNSW's recall@10 0.96-1.0 at 100,000 clips, 0.83-0.85 at a million, where
-#: IVFFlat's was 0.965-0.9775; docs/notes/index-kinds.md).
-AUTO_IVFFLAT_MIN_ROWS = 500_000
+#: ``auto`` builds IVFFlat from this many rows at the build, HNSW below. Placed between measured
+#: points (two- and three-word queries, recall@10 at ef_search 200 / 10 probes): HNSW 0.9825 at
+#: 100,000 clips, 0.7775 at 500,000 (IVFFlat 0.975) and 0.825 at a million (IVFFlat 0.9775);
+#: docs/notes/index-kinds.md.
+AUTO_IVFFLAT_MIN_ROWS = 200_000
 
 
 @dataclasses.dataclass(frozen=True)

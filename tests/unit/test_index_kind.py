@@ -136,5 +136,5 @@ def test_auto_is_hnsw_for_a_small_build_and_ivfflat_for_a_large_one():
     assert "USING hnsw" in small and "m = 24" in small
     large = sql_text(space_table.create_index("t", "t_hnsw", "halfvec", auto, 4 * edge))
     assert (
-        "USING ivfflat (embedding halfvec_cosine_ops) WITH (lists = 1414)" in large
-    )  # sqrt(2,000,000)
+        "USING ivfflat (embedding halfvec_cosine_ops) WITH (lists = 800)" in large
+    )  # 800,000 / 1,000
