@@ -106,7 +106,7 @@ def postgres(keep: Path | None = None, *, shared_buffers: str | None = None) -> 
                 "ALTER SYSTEM SET maintenance_work_mem = '1GB'; ALTER SYSTEM SET max_wal_size = '4GB';"
             )
             server.psql("SELECT pg_reload_conf();")
-            if shared_buffers and shared_buffers not in server.psql("SHOW shared_buffers;"):
+            if shared_buffers and shared_buffers not in server.psql("SHOW shared_buffers;").split():
                 server.psql(f"ALTER SYSTEM SET shared_buffers = '{shared_buffers}';")
                 pgembed.pg_ctl(server, "-w", "-m", "fast", "restart")
             yield str(server.get_uri("postgres"))

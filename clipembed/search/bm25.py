@@ -71,9 +71,17 @@ class Folded:
     def statement_params(self) -> dict[str, float]:
         wa, wb, wc, wd = self.weights
         la, lb, lc, ld = self.lengths
-        return {"wa": wa, "wb": wb, "wc": wc, "wd": wd, "n0": self.n0} | {
-            "la": la, "lb": lb, "lc": lc, "ld": ld
-        }  # fmt: skip
+        return {
+            "wa": wa,
+            "wb": wb,
+            "wc": wc,
+            "wd": wd,
+            "la": la,
+            "lb": lb,
+            "lc": lc,
+            "ld": ld,
+            "n0": self.n0,
+        }
 
     def posting(self, idf: float, tfs: Sequence[float], lens: Sequence[float]) -> float:
         """One posting's score as the statement computes it (tests compare it to :func:`score`)."""

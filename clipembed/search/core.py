@@ -116,6 +116,7 @@ class Hit:
 
 Where = tuple[sql.Composable, dict[str, Any]]
 
+# by database, like search.statistics' caches: one process may search several
 _vector_version: dict[str, tuple[int, ...]] = {}
 
 

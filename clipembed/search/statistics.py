@@ -127,21 +127,29 @@ async def document_frequencies(
     counts = {r[0]: int(r[1]) for r in await cur.fetchall() if r[0]}
     exact = {x for x, c in counts.items() if c < PROBE_CAP}
     now = time.monotonic()
+
+    def known(lexeme: str, count: int, is_exact: bool, *, counted: bool = False) -> None:
+        counts[lexeme] = count
+        if is_exact:
+            exact.add(lexeme)
+        if counted:  # by the database just now: cached for the next queries
+            _frequencies.put(table, lexeme, count, is_exact, now)
+
     unknown = []
-    for lexeme in (x for x in counts if x not in exact):
+    for lexeme in [x for x in counts if x not in exact]:
         hit = _frequencies.get(table, lexeme, cap, now)
         if hit is None:
             unknown.append(lexeme)
-            continue
-        counts[lexeme] = hit[0]
-        if hit[1]:
-            exact.add(lexeme)
-    await _count(conn, postings, table, unknown, cap, counts, exact, now)
+        else:
+            known(lexeme, *hit)
+    for lexeme, count in (await _count(conn, postings, unknown, cap)).items():
+        known(lexeme, count, count < cap, counted=True)
     kept = without_very_common(counts, cap, n_docs)
     # a kept lexeme past the cap (a query made only of very common words) is counted exactly
-    await _count(
-        conn, postings, table, [x for x in kept if x not in exact], None, counts, exact, now
-    )
+    for lexeme, count in (
+        await _count(conn, postings, [x for x in kept if x not in exact])
+    ).items():
+        known(lexeme, count, True, counted=True)
     # a cached count may exceed a corpus that shrank since: df <= N keeps idf positive
     return {x: min(counts[x], max(int(n_docs), 1)) for x in kept}
 
@@ -149,25 +157,16 @@ async def document_frequencies(
 async def _count(
     conn: psycopg.AsyncConnection[Any],
     postings: sql.Identifier,
-    table: str,
     lexemes: list[str],
-    cap: int | None,
-    counts: dict[str, int],
-    exact: set[str],
-    now: float,
-) -> None:
-    """Count ``lexemes``' postings up to ``cap`` (None: all) in one statement; cache them."""
+    cap: int | None = None,
+) -> dict[str, int]:
+    """``lexemes``' postings counted up to ``cap`` (None: all), in one statement."""
     if not lexemes:
-        return
+        return {}
     cur = await conn.execute(
         queries.LEXEME_COUNTS.format(postings=postings), {"lexemes": lexemes, "cap": cap}
     )
-    for lexeme, count in await cur.fetchall():
-        is_exact = cap is None or int(count) < cap
-        counts[lexeme] = int(count)
-        if is_exact:
-            exact.add(lexeme)
-        _frequencies.put(table, lexeme, int(count), is_exact, now)
+    return {lexeme: int(count) for lexeme, count in await cur.fetchall()}
 
 
 def without_very_common(counts: dict[str, int], cap: int, n_docs: float) -> list[str]:
